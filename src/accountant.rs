@@ -1,0 +1,626 @@
+//! The accountant: the public face of the write path.
+//!
+//! Hot-path calls (`mark_link`, `mark_replace`, `clean`, and `next` when a
+//! free segment exists) touch only the segments they name: one packed
+//! atomic word each, that segment's sharded page sets and counters, and
+//! for a replace the new segment's own deferred-work lock. `stabilize`
+//! hands ordered work to the combiner and never waits. Only growing the
+//! file takes the sequencer's lock.
+
+use std::sync::Arc as StdArc;
+
+use smallvec::SmallVec;
+
+use crate::combiner::Combiner;
+use crate::config::{Config, Mode};
+use crate::error::{Error, Result};
+use crate::freelist::{Epochs, RewriteGate};
+use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER};
+use crate::sequencer::Sequencer;
+use crate::storage::Storage;
+use crate::sync::epoch::Collector;
+use crate::sync::{lock, Arc, AtomicI64, AtomicUsize, Ordering};
+use crate::table::{Bits, SegmentTable};
+use crate::types::{DiskPtr, Lid, Lsn, PageId};
+
+/// Segments per live state, kept as counters so the heuristics need no
+/// scan. Relaxed throughout: statistics and heuristics tolerate a count
+/// that lags a concurrent transition.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    active: AtomicUsize,
+    inactive: AtomicUsize,
+    draining: AtomicUsize,
+    freeing: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CountSnapshot {
+    pub(crate) active: usize,
+    pub(crate) inactive: usize,
+    pub(crate) draining: usize,
+    pub(crate) freeing: usize,
+}
+
+impl Counts {
+    fn counter(&self, state: SegmentState) -> Option<&AtomicUsize> {
+        match state {
+            SegmentState::Active => Some(&self.active),
+            SegmentState::Inactive => Some(&self.inactive),
+            SegmentState::Draining => Some(&self.draining),
+            SegmentState::Freeing => Some(&self.freeing),
+            SegmentState::Free | SegmentState::Vacant => None,
+        }
+    }
+
+    pub(crate) fn moved(&self, from: SegmentState, to: SegmentState) {
+        if let Some(c) = self.counter(from) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.counter(to) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> CountSnapshot {
+        CountSnapshot {
+            active: self.active.load(Ordering::Relaxed),
+            inactive: self.inactive.load(Ordering::Relaxed),
+            draining: self.draining.load(Ordering::Relaxed),
+            freeing: self.freeing.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Everything the accountant's parts share.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) storage: StdArc<dyn Storage>,
+    /// Captured by epoch-deferred landing closures (hence its own `Arc`:
+    /// they must not keep the collector, which holds them, alive).
+    pub(crate) table: Arc<SegmentTable>,
+    pub(crate) epochs: Epochs,
+    pub(crate) sequencer: Sequencer,
+    pub(crate) combiner: Combiner,
+    pub(crate) gate: RewriteGate,
+    pub(crate) counts: Counts,
+    /// The highest stabilized segment lsn (−1: none). Written only by the
+    /// combiner.
+    pub(crate) max_stabilized: AtomicI64,
+    /// The highest segment lsn handed to `next`.
+    pub(crate) last_issued: AtomicI64,
+    pub(crate) clean_counter: AtomicUsize,
+    pub(crate) clean_cursor: AtomicUsize,
+}
+
+/// Tracks which segments of one log file hold which pages, hands out
+/// segments for new writes, decides what to clean, and shrinks the file.
+///
+/// All methods take `&self`; share it between writer threads with an
+/// `Arc`. See the [crate docs](crate) for the caller contract.
+pub struct Accountant {
+    pub(crate) shared: Shared,
+}
+
+impl std::fmt::Debug for Accountant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accountant")
+            .field("config", &self.shared.config)
+            .field("tip", &self.tip())
+            .field("stable_lsn", &self.stable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Accountant {
+    /// An empty accountant over `storage`, deferring frees through
+    /// crossbeam-epoch's default collector (the one `crossbeam_epoch::pin`
+    /// uses).
+    #[cfg(not(crossbeam_loom))]
+    pub fn new(config: Config, storage: StdArc<dyn Storage>) -> Accountant {
+        Self::with_collector(
+            config,
+            storage,
+            crossbeam_epoch::default_collector().clone(),
+        )
+    }
+
+    /// An empty accountant deferring frees through `collector`: pass the
+    /// collector your readers pin, so a segment is never reused while a
+    /// reader that may hold a pointer into it is pinned (property B).
+    pub fn with_collector(
+        config: Config,
+        storage: StdArc<dyn Storage>,
+        collector: Collector,
+    ) -> Accountant {
+        let gate = RewriteGate::new(config.mode == Mode::Linear);
+        Accountant {
+            shared: Shared {
+                storage,
+                table: Arc::new(SegmentTable::new()),
+                epochs: Epochs::new(collector),
+                sequencer: Sequencer::new(0),
+                combiner: Combiner::new(),
+                gate,
+                counts: Counts::default(),
+                max_stabilized: AtomicI64::new(-1),
+                last_issued: AtomicI64::new(-1),
+                clean_counter: AtomicUsize::new(0),
+                clean_cursor: AtomicUsize::new(0),
+                config,
+            },
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The collector frees are deferred through.
+    pub fn collector(&self) -> &Collector {
+        self.shared.epochs.collector()
+    }
+
+    fn segment_size(&self) -> u64 {
+        self.shared.config.segment_size
+    }
+
+    /// The file tip in bytes: every lid below it may be in use.
+    pub fn tip(&self) -> u64 {
+        self.shared.sequencer.tip() as u64 * self.segment_size()
+    }
+
+    /// The highest stabilized segment lsn (−1 before the first
+    /// `stabilize`).
+    pub fn stable_lsn(&self) -> Lsn {
+        // Acquire: pairs with the combiner's release store.
+        self.shared.max_stabilized.load(Ordering::Acquire)
+    }
+
+    fn segno_of(&self, lsn: Lsn) -> Result<u64> {
+        if lsn < 0 {
+            return Err(Error::NegativeLsn { lsn });
+        }
+        let segno = lsn as u64 / self.segment_size();
+        if segno > MAX_SEGMENT_NUMBER {
+            return Err(Error::LsnOutOfRange {
+                lsn,
+                max: (MAX_SEGMENT_NUMBER * self.segment_size()) as Lsn,
+            });
+        }
+        Ok(segno)
+    }
+
+    /// The segment of `lid`, which must be below the tip.
+    fn segment_at(&self, lid: Lid) -> Result<(usize, &Segment)> {
+        let index = lid / self.segment_size();
+        let tip = self.shared.sequencer.tip();
+        if index >= tip as u64 {
+            return Err(Error::LidBeyondTip {
+                lid,
+                tip: tip as u64 * self.segment_size(),
+            });
+        }
+        let index = index as usize;
+        Ok((index, self.shared.table.segment(index)))
+    }
+
+    /// Checks that `ptr` is in an Active segment whose base lsn is `lsn`
+    /// rounded down; returns its index, segment and word.
+    fn write_target(&self, lsn: Lsn, ptr: DiskPtr) -> Result<(usize, &Segment, Word)> {
+        let segno = self.segno_of(lsn)?;
+        let (index, segment) = self.segment_at(ptr.lid())?;
+        let word = segment.load();
+        let lid = index as u64 * self.segment_size();
+        let segment_lsn = word.lsn(self.segment_size());
+        if let Some(segment_lsn) = segment_lsn {
+            if word.segno > Some(segno) {
+                return Err(Error::StaleSegment {
+                    lid,
+                    lsn,
+                    segment_lsn,
+                });
+            }
+        }
+        if word.state != SegmentState::Active {
+            return Err(Error::SegmentNotActive {
+                lid,
+                state: word.state,
+            });
+        }
+        if word.segno != Some(segno) {
+            return Err(Error::LsnMismatch {
+                lid,
+                lsn,
+                segment_lsn: segment_lsn.unwrap_or(-1),
+            });
+        }
+        Ok((index, segment, word))
+    }
+
+    /// Hands out the file offset for the segment starting at log sequence
+    /// number `lsn` (a multiple of the segment size, above every lsn given
+    /// before and above the stabilized lsn).
+    ///
+    /// Reuses the lowest-offset free segment that is safe to reuse (no
+    /// reader pinned since it was freed, and the stable lsn past it), first
+    /// shrinking the file over free segments at its top; extends the file
+    /// by one segment if rewriting is paused or nothing is free. Only the
+    /// extension takes the sequencer's lock.
+    ///
+    /// # Errors
+    /// [`Error::NegativeLsn`], [`Error::UnalignedLsn`],
+    /// [`Error::LsnOutOfRange`], [`Error::LsnNotIncreasing`],
+    /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] when an
+    /// earlier asynchronous truncation failed (reported once; retry).
+    pub fn next(&self, lsn: Lsn) -> Result<Lid> {
+        let segno = self.segno_of(lsn)?;
+        if lsn as u64 % self.segment_size() != 0 {
+            return Err(Error::UnalignedLsn {
+                lsn,
+                segment_size: self.segment_size(),
+            });
+        }
+        let stable = self.stable_lsn();
+        if lsn <= stable {
+            return Err(Error::LsnAlreadyStable { lsn, stable });
+        }
+        // AcqRel: orders competing `next` calls on the same lsn.
+        let last = self.shared.last_issued.fetch_max(lsn, Ordering::AcqRel);
+        if last >= lsn {
+            return Err(Error::LsnNotIncreasing { lsn, last });
+        }
+        match self.place(segno) {
+            Ok(index) => Ok(index as u64 * self.segment_size()),
+            Err(e) => {
+                // Give the lsn back unless a later one was issued meanwhile.
+                let _ = self.shared.last_issued.compare_exchange(
+                    lsn,
+                    last,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn place(&self, segno: u64) -> Result<usize> {
+        let shared = &self.shared;
+        if shared.gate.enter() {
+            let reused = self.reuse(segno);
+            shared.gate.exit();
+            if let Some(index) = reused? {
+                return Ok(index);
+            }
+        }
+        shared.sequencer.extend(&shared.table, |index, word| {
+            self.activate(index, word, segno);
+        })
+    }
+
+    /// The reuse path, inside the rewrite gate.
+    fn reuse(&self, segno: u64) -> Result<Option<usize>> {
+        let shared = &self.shared;
+        shared.sequencer.try_shrink(
+            &shared.table,
+            &shared.storage,
+            self.segment_size(),
+            shared.config.temporary,
+        )?;
+        let claim = || {
+            shared
+                .table
+                .claim_lowest(Bits::Free, shared.sequencer.tip())
+        };
+        let mut claimed = claim();
+        // Acquire: pairs with the release decrement in `land`.
+        if claimed.is_none() && shared.table.epoch_waiting.load(Ordering::Acquire) > 0 {
+            shared.epochs.flush(&shared.table);
+            claimed = claim();
+        }
+        Ok(claimed.map(|index| {
+            let word = shared.table.segment(index).load();
+            debug_assert_eq!(word.state, SegmentState::Free);
+            self.activate(index, word, segno);
+            index
+        }))
+    }
+
+    /// Makes a claimed segment Active for `segno` and registers it with the
+    /// combiner before `next` returns.
+    fn activate(&self, index: usize, word: Word, segno: u64) {
+        let segment = self.shared.table.segment(index);
+        segment.reset();
+        segment.must_transition(word, word.activated(segno));
+        self.shared.counts.moved(word.state, SegmentState::Active);
+        self.shared.combiner.register(segno, index);
+    }
+
+    /// Records that a fragment of page `pid` of `size` bytes was placed at
+    /// `ptr`, in the segment whose base lsn is `lsn` rounded down.
+    ///
+    /// # Errors
+    /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
+    /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
+    /// [`Error::NegativeLsn`], and [`Error::LinkRacedStabilize`] if a
+    /// concurrent `stabilize` covered the segment during the call (a broken
+    /// caller contract; the link is undone). Nothing changes on error.
+    pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
+        let (index, segment, word) = self.write_target(lsn, ptr)?;
+        self.link(pid, index, segment, word, size)
+    }
+
+    fn link(
+        &self,
+        pid: PageId,
+        index: usize,
+        segment: &Segment,
+        word: Word,
+        size: u64,
+    ) -> Result<()> {
+        let was_new = segment.link(pid, size);
+        if segment.load() != word {
+            segment.unlink(pid, size, was_new);
+            return Err(Error::LinkRacedStabilize {
+                pid,
+                lid: index as u64 * self.segment_size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that page `pid` was rewritten completely at `new_ptr`
+    /// (`size` bytes, at `lsn`), making every fragment at `old_ptrs`
+    /// garbage once the new segment is stable. Freeing a page is the same
+    /// call with `new_ptr` at the page's free record.
+    ///
+    /// Old blob pointers become garbage blob files, removed when the new
+    /// segment becomes stable, except when the only old pointer is the
+    /// same blob the new pointer re-links.
+    ///
+    /// # Errors
+    /// Those of [`mark_link`](Self::mark_link) for `new_ptr`; for an old
+    /// pointer, [`Error::LidBeyondTip`],
+    /// [`Error::ReplacedFromFreeSegment`] and [`Error::StaleSegment`] (its
+    /// segment was reused at an lsn above `lsn`). Nothing changes on error.
+    pub fn mark_replace(
+        &self,
+        pid: PageId,
+        lsn: Lsn,
+        old_ptrs: &[DiskPtr],
+        new_ptr: DiskPtr,
+        size: u64,
+    ) -> Result<()> {
+        let (index, segment, word) = self.write_target(lsn, new_ptr)?;
+        // Validate every old pointer before changing anything.
+        let mut olds: SmallVec<[(u32, u32); 4]> = SmallVec::new();
+        for old in old_ptrs {
+            let (old_index, old_segment) = self.segment_at(old.lid())?;
+            if old_index == index {
+                continue;
+            }
+            let old_word = old_segment.load();
+            let lid = old_index as u64 * self.segment_size();
+            if matches!(
+                old_word.state,
+                SegmentState::Free | SegmentState::Freeing | SegmentState::Vacant
+            ) {
+                return Err(Error::ReplacedFromFreeSegment {
+                    pid,
+                    lid,
+                    state: old_word.state,
+                });
+            }
+            let old_lsn = old_word.lsn(self.segment_size()).unwrap_or(-1);
+            if old_lsn > lsn {
+                return Err(Error::StaleSegment {
+                    lid,
+                    lsn,
+                    segment_lsn: old_lsn,
+                });
+            }
+            if !olds.iter().any(|&(i, _)| i == old_index as u32) {
+                olds.push((old_index as u32, old_word.generation));
+            }
+        }
+        let relinks_same_blob = old_ptrs.len() == 1
+            && old_ptrs[0].blob().is_some()
+            && old_ptrs[0].blob() == new_ptr.blob();
+        {
+            let mut deferred = lock(&segment.deferred);
+            // Re-check under the lock the combiner takes after sealing the
+            // segment: either we record before it collects, or we see it
+            // sealed and record nothing.
+            if segment.load() != word {
+                return Err(Error::LinkRacedStabilize {
+                    pid,
+                    lid: index as u64 * self.segment_size(),
+                });
+            }
+            for &(old_index, old_generation) in &olds {
+                deferred.replacements.push(DeferredReplacement {
+                    pid,
+                    old_index,
+                    old_generation,
+                });
+            }
+            if !relinks_same_blob {
+                deferred
+                    .blob_removals
+                    .extend(old_ptrs.iter().filter_map(|p| p.blob()));
+            }
+        }
+        for &(old_index, _) in &olds {
+            self.shared
+                .table
+                .segment(old_index as usize)
+                .not_yet_replaced
+                .remove(pid);
+        }
+        self.link(pid, index, segment, word, size)
+    }
+
+    /// Tells the accountant that the log is durable and vouched for by a
+    /// durable segment header below `stable_lsn` (exclusive): every segment
+    /// wholly below it becomes Inactive, in lsn order, applying the
+    /// replacements recorded in it.
+    ///
+    /// Never waits: if another thread is already stabilizing, this hands
+    /// the work over and returns (so the effects may land just after the
+    /// call returns).
+    ///
+    /// # Errors
+    /// [`Error::NegativeLsn`]; [`Error::BlobRemoval`] if deleting a garbage
+    /// blob failed (the bookkeeping is complete regardless).
+    pub fn stabilize(&self, stable_lsn: Lsn) -> Result<()> {
+        if stable_lsn < 0 {
+            return Err(Error::NegativeLsn { lsn: stable_lsn });
+        }
+        let goal = (stable_lsn as u64 / self.segment_size()).min(MAX_SEGMENT_NUMBER + 1);
+        self.shared.combiner.request(&self.shared, goal)
+    }
+
+    /// Suggests a page to relocate so that a draining segment empties, or
+    /// `None` if there is nothing to do (or the pick is `ignore_pid`).
+    /// Round-robin over the to-clean set and each segment's pages not yet
+    /// replaced; a returned page was, at some instant during the call, not
+    /// yet replaced in a to-clean segment.
+    pub fn clean(&self, ignore_pid: PageId) -> Option<PageId> {
+        let shared = &self.shared;
+        let draining = shared.counts.snapshot().draining;
+        if draining == 0 {
+            return None;
+        }
+        let tip = shared.sequencer.tip();
+        // Relaxed: round-robin counters need no ordering.
+        let k = shared.clean_counter.fetch_add(1, Ordering::Relaxed);
+        let mut cursor = shared.clean_cursor.load(Ordering::Relaxed);
+        for _ in 0..=draining.min(tip) {
+            let index = shared.table.next_set(Bits::Drain, cursor, tip)?;
+            let segment = shared.table.segment(index);
+            let word = segment.load();
+            if word.state == SegmentState::Draining {
+                if let Some(pid) = segment.not_yet_replaced.pick(k) {
+                    // Unchanged word: the segment stayed Draining in this
+                    // generation while we picked (states never go back
+                    // within a generation).
+                    if segment.load() == word {
+                        shared.clean_cursor.store(index + 1, Ordering::Relaxed);
+                        return (pid != ignore_pid).then_some(pid);
+                    }
+                }
+            }
+            cursor = index + 1;
+        }
+        None
+    }
+
+    /// Stops reusing segments and truncating the file, for a consistent
+    /// iteration of the log: returns once no `next` is reusing or
+    /// truncating, and until the matching
+    /// [`resume_rewriting`](Self::resume_rewriting) every `next` extends
+    /// the file. Pauses nest.
+    pub fn pause_rewriting(&self) {
+        self.shared.gate.pause();
+    }
+
+    /// Undoes one [`pause_rewriting`](Self::pause_rewriting). Never takes
+    /// effect in [`Mode::Linear`].
+    ///
+    /// # Errors
+    /// [`Error::NotPaused`] without a matching pause.
+    pub fn resume_rewriting(&self) -> Result<()> {
+        if self.shared.gate.resume() {
+            Ok(())
+        } else if self.shared.config.mode == Mode::Linear {
+            Ok(())
+        } else {
+            Err(Error::NotPaused)
+        }
+    }
+
+    /// While rewriting is paused, the `(segment lsn, lid)` pairs of the
+    /// segments below the tip with segment lsn at or above `lsn` rounded
+    /// down, in lsn order.
+    ///
+    /// # Errors
+    /// [`Error::NotPaused`] unless rewriting is paused.
+    pub fn segment_snapshot_iter_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        if !self.shared.gate.is_paused() {
+            return Err(Error::NotPaused);
+        }
+        let ss = self.segment_size() as Lsn;
+        let from = lsn.max(0) - lsn.max(0) % ss;
+        let mut pairs: Vec<(Lsn, Lid)> = (0..self.shared.sequencer.tip())
+            .filter_map(|index| {
+                let word = self.shared.table.segment(index).load();
+                let seg_lsn = word.lsn(ss as u64)?;
+                (word.state != SegmentState::Vacant && seg_lsn >= from)
+                    .then_some((seg_lsn, index as u64 * ss as u64))
+            })
+            .collect();
+        pairs.sort_unstable();
+        Ok(pairs.into_iter())
+    }
+
+    /// Pushes epoch-deferred frees through the collector (pinning and
+    /// flushing), so reuse does not wait for unrelated threads to pin.
+    /// Returns how many freed segments still wait for pinned readers.
+    pub fn flush(&self) -> usize {
+        self.shared.epochs.flush(&self.shared.table)
+    }
+
+    /// The state of segment `index`, or `None` beyond the table.
+    pub fn segment_info(&self, index: usize) -> Option<crate::SegmentInfo> {
+        let segment = self.shared.table.get(index)?;
+        let word = segment.load();
+        Some(crate::SegmentInfo {
+            index,
+            lid: index as u64 * self.segment_size(),
+            state: word.state,
+            lsn: word.lsn(self.segment_size()),
+            generation: word.generation,
+            live_pages: segment.present.len(),
+            not_yet_replaced: segment.not_yet_replaced.len(),
+            // Relaxed: a statistic.
+            removed_pages: segment.removed.load(Ordering::Relaxed),
+            live_bytes: segment.live_bytes.load(Ordering::Relaxed),
+            to_clean: self.shared.table.bit(Bits::Drain, index),
+        })
+    }
+
+    /// The pages with live fragments in segment `index`, with their bytes,
+    /// sorted by page id (not an atomic snapshot under concurrency).
+    pub fn segment_pages(&self, index: usize) -> Vec<(PageId, u64)> {
+        let mut pages = self
+            .shared
+            .table
+            .get(index)
+            .map(|s| s.present.entries())
+            .unwrap_or_default();
+        pages.sort_unstable();
+        pages
+    }
+
+    /// The pages of segment `index` that `clean` may still suggest, sorted.
+    pub fn segment_not_yet_replaced(&self, index: usize) -> Vec<PageId> {
+        let mut pids = self
+            .shared
+            .table
+            .get(index)
+            .map(|s| s.not_yet_replaced.members())
+            .unwrap_or_default();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+impl Drop for Accountant {
+    fn drop(&mut self) {
+        // Let an outstanding truncation finish so the file is not changed
+        // after the accountant is gone; its error has nobody to go to.
+        let _ = self.shared.sequencer.wait_truncation();
+    }
+}

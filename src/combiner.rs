@@ -1,0 +1,379 @@
+//! Stabilization: deactivating segments in lsn order without making any
+//! thread wait.
+//!
+//! `stabilize` publishes its goal in one word (`goal << 1 | busy`). If no
+//! thread is combining, the caller sets `busy` and becomes the combiner: it
+//! deactivates every registered Active segment below the goal in lsn order,
+//! applies their deferred replacements, frees and drains what that empties,
+//! and loops while the goal keeps rising. If a thread is combining, the
+//! caller raises the goal and returns at once: the combiner will do its
+//! work. The combiner gives up `busy` with a CAS that expects the goal it
+//! finished, so a raise that slips in makes that CAS fail and the combiner
+//! goes round again: no request is ever stranded. All of it is
+//! read-modify-writes of one word, so no SeqCst store/load pairs are
+//! needed.
+//!
+//! Only the combiner touches [`CombinerState`] (the `busy` bit is the
+//! token), so deactivation, replacement application, freeing and draining
+//! decisions are single-threaded, and every free is decided exactly once.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::accountant::Shared;
+use crate::error::{Error, Result};
+use crate::policy;
+use crate::segment::{Deferred, SegmentState, Word};
+use crate::sync::{lock, AtomicBool, AtomicU64, Ordering, Queue, UnsafeCell};
+use crate::table::Bits;
+use crate::types::Lsn;
+
+const BUSY: u64 = 1;
+
+/// State owned by whichever thread holds the combiner token.
+#[derive(Debug, Default)]
+pub(crate) struct CombinerState {
+    /// Registered Active segments, by segment number: `(segno, index)`.
+    active: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Segments waiting for the stabilized segment lsn to rise above
+    /// `lsn` before their epoch deferral starts: `(index, lsn)`.
+    pub(crate) waiting_stable: Vec<(u32, Lsn)>,
+    /// Segments stabilized (all segment numbers below this are stable).
+    done: u64,
+    scratch: Deferred,
+    touched: Vec<u32>,
+    /// Errors met while combining on behalf of others, reported by the
+    /// next `stabilize` that combines.
+    unreported: Vec<Error>,
+}
+
+impl CombinerState {
+    /// `(segno, index)` of every registered Active segment.
+    pub(crate) fn registered_active(&self) -> Vec<(u64, u32)> {
+        self.active.iter().map(|r| r.0).collect()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Combiner {
+    word: AtomicU64,
+    state: UnsafeCell<CombinerState>,
+    /// Activations published by `next` for the combiner to pick up.
+    activations: Queue<(u64, u32)>,
+    /// Whether `unreported` may be non-empty.
+    has_errors: AtomicBool,
+}
+
+impl Combiner {
+    pub(crate) fn new() -> Combiner {
+        Combiner {
+            word: AtomicU64::new(0),
+            state: UnsafeCell::new(CombinerState::default()),
+            activations: Queue::new(),
+            has_errors: AtomicBool::new(false),
+        }
+    }
+
+    /// Registers an activated segment; must happen before the activating
+    /// `next` returns, so any stabilize that covers it sees it.
+    pub(crate) fn register(&self, segno: u64, index: usize) {
+        self.activations.push((segno, index as u32));
+    }
+
+    /// Requests that every segment with number below `goal` be stabilized.
+    pub(crate) fn request(&self, shared: &Shared, goal: u64) -> Result<()> {
+        // Relaxed initial read: the CAS validates it.
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            if goal <= current >> 1 {
+                // Already requested (and being done by the combiner) or done.
+                return Ok(());
+            }
+            let busy = current & BUSY != 0;
+            // AcqRel: Release hands our prior writes (the links into the
+            // segments we stabilize) to the combiner, Acquire lets a new
+            // combiner see the previous combiner's work. A failed CAS is a
+            // load: Acquire there too.
+            match self.word.compare_exchange_weak(
+                current,
+                goal << 1 | BUSY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) if busy => return Ok(()),
+                Ok(_) => {
+                    self.combine(shared);
+                    return self.take_errors(shared);
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Runs `f` on the combiner state if no thread is combining (audits and
+    /// statistics at quiescent points). Goals raised meanwhile are combined
+    /// before the token is released; their errors wait for the next
+    /// `stabilize`.
+    pub(crate) fn with_idle_state<R>(
+        &self,
+        shared: &Shared,
+        f: impl FnOnce(&mut CombinerState) -> R,
+    ) -> Option<R> {
+        // Acquire: the previous combiner's work is visible to us.
+        let current = self.word.load(Ordering::Acquire);
+        if current & BUSY != 0 {
+            return None;
+        }
+        // AcqRel/Acquire: see `request`.
+        self.word
+            .compare_exchange(current, current | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let result = self.with_state(|state| {
+            self.collect_activations(state);
+            f(state)
+        });
+        self.combine(shared);
+        Some(result)
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut CombinerState) -> R) -> R {
+        self.state.with_mut(|state| {
+            // Safety: only the holder of the busy bit calls this (every
+            // caller is inside `combine` or `with_idle_state` after setting
+            // it), and the access ends before the bit is released.
+            f(unsafe { &mut *state })
+        })
+    }
+
+    fn collect_activations(&self, state: &mut CombinerState) {
+        while let Some((segno, index)) = self.activations.pop() {
+            state.active.push(Reverse((segno, index)));
+        }
+    }
+
+    /// The combiner loop: the caller holds the busy bit. Works until the
+    /// published goal is done, then releases the bit with a CAS that fails
+    /// (and sends us round again) if the goal was raised meanwhile.
+    fn combine(&self, shared: &Shared) {
+        loop {
+            // Acquire: see the requesters' writes (release in `request`).
+            let current = self.word.load(Ordering::Acquire);
+            let goal = current >> 1;
+            let pending = self.with_state(|state| {
+                if goal > state.done {
+                    self.collect_activations(state);
+                    pass(shared, state, goal);
+                    if !state.unreported.is_empty() {
+                        // Release: pairs with `take_errors`.
+                        self.has_errors.store(true, Ordering::Release);
+                    }
+                    true
+                } else {
+                    false
+                }
+            });
+            if pending {
+                continue;
+            }
+            // AcqRel: Release publishes our work to the next combiner and
+            // to `with_idle_state`; a failure is a load of a raised goal.
+            if self
+                .word
+                .compare_exchange(current, goal << 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Reports (the first of) the errors met while combining, if the token
+    /// is free to look; otherwise a later `stabilize` reports them.
+    fn take_errors(&self, shared: &Shared) -> Result<()> {
+        // Acquire: pairs with the release store under the token.
+        if !self.has_errors.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let first = self
+            .with_idle_state(shared, |state| {
+                let first = (!state.unreported.is_empty()).then(|| state.unreported.remove(0));
+                // Relaxed: we hold the token; its release publishes this.
+                self.has_errors
+                    .store(!state.unreported.is_empty(), Ordering::Relaxed);
+                first
+            })
+            .flatten();
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// One step of the combiner: stabilize every segment numbered below
+/// `goal`. The order of effects is part of the specification that the
+/// reference model mirrors:
+/// 1. deactivate registered Active segments below the goal in lsn order,
+///    each applying its deferred blob removals and replacements and then
+///    considering every touched segment for freeing or draining;
+/// 2. publish the new stabilized lsn;
+/// 3. start the epoch deferral of frees whose lsn is now below it;
+/// 4. apply the tip-shrinking heuristic.
+fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
+    let ss = shared.config.segment_size;
+    let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
+    while let Some(&Reverse((segno, index))) = state.active.peek() {
+        if segno >= goal {
+            break;
+        }
+        state.active.pop();
+        deactivate(shared, state, index as usize, segno, stable_lsn);
+    }
+    state.done = goal;
+    // Release: `next`'s stale-lsn check and statistics read it.
+    shared.max_stabilized.store(stable_lsn, Ordering::Release);
+    let mut i = 0;
+    while i < state.waiting_stable.len() {
+        let (index, lsn) = state.waiting_stable[i];
+        if lsn < stable_lsn {
+            state.waiting_stable.swap_remove(i);
+            shared.epochs.defer_free(&shared.table, index as usize);
+        } else {
+            i += 1;
+        }
+    }
+    drain_top_if_worthwhile(shared);
+}
+
+fn deactivate(
+    shared: &Shared,
+    state: &mut CombinerState,
+    index: usize,
+    segno: u64,
+    stable_lsn: Lsn,
+) {
+    let segment = shared.table.segment(index);
+    let word = segment.load();
+    assert!(
+        word.state == SegmentState::Active && word.segno == Some(segno),
+        "registered segment {index} (segno {segno}) is {word:?}"
+    );
+    segment.must_transition(word, word.with_state(SegmentState::Inactive));
+    shared
+        .counts
+        .moved(SegmentState::Active, SegmentState::Inactive);
+    {
+        // Writers into this segment record under this lock only while it is
+        // Active (they re-check under the lock), so after the CAS above the
+        // list is complete.
+        let mut deferred = lock(&segment.deferred);
+        std::mem::swap(&mut deferred.replacements, &mut state.scratch.replacements);
+        std::mem::swap(
+            &mut deferred.blob_removals,
+            &mut state.scratch.blob_removals,
+        );
+    }
+    for blob in state.scratch.blob_removals.drain(..) {
+        if let Err(source) = shared.storage.remove_blob(blob) {
+            state.unreported.push(Error::BlobRemoval { blob, source });
+        }
+    }
+    for r in state.scratch.replacements.drain(..) {
+        let old = shared.table.segment(r.old_index as usize);
+        let old_word = old.load();
+        if old_word.generation != r.old_generation {
+            // The old incarnation is gone; so are its fragments.
+            continue;
+        }
+        match old_word.state {
+            SegmentState::Inactive | SegmentState::Draining => {
+                old.remove_replaced(r.pid);
+            }
+            SegmentState::Active => panic!(
+                "replacement of page {} applied to Active segment {} (deactivation out of lsn order)",
+                r.pid, r.old_index
+            ),
+            _ => debug_assert!(old.present.get(r.pid).is_none()),
+        }
+        state.touched.push(r.old_index);
+    }
+    state.touched.push(index as u32);
+    state.touched.sort_unstable();
+    state.touched.dedup();
+    let touched = std::mem::take(&mut state.touched);
+    for &i in &touched {
+        consider(shared, state, i as usize, stable_lsn);
+    }
+    state.touched = touched;
+    state.touched.clear();
+}
+
+/// Frees a sealed segment that emptied, or drains one the policy picks.
+fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn: Lsn) {
+    let segment = shared.table.segment(index);
+    let word = segment.load();
+    match word.state {
+        SegmentState::Inactive if segment.present.is_empty() => {
+            free(shared, state, index, word, stable_lsn)
+        }
+        SegmentState::Inactive => {
+            let tip = shared.sequencer.tip() as u64;
+            let present = segment.present.len() as u64;
+            // Relaxed: only the combiner writes `removed` of sealed segments.
+            let removed = segment.removed.load(Ordering::Relaxed);
+            if policy::drainable(&shared.config, index as u64, tip, present, removed) {
+                start_draining(shared, index, word);
+            }
+        }
+        SegmentState::Draining if segment.present.is_empty() => {
+            let was_set = shared.table.clear_bit(Bits::Drain, index);
+            debug_assert!(was_set);
+            free(shared, state, index, word, stable_lsn)
+        }
+        _ => {}
+    }
+}
+
+fn start_draining(shared: &Shared, index: usize, word: Word) {
+    shared
+        .table
+        .segment(index)
+        .must_transition(word, word.with_state(SegmentState::Draining));
+    shared
+        .counts
+        .moved(SegmentState::Inactive, SegmentState::Draining);
+    let newly = shared.table.set_bit(Bits::Drain, index);
+    debug_assert!(newly);
+}
+
+fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, stable_lsn: Lsn) {
+    shared
+        .table
+        .segment(index)
+        .must_transition(word, word.with_state(SegmentState::Freeing));
+    shared.counts.moved(word.state, SegmentState::Freeing);
+    let lsn = word
+        .lsn(shared.config.segment_size)
+        .expect("a sealed segment has an lsn");
+    if lsn < stable_lsn {
+        shared.epochs.defer_free(&shared.table, index);
+    } else {
+        state.waiting_stable.push((index as u32, lsn));
+    }
+}
+
+/// The tip-shrinking heuristic of spec section 5: when enough of the file
+/// is free, drain its highest inactive segment so its pages move down.
+fn drain_top_if_worthwhile(shared: &Shared) {
+    let tip = shared.sequencer.tip();
+    let counts = shared.counts.snapshot();
+    let live = counts.active + counts.inactive + counts.draining;
+    let free = tip.saturating_sub(live) as u64;
+    if !policy::should_drain_top(&shared.config, free, counts.inactive as u64) {
+        return;
+    }
+    for index in (0..tip).rev() {
+        let word = shared.table.segment(index).load();
+        if word.state == SegmentState::Inactive {
+            start_draining(shared, index, word);
+            return;
+        }
+    }
+}

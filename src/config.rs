@@ -1,0 +1,223 @@
+//! Configuration, built and validated once.
+
+/// The smallest segment size accepted in production.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+
+/// The smallest segment size accepted with
+/// [`ConfigBuilder::allow_small_segments`] (for tests and simulations).
+pub const MIN_TEST_SEGMENT_SIZE: u64 = 64;
+
+/// How segments are reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Segments are cleaned and reused; the file can shrink.
+    #[default]
+    Gc,
+    /// Segments are never reused: every `next` extends the file, as if
+    /// rewriting were paused for good.
+    Linear,
+}
+
+/// A configuration value that was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The segment size is not a power of two.
+    #[error("segment size {0} is not a power of two")]
+    SegmentSizeNotPowerOfTwo(u64),
+    /// The segment size is below the minimum.
+    #[error("segment size {size} is below the minimum {min} (small segments must be allowed explicitly, for tests)")]
+    SegmentSizeTooSmall {
+        /// The requested size.
+        size: u64,
+        /// The minimum that applies.
+        min: u64,
+    },
+    /// The cleanup threshold is not a percentage in 1..=99.
+    #[error("cleanup threshold {0}% is outside 1..=99")]
+    CleanupThreshold(u8),
+    /// The skew is not in 0..=100 percentage points.
+    #[error("cleanup skew {0} is outside 0..=100 percentage points")]
+    Skew(u8),
+}
+
+/// A validated configuration. Build one with [`Config::builder`].
+///
+/// ```
+/// use segment_accountant::{Config, Mode};
+/// let config = Config::builder().segment_size(1 << 20).cleanup_threshold(40).build()?;
+/// assert_eq!(config.segment_size(), 1 << 20);
+/// assert_eq!(config.mode(), Mode::Gc);
+/// # Ok::<(), segment_accountant::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) segment_size: u64,
+    pub(crate) cleanup_threshold: u8,
+    pub(crate) skew: u8,
+    pub(crate) mode: Mode,
+    pub(crate) temporary: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            segment_size: 1 << 20,
+            cleanup_threshold: 40,
+            skew: 10,
+            mode: Mode::Gc,
+            temporary: false,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults: 1 MiB segments, threshold
+    /// 40%, skew 10 points, [`Mode::Gc`], durable.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+            allow_small: false,
+        }
+    }
+
+    /// The size of one segment in bytes (a power of two).
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// The live share (percent) at or below which a segment is drained.
+    pub fn cleanup_threshold(&self) -> u8 {
+        self.cleanup_threshold
+    }
+
+    /// Percentage points added to the threshold of low-offset segments.
+    pub fn skew(&self) -> u8 {
+        self.skew
+    }
+
+    /// Whether segments are reused.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether syncs are skipped (for temporary stores).
+    pub fn temporary(&self) -> bool {
+        self.temporary
+    }
+}
+
+/// Builds a [`Config`], validating every value in [`ConfigBuilder::build`].
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+    allow_small: bool,
+}
+
+impl ConfigBuilder {
+    /// Segment size in bytes: a power of two, at least 4 KiB unless
+    /// [`allow_small_segments`](Self::allow_small_segments) is set.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.config.segment_size = bytes;
+        self
+    }
+
+    /// Accept segments down to 64 bytes, for tests and simulations.
+    pub fn allow_small_segments(mut self, allow: bool) -> Self {
+        self.allow_small = allow;
+        self
+    }
+
+    /// Cleanup threshold in percent (1..=99, default 40).
+    pub fn cleanup_threshold(mut self, percent: u8) -> Self {
+        self.config.cleanup_threshold = percent;
+        self
+    }
+
+    /// Skew in percentage points (0..=100, default 10).
+    pub fn skew(mut self, points: u8) -> Self {
+        self.config.skew = points;
+        self
+    }
+
+    /// Reuse mode (default [`Mode::Gc`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Skip syncs (default false).
+    pub fn temporary(mut self, temporary: bool) -> Self {
+        self.config.temporary = temporary;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let c = self.config;
+        if !c.segment_size.is_power_of_two() {
+            return Err(ConfigError::SegmentSizeNotPowerOfTwo(c.segment_size));
+        }
+        let min = if self.allow_small {
+            MIN_TEST_SEGMENT_SIZE
+        } else {
+            MIN_SEGMENT_SIZE
+        };
+        if c.segment_size < min {
+            return Err(ConfigError::SegmentSizeTooSmall {
+                size: c.segment_size,
+                min,
+            });
+        }
+        if !(1..=99).contains(&c.cleanup_threshold) {
+            return Err(ConfigError::CleanupThreshold(c.cleanup_threshold));
+        }
+        if c.skew > 100 {
+            return Err(ConfigError::Skew(c.skew));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_each_bad_value() {
+        let b = Config::builder;
+        assert_eq!(
+            b().segment_size(3000).build().unwrap_err(),
+            ConfigError::SegmentSizeNotPowerOfTwo(3000)
+        );
+        assert_eq!(
+            b().segment_size(1024).build().unwrap_err(),
+            ConfigError::SegmentSizeTooSmall {
+                size: 1024,
+                min: 4096
+            }
+        );
+        assert!(b()
+            .segment_size(1024)
+            .allow_small_segments(true)
+            .build()
+            .is_ok());
+        assert_eq!(
+            b().segment_size(32)
+                .allow_small_segments(true)
+                .build()
+                .unwrap_err(),
+            ConfigError::SegmentSizeTooSmall { size: 32, min: 64 }
+        );
+        assert_eq!(
+            b().cleanup_threshold(0).build().unwrap_err(),
+            ConfigError::CleanupThreshold(0)
+        );
+        assert_eq!(
+            b().cleanup_threshold(100).build().unwrap_err(),
+            ConfigError::CleanupThreshold(100)
+        );
+        assert_eq!(b().skew(101).build().unwrap_err(), ConfigError::Skew(101));
+        assert!(b().build().is_ok());
+    }
+}

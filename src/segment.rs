@@ -1,0 +1,295 @@
+//! One segment's metadata and its state machine.
+//!
+//! ```text
+//! Vacant --extend--> Active --stabilize--> Inactive --drainable--> Draining
+//!                      ^                      |                       |
+//!                      |                      +-- present empty --+   |
+//!                      |                                          v   v
+//!                    Free <--epoch + stable lsn passed-- Freeing <----+
+//! Free --truncate--> Vacant
+//! ```
+//!
+//! The state, the base lsn of the current incarnation and a generation
+//! (bumped on every reuse) are packed into one `AtomicU64` and changed only
+//! by compare-and-swap, so no reader sees an old state with a new lsn, and a
+//! CAS that expects one incarnation fails against any other (no ABA: the
+//! lsn alone is unique per incarnation, the generation names it in
+//! deferred work).
+//!
+//! Invariants kept here:
+//! - `not_yet_replaced ⊆ present` (as pid sets);
+//! - `live_bytes` is the sum of the byte counts in `present`;
+//! - a segment that is Freeing, Free or Vacant has empty sets, zero live
+//!   bytes and no deferred work.
+
+use crate::pidset::{PidMap, PidSet};
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::types::{BlobId, Lsn, PageId};
+
+/// The life-cycle state of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SegmentState {
+    /// Beyond the file tip: never used, or truncated away.
+    Vacant,
+    /// Below the tip and reusable by `next`.
+    Free,
+    /// Emptied and waiting for readers to leave (epoch) and for the stable
+    /// lsn to pass it before it becomes Free.
+    Freeing,
+    /// Being written: accepts `mark_link`.
+    Active,
+    /// Sealed and stable; its pages are live.
+    Inactive,
+    /// In the to-clean set: `clean` asks the store to relocate its pages.
+    Draining,
+}
+
+impl SegmentState {
+    fn from_bits(bits: u64) -> SegmentState {
+        match bits {
+            0 => SegmentState::Vacant,
+            1 => SegmentState::Free,
+            2 => SegmentState::Freeing,
+            3 => SegmentState::Active,
+            4 => SegmentState::Inactive,
+            5 => SegmentState::Draining,
+            _ => unreachable!("segment word with invalid state bits {bits}"),
+        }
+    }
+
+    fn bits(self) -> u64 {
+        match self {
+            SegmentState::Vacant => 0,
+            SegmentState::Free => 1,
+            SegmentState::Freeing => 2,
+            SegmentState::Active => 3,
+            SegmentState::Inactive => 4,
+            SegmentState::Draining => 5,
+        }
+    }
+}
+
+const STATE_BITS: u32 = 3;
+const GEN_BITS: u32 = 21;
+const LSN_SHIFT: u32 = STATE_BITS + GEN_BITS;
+/// Segment numbers (lsn / segment size) must stay below this.
+pub(crate) const MAX_SEGMENT_NUMBER: u64 = (1 << (64 - LSN_SHIFT)) - 2;
+
+/// A decoded segment word: state, generation and base lsn as one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Word {
+    pub(crate) state: SegmentState,
+    /// Wraps at 2^21; together with the (unique) lsn it names one
+    /// incarnation.
+    pub(crate) generation: u32,
+    /// Segment number (`lsn / segment_size`) of the last activation.
+    pub(crate) segno: Option<u64>,
+}
+
+impl Word {
+    pub(crate) const VACANT: Word = Word {
+        state: SegmentState::Vacant,
+        generation: 0,
+        segno: None,
+    };
+
+    fn pack(self) -> u64 {
+        let segno = self.segno.map_or(0, |s| {
+            debug_assert!(s <= MAX_SEGMENT_NUMBER);
+            s + 1
+        });
+        (segno << LSN_SHIFT) | ((self.generation as u64) << STATE_BITS) | self.state.bits()
+    }
+
+    fn unpack(raw: u64) -> Word {
+        let segno = raw >> LSN_SHIFT;
+        Word {
+            state: SegmentState::from_bits(raw & ((1 << STATE_BITS) - 1)),
+            generation: ((raw >> STATE_BITS) & ((1 << GEN_BITS) - 1)) as u32,
+            segno: segno.checked_sub(1),
+        }
+    }
+
+    /// The same incarnation in another state.
+    pub(crate) fn with_state(self, state: SegmentState) -> Word {
+        Word { state, ..self }
+    }
+
+    /// The next incarnation, Active at `segno`.
+    pub(crate) fn activated(self, segno: u64) -> Word {
+        Word {
+            state: SegmentState::Active,
+            generation: (self.generation + 1) & ((1 << GEN_BITS) - 1),
+            segno: Some(segno),
+        }
+    }
+
+    pub(crate) fn lsn(self, segment_size: u64) -> Option<Lsn> {
+        self.segno.map(|s| (s * segment_size) as Lsn)
+    }
+}
+
+/// A replacement recorded in the segment that received the new fragment,
+/// applied to the old segment when the new one becomes stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeferredReplacement {
+    pub(crate) pid: PageId,
+    pub(crate) old_index: u32,
+    /// The old segment's incarnation when the replacement was recorded;
+    /// the replacement is void against any other.
+    pub(crate) old_generation: u32,
+}
+
+/// Work deferred until the segment becomes Inactive.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) replacements: Vec<DeferredReplacement>,
+    pub(crate) blob_removals: Vec<BlobId>,
+}
+
+/// One segment's metadata.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    word: AtomicU64,
+    /// Pids with a fragment here that has not been replaced, with the bytes
+    /// of their fragments.
+    pub(crate) present: PidMap,
+    /// Like `present`, but a pid leaves as soon as `mark_replace` is called.
+    pub(crate) not_yet_replaced: PidSet,
+    /// How many pids left `present` through applied replacements.
+    pub(crate) removed: AtomicU64,
+    /// Bytes of the fragments in `present`.
+    pub(crate) live_bytes: AtomicU64,
+    /// A per-segment lock: only writers into this one Active segment and
+    /// the deactivating combiner take it. Vectors keep their capacity
+    /// across reuses, so recording needs no allocation in steady state.
+    pub(crate) deferred: Mutex<Deferred>,
+}
+
+impl Segment {
+    pub(crate) fn new() -> Segment {
+        Segment {
+            word: AtomicU64::new(Word::VACANT.pack()),
+            present: PidMap::new(),
+            not_yet_replaced: PidSet::new(),
+            removed: AtomicU64::new(0),
+            live_bytes: AtomicU64::new(0),
+            deferred: Mutex::new(Deferred::default()),
+        }
+    }
+
+    /// The current word. Acquire: a reader that sees a state also sees the
+    /// writes made before the CAS that set it (for instance the reset of
+    /// the counters before an activation).
+    pub(crate) fn load(&self) -> Word {
+        Word::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    /// Moves from exactly `from` to `to`. AcqRel: the transition publishes
+    /// what was done before it and sees what the previous transition
+    /// published; a failed CAS is a load and needs Acquire as well.
+    pub(crate) fn transition(&self, from: Word, to: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(from.pack(), to.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Word::unpack)
+    }
+
+    /// Transition that must succeed: failure means a broken internal
+    /// invariant (only the thread that owns this transition may make it).
+    pub(crate) fn must_transition(&self, from: Word, to: Word) {
+        if let Err(actual) = self.transition(from, to) {
+            panic!("segment state invariant broken: expected {from:?} to move to {to:?}, found {actual:?}");
+        }
+    }
+
+    /// Links `bytes` of page `pid` here. Returns whether the pid was new to
+    /// `present` (needed to undo exactly).
+    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
+        let new = self.present.add(pid, bytes);
+        self.not_yet_replaced.insert(pid);
+        // Relaxed: the counter is read for statistics and by the combiner,
+        // which synchronizes with this writer through the caller contract
+        // (link happens before the stabilize that deactivates).
+        self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+        new
+    }
+
+    /// Undoes a [`Segment::link`] that raced a deactivation.
+    pub(crate) fn unlink(&self, pid: PageId, bytes: u64, was_new: bool) {
+        if was_new {
+            self.present.remove(pid);
+            self.not_yet_replaced.remove(pid);
+        } else {
+            self.present.sub(pid, bytes);
+        }
+        self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Applies a stable replacement: the pid's fragments here are garbage.
+    /// Returns whether the pid was present.
+    pub(crate) fn remove_replaced(&self, pid: PageId) -> bool {
+        match self.present.remove(pid) {
+            Some(bytes) => {
+                // Relaxed: only the combiner applies replacements.
+                self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.removed.fetch_add(1, Ordering::Relaxed);
+                self.not_yet_replaced.remove(pid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Clears what the previous incarnation left (nothing, if the
+    /// invariants hold) before the segment is activated again.
+    pub(crate) fn reset(&self) {
+        debug_assert!(self.present.is_empty(), "reused segment still has pages");
+        self.present.clear();
+        self.not_yet_replaced.clear();
+        // Relaxed: published by the activation CAS (release) that follows.
+        self.removed.store(0, Ordering::Relaxed);
+        self.live_bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_round_trips() {
+        for state in [
+            SegmentState::Vacant,
+            SegmentState::Free,
+            SegmentState::Freeing,
+            SegmentState::Active,
+            SegmentState::Inactive,
+            SegmentState::Draining,
+        ] {
+            for generation in [0, 1, (1 << GEN_BITS) - 1] {
+                for segno in [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)] {
+                    let w = Word {
+                        state,
+                        generation,
+                        segno,
+                    };
+                    assert_eq!(Word::unpack(w.pack()), w);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generation_wraps() {
+        let w = Word {
+            state: SegmentState::Free,
+            generation: (1 << GEN_BITS) - 1,
+            segno: Some(3),
+        };
+        let a = w.activated(9);
+        assert_eq!(a.generation, 0);
+        assert_eq!(a.segno, Some(9));
+        assert_eq!(a.state, SegmentState::Active);
+    }
+}

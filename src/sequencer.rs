@@ -1,0 +1,179 @@
+//! The sequencer: the one serialized piece, owning only the file tip.
+//!
+//! It grows the file by one segment, shrinks it over free segments at the
+//! top, and grows the segment table. Everything else (links, replaces,
+//! stabilize, clean, and `next` from the free list) proceeds while it is
+//! busy, even during a slow truncation sync: truncation runs on its own
+//! thread, and the lock is only *tried* by `next` on its fast path.
+//!
+//! Invariants:
+//! - the tip (in segments) changes only with the lock held;
+//! - segments at or above the tip are Vacant and have no free bit: a
+//!   shrink claims each top segment's free bit (the same claim token `next`
+//!   uses) and makes it Vacant *before* lowering the tip (property E);
+//! - the tip grows back over a truncated range only after that truncation
+//!   has finished: growth first joins the outstanding truncation, and
+//!   reports its error.
+
+use std::io;
+
+use crate::error::{Error, Result};
+use crate::segment::{SegmentState, Word};
+use crate::storage::Storage;
+use crate::sync::{
+    lock, spawn, try_lock, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
+};
+use crate::table::{Bits, SegmentTable};
+
+#[derive(Debug)]
+struct Truncation {
+    handle: JoinHandle<io::Result<()>>,
+    done: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    truncation: Option<Truncation>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    /// File tip in segments.
+    tip: AtomicUsize,
+    state: Mutex<State>,
+    bytes_truncated: AtomicU64,
+}
+
+impl Sequencer {
+    pub(crate) fn new(tip: usize) -> Sequencer {
+        Sequencer {
+            tip: AtomicUsize::new(tip),
+            state: Mutex::new(State::default()),
+            bytes_truncated: AtomicU64::new(0),
+        }
+    }
+
+    /// The tip in segments. Acquire: a segment below the tip that a reader
+    /// then looks at was set up before the tip was published.
+    pub(crate) fn tip(&self) -> usize {
+        self.tip.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bytes_truncated(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.bytes_truncated.load(Ordering::Relaxed)
+    }
+
+    fn finish_truncation(state: &mut State) -> Result<()> {
+        match state.truncation.take() {
+            None => Ok(()),
+            Some(t) => match t.handle.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::Truncation(e)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+        }
+    }
+
+    /// Appends one segment at the tip and hands it to `activate` (which
+    /// moves it from Vacant to Active) before publishing the new tip.
+    pub(crate) fn extend(
+        &self,
+        table: &SegmentTable,
+        activate: impl FnOnce(usize, Word),
+    ) -> Result<usize> {
+        let mut state = lock(&self.state);
+        Self::finish_truncation(&mut state)?;
+        // Relaxed: the tip is only written under the lock we hold.
+        let index = self.tip.load(Ordering::Relaxed);
+        table.grow_to(index + 1);
+        let word = table.segment(index).load();
+        assert_eq!(
+            word.state,
+            SegmentState::Vacant,
+            "segment at the tip is not vacant"
+        );
+        activate(index, word);
+        // Release: publishes the activated segment with the tip.
+        self.tip.store(index + 1, Ordering::Release);
+        Ok(index)
+    }
+
+    /// Shrinks the file over free segments at the top, if there are any
+    /// and nobody else holds the sequencer. Never blocks: a busy sequencer
+    /// or a truncation still in flight means "not now".
+    pub(crate) fn try_shrink(
+        &self,
+        table: &SegmentTable,
+        storage: &std::sync::Arc<dyn Storage>,
+        segment_size: u64,
+        temporary: bool,
+    ) -> Result<()> {
+        let tip = self.tip();
+        if tip == 0 || !table.bit(Bits::Free, tip - 1) {
+            return Ok(());
+        }
+        let Some(mut state) = try_lock(&self.state) else {
+            return Ok(());
+        };
+        if let Some(t) = &state.truncation {
+            // Acquire: pairs with the truncation thread's release store.
+            if !t.done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+        Self::finish_truncation(&mut state)?;
+        // Relaxed: written only under the lock we hold.
+        let old_tip = self.tip.load(Ordering::Relaxed);
+        let mut new_tip = old_tip;
+        while new_tip > 0 && table.clear_bit(Bits::Free, new_tip - 1) {
+            let segment = table.segment(new_tip - 1);
+            let word = segment.load();
+            debug_assert_eq!(word.state, SegmentState::Free);
+            segment.must_transition(
+                word,
+                Word {
+                    state: SegmentState::Vacant,
+                    generation: word.generation,
+                    segno: None,
+                },
+            );
+            new_tip -= 1;
+        }
+        if new_tip == old_tip {
+            return Ok(());
+        }
+        // Release: the Vacant transitions above are visible with the tip.
+        self.tip.store(new_tip, Ordering::Release);
+        let bytes = (old_tip - new_tip) as u64 * segment_size;
+        // Relaxed: a statistic.
+        self.bytes_truncated.fetch_add(bytes, Ordering::Relaxed);
+        let len = new_tip as u64 * segment_size;
+        let done = Arc::new(AtomicBool::new(false));
+        let storage = storage.clone();
+        let finished = done.clone();
+        let handle = spawn(move || {
+            let result = (|| {
+                // The store may not have written the top segments yet:
+                // never lengthen the file here.
+                if storage.len()? > len {
+                    storage.set_len(len)?;
+                }
+                if !temporary {
+                    storage.sync()?;
+                }
+                Ok(())
+            })();
+            // Release: the joiner sees the finished truncation.
+            finished.store(true, Ordering::Release);
+            result
+        });
+        state.truncation = Some(Truncation { handle, done });
+        Ok(())
+    }
+
+    /// Waits for an outstanding truncation (used on drop and by tests).
+    pub(crate) fn wait_truncation(&self) -> Result<()> {
+        Self::finish_truncation(&mut lock(&self.state))
+    }
+}
