@@ -206,7 +206,6 @@ impl Accountant {
             (SegmentState::Active, counts.active),
             (SegmentState::Inactive, counts.inactive),
             (SegmentState::Draining, counts.draining),
-            (SegmentState::Freeing, counts.freeing),
         ] {
             if counted[state as usize] != count {
                 return fail(format!(

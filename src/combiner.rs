@@ -64,6 +64,12 @@ pub(crate) struct Combiner {
     has_errors: AtomicBool,
 }
 
+// Safety: the only non-Sync field is `state`, and it is accessed only by
+// the thread holding the busy bit of `word` (see `with_state`), which the
+// AcqRel CASes that take and release the bit hand from one thread to the
+// next; everything in it is Send.
+unsafe impl Sync for Combiner {}
+
 impl Combiner {
     pub(crate) fn new() -> Combiner {
         Combiner {
