@@ -15,6 +15,7 @@ use crate::combiner::Combiner;
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::freelist::{Epochs, RewriteGate};
+use crate::pidset::PidMap;
 use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER};
 use crate::sequencer::Sequencer;
 use crate::storage::Storage;
@@ -85,8 +86,12 @@ pub(crate) struct Shared {
     /// The highest stabilized segment lsn (−1: none). Written only by the
     /// combiner.
     pub(crate) max_stabilized: AtomicI64,
-    /// The highest segment lsn handed to `next`.
-    pub(crate) last_issued: AtomicI64,
+    /// Segment numbers of the Active segments: with the stabilized lsn
+    /// below them, this makes "an lsn never given before" checkable
+    /// without ordering `next` calls (several write heads may call `next`
+    /// out of lsn order). `next` inserts, the combiner removes on
+    /// deactivation.
+    pub(crate) active_lsns: PidMap,
     pub(crate) clean_counter: AtomicUsize,
     pub(crate) clean_cursor: AtomicUsize,
 }
@@ -114,7 +119,6 @@ impl Accountant {
     /// An empty accountant over `storage`, deferring frees through
     /// crossbeam-epoch's default collector (the one `crossbeam_epoch::pin`
     /// uses).
-    #[cfg(not(crossbeam_loom))]
     pub fn new(config: Config, storage: StdArc<dyn Storage>) -> Accountant {
         Self::with_collector(
             config,
@@ -142,7 +146,7 @@ impl Accountant {
                 gate,
                 counts: Counts::default(),
                 max_stabilized: AtomicI64::new(-1),
-                last_issued: AtomicI64::new(-1),
+                active_lsns: PidMap::new(),
                 clean_counter: AtomicUsize::new(0),
                 clean_cursor: AtomicUsize::new(0),
                 config,
@@ -238,8 +242,9 @@ impl Accountant {
     }
 
     /// Hands out the file offset for the segment starting at log sequence
-    /// number `lsn` (a multiple of the segment size, above every lsn given
-    /// before and above the stabilized lsn).
+    /// number `lsn`: a multiple of the segment size, never given before
+    /// (above the stabilized lsn and not the lsn of an Active segment).
+    /// Calls for different lsns may come in any order, from any thread.
     ///
     /// Reuses the lowest-offset free segment that is safe to reuse (no
     /// reader pinned since it was freed, and the stable lsn past it), first
@@ -249,7 +254,7 @@ impl Accountant {
     ///
     /// # Errors
     /// [`Error::NegativeLsn`], [`Error::UnalignedLsn`],
-    /// [`Error::LsnOutOfRange`], [`Error::LsnNotIncreasing`],
+    /// [`Error::LsnOutOfRange`], [`Error::LsnInUse`],
     /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] when an
     /// earlier asynchronous truncation failed (reported once; retry).
     pub fn next(&self, lsn: Lsn) -> Result<Lid> {
@@ -264,21 +269,14 @@ impl Accountant {
         if lsn <= stable {
             return Err(Error::LsnAlreadyStable { lsn, stable });
         }
-        // AcqRel: orders competing `next` calls on the same lsn.
-        let last = self.shared.last_issued.fetch_max(lsn, Ordering::AcqRel);
-        if last >= lsn {
-            return Err(Error::LsnNotIncreasing { lsn, last });
+        // The map's per-key atomicity settles competing calls for one lsn.
+        if !self.shared.active_lsns.insert_new(segno) {
+            return Err(Error::LsnInUse { lsn });
         }
         match self.place(segno) {
             Ok(index) => Ok(index as u64 * self.segment_size()),
             Err(e) => {
-                // Give the lsn back unless a later one was issued meanwhile.
-                let _ = self.shared.last_issued.compare_exchange(
-                    lsn,
-                    last,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+                self.shared.active_lsns.remove(segno);
                 Err(e)
             }
         }

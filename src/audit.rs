@@ -214,6 +214,15 @@ impl Accountant {
                 ));
             }
         }
+        let mut in_use: Vec<u64> = shared.active_lsns.entries().into_iter().map(|(k, _)| k).collect();
+        in_use.sort_unstable();
+        let mut active_segnos: Vec<u64> = active.iter().map(|&(segno, _)| segno).collect();
+        active_segnos.sort_unstable();
+        if in_use != active_segnos {
+            return fail(format!(
+                "lsns in use {in_use:?} disagree with the Active segments' {active_segnos:?}"
+            ));
+        }
         let freeing = counted[SegmentState::Freeing as usize];
         let epoch_waiting = shared.table.epoch_waiting.load(Ordering::Acquire);
         let checked = shared.combiner.with_idle_state(shared, |state| {

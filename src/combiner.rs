@@ -265,6 +265,7 @@ fn deactivate(
     shared
         .counts
         .moved(SegmentState::Active, SegmentState::Inactive);
+    shared.active_lsns.remove(segno);
     {
         // Writers into this segment record under this lock only while it is
         // Active (they re-check under the lock), so after the CAS above the

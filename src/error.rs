@@ -33,13 +33,11 @@ pub enum Error {
         /// The largest supported segment lsn for this segment size.
         max: Lsn,
     },
-    /// `next` was given an lsn not above every lsn given before.
-    #[error("segment lsn {lsn} was not above the last one given to next ({last})")]
-    LsnNotIncreasing {
+    /// `next` was given a segment lsn that an Active segment already has.
+    #[error("segment lsn {lsn} was already given to next and its segment is still active")]
+    LsnInUse {
         /// The offending lsn.
         lsn: Lsn,
-        /// The highest segment lsn handed to `next` so far.
-        last: Lsn,
     },
     /// `next` was given an lsn that `stabilize` has already passed.
     #[error("segment lsn {lsn} is at or below the stabilized segment lsn {stable}")]

@@ -40,14 +40,14 @@ pub(crate) fn land(table: &SegmentTable, index: usize) {
 #[derive(Debug, Clone)]
 pub(crate) struct Epochs {
     collector: Collector,
-    #[cfg(not(crossbeam_loom))]
+    /// The default collector has a cached per-thread handle behind
+    /// `crossbeam_epoch::pin`; others need a registration per pin.
     is_default: bool,
 }
 
 impl Epochs {
     pub(crate) fn new(collector: Collector) -> Epochs {
         Epochs {
-            #[cfg(not(crossbeam_loom))]
             is_default: &collector == crossbeam_epoch::default_collector(),
             collector,
         }
@@ -59,7 +59,6 @@ impl Epochs {
 
     /// Runs `f` pinned to the collector.
     pub(crate) fn with_guard<R>(&self, f: impl FnOnce(&Guard) -> R) -> R {
-        #[cfg(not(crossbeam_loom))]
         if self.is_default {
             return f(&crossbeam_epoch::pin());
         }

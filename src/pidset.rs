@@ -59,6 +59,18 @@ impl PidMap {
         new
     }
 
+    /// Inserts `key` with value 0 unless present; returns whether it was
+    /// inserted.
+    pub(crate) fn insert_new(&self, key: u64) -> bool {
+        match self.inner.entry(key) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(v) => {
+                v.insert(0);
+                true
+            }
+        }
+    }
+
     /// Subtracts `bytes` from an existing entry.
     pub(crate) fn sub(&self, pid: PageId, bytes: u64) {
         if let Some(mut b) = self.inner.get_mut(&pid) {
@@ -202,6 +214,15 @@ impl PidMap {
                 shard.insert(pid, bytes);
                 true
             }
+        }
+    }
+    pub(crate) fn insert_new(&self, key: u64) -> bool {
+        let mut shard = self.inner.shard(key);
+        if shard.contains_key(&key) {
+            false
+        } else {
+            shard.insert(key, 0);
+            true
         }
     }
     pub(crate) fn sub(&self, pid: PageId, bytes: u64) {

@@ -231,9 +231,9 @@ impl SegmentTable {
 
 impl Drop for SegmentTable {
     fn drop(&mut self) {
-        for slot in &self.chunks {
+        for slot in &mut self.chunks {
             #[cfg(not(loom))]
-            let ptr = slot.load(Ordering::Relaxed);
+            let ptr = *slot.get_mut();
             #[cfg(loom)]
             let ptr = slot.with_mut(|p| *p);
             if !ptr.is_null() {
