@@ -580,8 +580,8 @@ impl Accountant {
             generation: word.generation,
             live_pages: segment.present.len(),
             not_yet_replaced: segment.not_yet_replaced.len(),
-            // Relaxed: a statistic.
-            removed_pages: segment.removed.load(Ordering::Relaxed),
+            // Acquire: pairs with the release increment in `remove_replaced`.
+            removed_pages: segment.removed.load(Ordering::Acquire),
             live_bytes: segment.live_bytes.load(Ordering::Relaxed),
             to_clean: self.shared.table.bit(Bits::Drain, index),
         })

@@ -214,7 +214,12 @@ impl Accountant {
                 ));
             }
         }
-        let mut in_use: Vec<u64> = shared.active_lsns.entries().into_iter().map(|(k, _)| k).collect();
+        let mut in_use: Vec<u64> = shared
+            .active_lsns
+            .entries()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         in_use.sort_unstable();
         let mut active_segnos: Vec<u64> = active.iter().map(|&(segno, _)| segno).collect();
         active_segnos.sort_unstable();

@@ -100,12 +100,11 @@ impl Combiner {
             // segments we stabilize) to the combiner, Acquire lets a new
             // combiner see the previous combiner's work. A failed CAS is a
             // load: Acquire there too.
-            match self.word.compare_exchange_weak(
-                current,
-                goal << 1 | BUSY,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            let (rmw, load) = token_orders();
+            match self
+                .word
+                .compare_exchange_weak(current, goal << 1 | BUSY, rmw, load)
+            {
                 Ok(_) if busy => return Ok(()),
                 Ok(_) => {
                     self.combine(shared);
@@ -131,8 +130,9 @@ impl Combiner {
             return None;
         }
         // AcqRel/Acquire: see `request`.
+        let (rmw, load) = token_orders();
         self.word
-            .compare_exchange(current, current | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(current, current | BUSY, rmw, load)
             .ok()?;
         let result = self.with_state(|state| {
             self.collect_activations(state);
@@ -163,7 +163,7 @@ impl Combiner {
     fn combine(&self, shared: &Shared) {
         loop {
             // Acquire: see the requesters' writes (release in `request`).
-            let current = self.word.load(Ordering::Acquire);
+            let current = self.word.load(token_orders().1);
             let goal = current >> 1;
             let pending = self.with_state(|state| {
                 if goal > state.done {
@@ -185,7 +185,7 @@ impl Combiner {
             // to `with_idle_state`; a failure is a load of a raised goal.
             if self
                 .word
-                .compare_exchange(current, goal << 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(current, goal << 1, token_orders().0, token_orders().1)
                 .is_ok()
             {
                 return;
@@ -211,6 +211,17 @@ impl Combiner {
             .flatten();
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Orderings for read-modify-writes and loads of the token word: AcqRel
+/// and Acquire, so each token holder's accesses to the combiner state
+/// happen before the next holder's.
+fn token_orders() -> (Ordering, Ordering) {
+    #[cfg(feature = "seeded-bugs")]
+    if crate::seeded::active(crate::seeded::Bug::RelaxedCombinerToken) {
+        return (Ordering::Relaxed, Ordering::Relaxed);
+    }
+    (Ordering::AcqRel, Ordering::Acquire)
 }
 
 /// One step of the combiner: stabilize every segment numbered below

@@ -72,6 +72,11 @@ impl Epochs {
         // Relaxed: `flush` only uses the count to decide whether to retry;
         // the landing closure publishes with release.
         table.epoch_waiting.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "seeded-bugs")]
+        if crate::seeded::active(crate::seeded::Bug::SkipEpochDeferral) {
+            land(table, index);
+            return;
+        }
         let table = table.clone();
         self.with_guard(move |guard| {
             guard.defer(move || land(&table, index));
@@ -148,6 +153,10 @@ impl RewriteGate {
         // AcqRel: orders the pause in the word's modification order before
         // any later `enter`, which then sees the depth.
         self.word.fetch_add(PAUSE, Ordering::AcqRel);
+        #[cfg(feature = "seeded-bugs")]
+        if crate::seeded::active(crate::seeded::Bug::PauseWithoutWaiting) {
+            return;
+        }
         // Acquire: pairs with `exit`.
         while self.word.load(Ordering::Acquire) % PAUSE != 0 {
             spin_wait();

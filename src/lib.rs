@@ -86,6 +86,8 @@ mod freelist;
 pub mod model;
 mod pidset;
 pub mod policy;
+#[cfg(feature = "seeded-bugs")]
+mod seeded;
 mod segment;
 mod sequencer;
 pub mod storage;

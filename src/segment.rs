@@ -233,7 +233,9 @@ impl Segment {
             Some(bytes) => {
                 // Relaxed: only the combiner applies replacements.
                 self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.removed.fetch_add(1, Ordering::Relaxed);
+                // Release: an observer that sees the replacement applied
+                // (acquire load) also sees the new segment sealed before it.
+                self.removed.fetch_add(1, Ordering::Release);
                 self.not_yet_replaced.remove(pid);
                 true
             }

@@ -44,6 +44,20 @@ pub(crate) struct Sequencer {
     bytes_truncated: AtomicU64,
 }
 
+/// Claims the free segment `index` for truncation: clearing its free bit
+/// is the claim token `next` competes for too.
+fn claim_top(table: &SegmentTable, index: usize) -> bool {
+    #[cfg(feature = "seeded-bugs")]
+    if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
+        let free = table.bit(Bits::Free, index);
+        if free {
+            table.clear_bit(Bits::Free, index);
+        }
+        return free;
+    }
+    table.clear_bit(Bits::Free, index)
+}
+
 impl Sequencer {
     pub(crate) fn new(tip: usize) -> Sequencer {
         Sequencer {
@@ -126,7 +140,7 @@ impl Sequencer {
         // Relaxed: written only under the lock we hold.
         let old_tip = self.tip.load(Ordering::Relaxed);
         let mut new_tip = old_tip;
-        while new_tip > 0 && table.clear_bit(Bits::Free, new_tip - 1) {
+        while new_tip > 0 && claim_top(table, new_tip - 1) {
             let segment = table.segment(new_tip - 1);
             let word = segment.load();
             debug_assert_eq!(word.state, SegmentState::Free);

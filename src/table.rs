@@ -191,6 +191,16 @@ impl SegmentTable {
                         return None;
                     }
                     let mask = 1u64 << bit;
+                    #[cfg(feature = "seeded-bugs")]
+                    if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
+                        let before = word.load(Ordering::Acquire);
+                        if before & mask != 0 {
+                            word.store(before & !mask, Ordering::Release);
+                            return Some(index);
+                        }
+                        seen = before & !mask;
+                        continue;
+                    }
                     // AcqRel: see clear_bit.
                     let before = word.fetch_and(!mask, Ordering::AcqRel);
                     if before & mask != 0 {

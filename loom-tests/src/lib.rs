@@ -1,3 +1,137 @@
-//! Loom models of segment-accountant's concurrent protocols live in
-//! `tests/`; they compile only under `--cfg loom --cfg crossbeam_loom`
-//! (see `run.sh`). This library holds the helpers they share.
+//! Helpers shared by the loom models in `tests/` (which compile only under
+//! `--cfg loom --cfg crossbeam_loom`; see `run.sh`).
+//!
+//! The models drive the real crate through its public API; the crate
+//! itself reaches every atomic, lock, cell, thread and the epoch collector
+//! through its `sync` shim, so under loom the shipped code is what is
+//! checked.
+
+#![cfg(loom)]
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+use std::sync::Arc as StdArc;
+
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use segment_accountant::{
+    Accountant, BlobId, Collector, Config, DiskPtr, Lid, Lsn, PageId, Storage,
+};
+
+/// Segment size of every model: tiny, so lsns stay small.
+pub const SS: u64 = 64;
+
+/// Runs `f` under loom with the environment's settings
+/// (`LOOM_MAX_PREEMPTIONS` and friends, the preemption bound capped at
+/// `max_preemptions` for models whose state space explodes beyond it) and
+/// prints how many interleavings were explored.
+pub fn explore(name: &str, max_preemptions: usize, f: impl Fn() + Send + Sync + 'static) {
+    let count = StdArc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let mut builder = loom::model::Builder::new();
+    // The single-threaded setup of a model (segments, links, an epoch
+    // flush) alone takes a few thousand loom operations.
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = 100_000;
+    }
+    let bound = builder
+        .preemption_bound
+        .unwrap_or(max_preemptions)
+        .min(max_preemptions);
+    builder.preemption_bound = Some(bound);
+    builder.check(move || {
+        counter.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    println!(
+        "model {name}: {} interleavings explored (preemption bound {bound})",
+        count.load(StdOrdering::Relaxed)
+    );
+}
+
+/// A storage whose state is loom-visible, recording truncations.
+#[derive(Debug)]
+pub struct LoomStorage {
+    len: AtomicU64,
+    /// A `set_len` has shortened the file and its `sync` has not finished.
+    pub truncating: AtomicBool,
+    /// The shortest length any truncation set (u64::MAX: none).
+    pub truncated_to: AtomicU64,
+}
+
+impl LoomStorage {
+    /// A storage that pretends `len` bytes were written.
+    pub fn new(len: u64) -> Self {
+        LoomStorage {
+            len: AtomicU64::new(len),
+            truncating: AtomicBool::new(false),
+            truncated_to: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Storage for LoomStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.len
+            .fetch_max(offset + buf.len() as u64, Ordering::AcqRel);
+        Ok(())
+    }
+    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "models do not read",
+        ))
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.truncating.store(true, Ordering::Release);
+        self.truncated_to.fetch_min(len, Ordering::AcqRel);
+        self.len.store(len, Ordering::Release);
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.len.load(Ordering::Acquire))
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.truncating.store(false, Ordering::Release);
+        Ok(())
+    }
+    fn remove_blob(&self, _blob: BlobId) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A fresh accountant with a private collector over a [`LoomStorage`].
+pub fn accountant() -> (loom::sync::Arc<Accountant>, Collector, StdArc<LoomStorage>) {
+    let config = Config::builder()
+        .segment_size(SS)
+        .allow_small_segments(true)
+        .temporary(false)
+        .build()
+        .expect("config");
+    let storage = StdArc::new(LoomStorage::new(16 * SS));
+    let collector = Collector::new();
+    let acc = Accountant::with_collector(config, storage.clone(), collector.clone());
+    (loom::sync::Arc::new(acc), collector, storage)
+}
+
+/// `next(lsn)` and link page `pid` into it; returns the lid.
+pub fn segment_with(acc: &Accountant, lsn: Lsn, pids: &[PageId]) -> Lid {
+    let lid = acc.next(lsn).expect("next");
+    for (i, &pid) in pids.iter().enumerate() {
+        acc.mark_link(pid, lsn + i as Lsn, DiskPtr::Inline(lid + i as u64), 8)
+            .expect("link");
+    }
+    lid
+}
+
+/// Replace page `pid`'s fragment at `old` with one at the start of the
+/// segment `new` (base lsn `lsn`).
+pub fn relocate(acc: &Accountant, pid: PageId, lsn: Lsn, old: Lid, new: Lid) {
+    acc.mark_replace(
+        pid,
+        lsn,
+        &[DiskPtr::Inline(old)],
+        DiskPtr::Inline(new + pid),
+        8,
+    )
+    .expect("replace");
+}
