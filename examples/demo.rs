@@ -142,7 +142,9 @@ impl Store {
         if ptrs.is_empty() {
             self.acc.mark_link(pid, lsn, new, len).expect("link");
         } else {
-            self.acc.mark_replace(pid, lsn, &ptrs, new, len).expect("replace");
+            self.acc
+                .mark_replace(pid, lsn, &ptrs, new, len)
+                .expect("replace");
         }
         *ptrs = vec![new];
         in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -176,7 +178,10 @@ fn main() {
         }
     };
     let dir = tempfile::tempdir().expect("temporary directory");
-    let path = options.path.clone().unwrap_or_else(|| dir.path().join("demo.log"));
+    let path = options
+        .path
+        .clone()
+        .unwrap_or_else(|| dir.path().join("demo.log"));
     let storage = Arc::new(FileStorage::open(&path).expect("open log file"));
     storage.set_len(0).expect("truncate");
     let config = match Config::builder().segment_size(options.segment_size).build() {
@@ -282,7 +287,10 @@ fn main() {
     };
     let lid = store.acc.next(end).expect("next");
     store.storage.sync().expect("sync");
-    store.acc.stabilize(end + store.segment_size as Lsn).expect("stabilize");
+    store
+        .acc
+        .stabilize(end + store.segment_size as Lsn)
+        .expect("stabilize");
     let _ = lid;
     store.acc.flush();
     let elapsed = started.elapsed().as_secs_f64();
@@ -312,7 +320,10 @@ fn main() {
         "segments: active {} inactive {} draining {} free {} freeing {}",
         s.active, s.inactive, s.draining, s.free, s.freeing
     );
-    println!("pages: {live_pages} with a live fragment, accountant counts {}", s.pages_present);
+    println!(
+        "pages: {live_pages} with a live fragment, accountant counts {}",
+        s.pages_present
+    );
     match store.acc.audit() {
         Ok(()) => println!("audit: ok"),
         Err(e) => {
