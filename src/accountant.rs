@@ -316,12 +316,12 @@ impl Accountant {
             shared.epochs.flush(&shared.table);
             claimed = claim();
         }
-        Ok(claimed.map(|index| {
+        if let Some(index) = claimed {
             let word = shared.table.segment(index).load();
             debug_assert_eq!(word.state, SegmentState::Free);
             self.activate(index, word, segno);
-            index
-        }))
+        }
+        Ok(claimed)
     }
 
     /// Makes a claimed segment Active for `segno` and registers it with the
@@ -528,9 +528,7 @@ impl Accountant {
     /// # Errors
     /// [`Error::NotPaused`] without a matching pause.
     pub fn resume_rewriting(&self) -> Result<()> {
-        if self.shared.gate.resume() {
-            Ok(())
-        } else if self.shared.config.mode == Mode::Linear {
+        if self.shared.gate.resume() || self.shared.config.mode == Mode::Linear {
             Ok(())
         } else {
             Err(Error::NotPaused)

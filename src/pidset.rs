@@ -217,12 +217,12 @@ impl PidMap {
         }
     }
     pub(crate) fn insert_new(&self, key: u64) -> bool {
-        let mut shard = self.inner.shard(key);
-        if shard.contains_key(&key) {
-            false
-        } else {
-            shard.insert(key, 0);
-            true
+        match self.inner.shard(key).entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(0);
+                true
+            }
         }
     }
     pub(crate) fn sub(&self, pid: PageId, bytes: u64) {
