@@ -62,6 +62,13 @@ impl Counts {
         }
     }
 
+    /// Sets the counters (recovery, before the accountant is shared).
+    pub(crate) fn set(&self, active: usize, inactive: usize, draining: usize) {
+        self.active.store(active, Ordering::Relaxed);
+        self.inactive.store(inactive, Ordering::Relaxed);
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CountSnapshot {
         CountSnapshot {
             active: self.active.load(Ordering::Relaxed),
@@ -135,17 +142,38 @@ impl Accountant {
         storage: StdArc<dyn Storage>,
         collector: Collector,
     ) -> Accountant {
+        Self::assemble(
+            config,
+            storage,
+            collector,
+            SegmentTable::new(),
+            0,
+            Combiner::new(),
+            -1,
+        )
+    }
+
+    /// Puts the parts together (for a fresh or a recovered accountant).
+    pub(crate) fn assemble(
+        config: Config,
+        storage: StdArc<dyn Storage>,
+        collector: Collector,
+        table: SegmentTable,
+        tip: usize,
+        combiner: Combiner,
+        max_stabilized: Lsn,
+    ) -> Accountant {
         let gate = RewriteGate::new(config.mode == Mode::Linear);
         Accountant {
             shared: Shared {
                 storage,
-                table: Arc::new(SegmentTable::new()),
+                table: Arc::new(table),
                 epochs: Epochs::new(collector),
-                sequencer: Sequencer::new(0),
-                combiner: Combiner::new(),
+                sequencer: Sequencer::new(tip),
+                combiner,
                 gate,
                 counts: Counts::default(),
-                max_stabilized: AtomicI64::new(-1),
+                max_stabilized: AtomicI64::new(max_stabilized),
                 active_lsns: PidMap::new(),
                 clean_counter: AtomicUsize::new(0),
                 clean_cursor: AtomicUsize::new(0),

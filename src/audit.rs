@@ -164,11 +164,17 @@ impl Accountant {
                     "{here}: to-clean bit {drain_bit} disagrees with the state"
                 ));
             }
-            let Some(lsn) = word.lsn(ss) else {
-                return fail(format!("{here} below the tip has no lsn"));
+            // Only a segment recovered empty (free, never activated since)
+            // has no lsn.
+            let lsn = match word.lsn(ss) {
+                Some(lsn) => lsn,
+                None if matches!(word.state, SegmentState::Free | SegmentState::Freeing) => -1,
+                None => return fail(format!("{here} below the tip has no lsn")),
             };
-            if let Some(other) = lsns.insert(lsn, index) {
-                return fail(format!("{here} shares lsn {lsn} with segment {other}"));
+            if lsn >= 0 {
+                if let Some(other) = lsns.insert(lsn, index) {
+                    return fail(format!("{here} shares lsn {lsn} with segment {other}"));
+                }
             }
             let sum: u64 = present.iter().map(|&(_, b)| b).sum();
             if sum != live_bytes {

@@ -72,9 +72,25 @@ unsafe impl Sync for Combiner {}
 
 impl Combiner {
     pub(crate) fn new() -> Combiner {
+        Self::recovered(0, Vec::new(), Vec::new())
+    }
+
+    /// A combiner that has stabilized every segment numbered below `done`,
+    /// with registered Active segments `(segno, index)` and frees waiting
+    /// for the stable lsn to pass `(index, lsn)` (recovery).
+    pub(crate) fn recovered(
+        done: u64,
+        active: Vec<(u64, u32)>,
+        waiting_stable: Vec<(u32, Lsn)>,
+    ) -> Combiner {
         Combiner {
-            word: AtomicU64::new(0),
-            state: UnsafeCell::new(CombinerState::default()),
+            word: AtomicU64::new(done << 1),
+            state: UnsafeCell::new(CombinerState {
+                active: active.into_iter().map(Reverse).collect(),
+                waiting_stable,
+                done,
+                ..CombinerState::default()
+            }),
             activations: Queue::new(),
             has_errors: AtomicBool::new(false),
         }

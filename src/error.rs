@@ -110,6 +110,9 @@ pub enum Error {
     /// while rewriting is not paused.
     #[error("rewriting is not paused")]
     NotPaused,
+    /// A recovery snapshot contradicts itself or the file.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(#[from] crate::recovery::SnapshotError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),

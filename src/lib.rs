@@ -86,6 +86,7 @@ mod freelist;
 pub mod model;
 mod pidset;
 pub mod policy;
+pub mod recovery;
 #[cfg(feature = "seeded-bugs")]
 mod seeded;
 mod segment;
@@ -100,6 +101,7 @@ pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::Collector;
 pub use error::{Error, Result};
+pub use recovery::{Fragment, PageState, Snapshot};
 pub use segment::SegmentState;
 pub use storage::{FileStorage, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};

@@ -1,0 +1,308 @@
+//! Restarting after a crash: the [`Snapshot`] a log scan produces, and the
+//! accountant rebuilt from it (spec section 7).
+
+use std::collections::BTreeMap;
+
+use crate::types::{DiskPtr, Lid, Lsn, PageId};
+
+/// One fragment of a page found in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// Where in the logical log it was written.
+    pub lsn: Lsn,
+    /// Where in the file (and which blob) it lives.
+    pub ptr: DiskPtr,
+    /// Its size in the log, in bytes.
+    pub size: u64,
+}
+
+/// A page's state at the end of the scanned log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PageState {
+    /// The page's live fragments (the last full image and any later
+    /// deltas), in log order.
+    Present(Vec<Fragment>),
+    /// The page was freed; its free record (a header-sized fragment) is at
+    /// this place in the log.
+    Freed(Fragment),
+}
+
+impl PageState {
+    /// The fragments that hold this state (the free record for a freed
+    /// page).
+    pub fn fragments(&self) -> &[Fragment] {
+        match self {
+            PageState::Present(f) => f,
+            PageState::Freed(f) => std::slice::from_ref(f),
+        }
+    }
+}
+
+/// What a scan of the log found: the input of
+/// [`Accountant::from_snapshot`](crate::Accountant::from_snapshot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every page's state.
+    pub pages: BTreeMap<PageId, PageState>,
+    /// The offset of the segment being written when the log ended (the
+    /// last segment the scan accepted), if any.
+    pub last_lid: Option<Lid>,
+    /// The highest lsn in the accepted log (−1 for an empty log).
+    pub last_lsn: Lsn,
+    /// The highest stable lsn vouched for by a durable segment header.
+    pub max_header_stable_lsn: Lsn,
+}
+
+impl Snapshot {
+    /// An empty log.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            pages: BTreeMap::new(),
+            last_lid: None,
+            last_lsn: -1,
+            max_header_stable_lsn: -1,
+        }
+    }
+}
+
+/// Why a snapshot was rejected: it contradicts itself or the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A fragment lies at or beyond the file's tip.
+    #[error("page {pid} has a fragment at lid {lid}, at or beyond the file tip ({tip} bytes)")]
+    FragmentBeyondTip {
+        /// The page.
+        pid: PageId,
+        /// The fragment's lid.
+        lid: Lid,
+        /// The tip in bytes.
+        tip: u64,
+    },
+    /// A fragment has a negative lsn or one too large for the accountant.
+    #[error("page {pid} has a fragment at invalid lsn {lsn}")]
+    InvalidLsn {
+        /// The page.
+        pid: PageId,
+        /// The lsn.
+        lsn: Lsn,
+    },
+    /// Two fragments in one segment belong to different segment lsns.
+    #[error(
+        "segment at lid {lid} holds fragments of segment lsns {first} and {second} (page {pid})"
+    )]
+    MixedSegmentLsns {
+        /// The segment's base lid.
+        lid: Lid,
+        /// The segment lsn seen first.
+        first: Lsn,
+        /// The conflicting segment lsn.
+        second: Lsn,
+        /// The page of the conflicting fragment.
+        pid: PageId,
+    },
+    /// Two segments carry one lsn.
+    #[error("segments at lids {first} and {second} both have segment lsn {lsn}")]
+    DuplicateSegmentLsn {
+        /// The shared segment lsn.
+        lsn: Lsn,
+        /// One segment's lid.
+        first: Lid,
+        /// The other's.
+        second: Lid,
+    },
+    /// The segment said to be written last lies beyond the file.
+    #[error("the last segment written, at lid {lid}, is at or beyond the file tip ({tip} bytes)")]
+    LastSegmentBeyondTip {
+        /// Its lid.
+        lid: Lid,
+        /// The tip in bytes.
+        tip: u64,
+    },
+}
+
+/// The bytes a partial last segment must hold to count toward the tip: one
+/// segment header of the reference format.
+const HEADER_LEN: u64 = 32;
+
+struct Recovered {
+    segno: u64,
+    pages: Vec<(PageId, u64)>,
+    bytes: u64,
+}
+
+impl crate::Accountant {
+    /// Rebuilds the accountant after a crash from a scan of the log
+    /// (`snapshot`) and the file's current length `file_len` (spec section
+    /// 7):
+    ///
+    /// 1. the tip is the file length in whole segments (a partial last
+    ///    segment counts when it holds at least a segment header);
+    /// 2. every segment holding a live fragment gets the fragment's segment
+    ///    lsn and the page, with live bytes summed;
+    /// 3. segments wholly below the header-vouched stable lsn are sealed
+    ///    (the stabilized lsn restarts at the highest of them, since a
+    ///    durable header vouches for them); those other than the last one
+    ///    written holding at most `threshold × segment_size` live bytes
+    ///    start Draining; later segments stay Active until `stabilize`
+    ///    passes them, in lsn order;
+    /// 4. segments below the tip with no live fragment are freed, but
+    ///    reusable only once `stabilize` passes the snapshot's last lsn
+    ///    (and then through the epoch collector).
+    ///
+    /// Rule 5 (a discarded tail never read as valid again) is the caller's
+    /// part: invalidate the discarded headers durably before writing new
+    /// segments.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidSnapshot`] when the snapshot contradicts
+    /// itself or the file; nothing is built.
+    pub fn from_snapshot(
+        config: crate::Config,
+        storage: std::sync::Arc<dyn crate::Storage>,
+        collector: crate::Collector,
+        snapshot: &Snapshot,
+        file_len: u64,
+    ) -> crate::Result<crate::Accountant> {
+        use crate::segment::{SegmentState, Word};
+        use crate::table::{Bits, SegmentTable};
+
+        let ss = config.segment_size;
+        let mut tip = file_len / ss;
+        if file_len % ss >= HEADER_LEN {
+            tip += 1;
+        }
+        let tip_bytes = tip * ss;
+        if let Some(lid) = snapshot.last_lid {
+            if lid >= tip_bytes {
+                return Err(SnapshotError::LastSegmentBeyondTip {
+                    lid,
+                    tip: tip_bytes,
+                }
+                .into());
+            }
+        }
+        // Validate everything before building anything.
+        let mut segments: BTreeMap<u64, Recovered> = BTreeMap::new();
+        for (&pid, state) in &snapshot.pages {
+            for fragment in state.fragments() {
+                let lid = fragment.ptr.lid();
+                let index = lid / ss;
+                if index >= tip {
+                    return Err(SnapshotError::FragmentBeyondTip {
+                        pid,
+                        lid,
+                        tip: tip_bytes,
+                    }
+                    .into());
+                }
+                if fragment.lsn < 0 || fragment.lsn as u64 / ss > crate::segment::MAX_SEGMENT_NUMBER
+                {
+                    return Err(SnapshotError::InvalidLsn {
+                        pid,
+                        lsn: fragment.lsn,
+                    }
+                    .into());
+                }
+                let segno = fragment.lsn as u64 / ss;
+                let entry = segments.entry(index).or_insert(Recovered {
+                    segno,
+                    pages: Vec::new(),
+                    bytes: 0,
+                });
+                if entry.segno != segno {
+                    return Err(SnapshotError::MixedSegmentLsns {
+                        lid: index * ss,
+                        first: (entry.segno * ss) as Lsn,
+                        second: (segno * ss) as Lsn,
+                        pid,
+                    }
+                    .into());
+                }
+                entry.pages.push((pid, fragment.size));
+                entry.bytes += fragment.size;
+            }
+        }
+        let mut by_segno: BTreeMap<u64, u64> = BTreeMap::new();
+        for (&index, seg) in &segments {
+            if let Some(other) = by_segno.insert(seg.segno, index) {
+                return Err(SnapshotError::DuplicateSegmentLsn {
+                    lsn: (seg.segno * ss) as Lsn,
+                    first: other * ss,
+                    second: index * ss,
+                }
+                .into());
+            }
+        }
+
+        // Segments wholly below the vouched stable lsn are stable.
+        let done = if snapshot.max_header_stable_lsn > 0 {
+            (snapshot.max_header_stable_lsn as u64 / ss).min(crate::segment::MAX_SEGMENT_NUMBER + 1)
+        } else {
+            0
+        };
+        let table = SegmentTable::new();
+        table.grow_to(tip as usize);
+        let mut active = Vec::new();
+        let mut waiting = Vec::new();
+        let mut counts = [0usize; 3]; // active, inactive, draining
+        let drain_limit = ss * config.cleanup_threshold as u64 / 100;
+        for index in 0..tip as usize {
+            let segment = table.segment(index);
+            let Some(seg) = segments.get(&(index as u64)) else {
+                // Rule 4: empty, freed once stabilize passes the last lsn.
+                segment.must_transition(
+                    Word::VACANT,
+                    Word {
+                        state: SegmentState::Freeing,
+                        generation: 0,
+                        segno: None,
+                    },
+                );
+                waiting.push((index as u32, snapshot.last_lsn));
+                continue;
+            };
+            for &(pid, bytes) in &seg.pages {
+                segment.link(pid, bytes);
+            }
+            let stable = seg.segno < done;
+            let is_last = snapshot.last_lid == Some(index as u64 * ss);
+            let state = if !stable {
+                active.push((seg.segno, index as u32));
+                counts[0] += 1;
+                SegmentState::Active
+            } else if !is_last && seg.bytes <= drain_limit && config.mode == crate::Mode::Gc {
+                table.set_bit(Bits::Drain, index);
+                counts[2] += 1;
+                SegmentState::Draining
+            } else {
+                counts[1] += 1;
+                SegmentState::Inactive
+            };
+            segment.must_transition(
+                Word::VACANT,
+                Word::VACANT.activated(seg.segno).with_state(state),
+            );
+        }
+        let max_stabilized = if done == 0 {
+            -1
+        } else {
+            done as Lsn * ss as Lsn - ss as Lsn
+        };
+        let combiner = crate::combiner::Combiner::recovered(done, active.clone(), waiting);
+        let acc = crate::Accountant::assemble(
+            config,
+            storage,
+            collector,
+            table,
+            tip as usize,
+            combiner,
+            max_stabilized,
+        );
+        for &(segno, _) in &active {
+            acc.shared.active_lsns.insert_new(segno);
+        }
+        acc.shared.counts.set(counts[0], counts[1], counts[2]);
+        Ok(acc)
+    }
+}
