@@ -111,6 +111,15 @@ pub enum SnapshotError {
         /// The other's.
         second: Lid,
     },
+    /// A header vouches for a stable lsn beyond the end of the log (a
+    /// header only vouches for the log before its own segment).
+    #[error("the header-vouched stable lsn {stable} lies beyond the log's last lsn {last_lsn}")]
+    StableBeyondLog {
+        /// The vouched stable lsn.
+        stable: Lsn,
+        /// The last lsn of the log.
+        last_lsn: Lsn,
+    },
     /// The segment said to be written last lies beyond the file.
     #[error("the last segment written, at lid {lid}, is at or beyond the file tip ({tip} bytes)")]
     LastSegmentBeyondTip {
@@ -181,6 +190,13 @@ impl crate::Accountant {
                 }
                 .into());
             }
+        }
+        if snapshot.max_header_stable_lsn > snapshot.last_lsn.saturating_add(1) {
+            return Err(SnapshotError::StableBeyondLog {
+                stable: snapshot.max_header_stable_lsn,
+                last_lsn: snapshot.last_lsn,
+            }
+            .into());
         }
         // Validate everything before building anything.
         let mut segments: BTreeMap<u64, Recovered> = BTreeMap::new();

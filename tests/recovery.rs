@@ -153,6 +153,12 @@ fn contradictory_snapshots_are_rejected() {
         }))
     ));
 
+    let vouched_beyond = snapshot(vec![], None, 100, 2 * SS as i64);
+    assert!(matches!(
+        recover(&vouched_beyond, 3 * SS),
+        Err(Error::InvalidSnapshot(SnapshotError::StableBeyondLog { .. }))
+    ));
+
     let last_beyond = snapshot(vec![], Some(5 * SS), 0, -1);
     assert!(matches!(
         recover(&last_beyond, 2 * SS),
@@ -293,28 +299,28 @@ fn rule_6_active_until_stabilize() {
 /// pages; the replacement empties the recovered segment, which is freed.
 #[test]
 fn recovered_pages_can_be_replaced() {
+    // Segment 1 (lsn SS) holds only a header vouching for segment 0.
     let s = snapshot(
         vec![(7, PageState::Present(vec![frag(16, 16, 64)]))],
-        Some(0),
-        16,
+        Some(SS),
+        SS as i64 + 31,
         SS as i64,
     );
-    let acc = recover(&s, SS).unwrap();
-    assert_eq!(
-        state(&acc, 0),
-        SegmentState::Inactive,
-        "last segment written: kept"
-    );
-    let lid = acc.next(SS as i64).unwrap();
+    let acc = recover(&s, 2 * SS).unwrap();
+    assert_eq!(state(&acc, 0), SegmentState::Draining);
+    assert_eq!(state(&acc, 1), SegmentState::Freeing);
+    assert_eq!(acc.clean(0), Some(7));
+    let lid = acc.next(2 * SS as i64).unwrap();
+    assert_eq!(lid, 2 * SS, "nothing reusable before the tail is stable");
     acc.mark_replace(
         7,
-        SS as i64,
+        2 * SS as i64,
         &[DiskPtr::Inline(16)],
         DiskPtr::Inline(lid),
         64,
     )
     .unwrap();
-    acc.stabilize(2 * SS as i64).unwrap();
+    acc.stabilize(3 * SS as i64).unwrap();
     assert_eq!(acc.segment_info(0).unwrap().live_pages, 0);
     assert!(matches!(
         state(&acc, 0),
