@@ -79,6 +79,7 @@
 
 mod accountant;
 mod audit;
+pub mod baseline;
 mod combiner;
 pub mod config;
 mod error;

@@ -124,6 +124,10 @@ impl PidSet {
         self.inner.remove(&pid).is_some()
     }
 
+    pub(crate) fn contains(&self, pid: PageId) -> bool {
+        self.inner.contains_key(&pid)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
@@ -135,17 +139,15 @@ impl PidSet {
     /// Some member, chosen by `k` (round robin when `k` counts up), if the
     /// set is not empty.
     pub(crate) fn pick(&self, k: usize) -> Option<PageId> {
-        let len = self.inner.len();
-        if len == 0 {
-            return None;
-        }
-        // The set may shrink between len() and the walk: fall back to the
-        // first member rather than report an empty set.
-        self.inner
-            .iter()
-            .nth(k % len)
-            .map(|e| *e.key())
-            .or_else(|| self.inner.iter().next().map(|e| *e.key()))
+        // Start at shard `k` and take the first member of the first
+        // non-empty shard: O(1) per shard instead of a walk of the set.
+        let shards = self.inner.shards();
+        (0..shards.len()).find_map(|i| {
+            let shard = shards[(k + i) % shards.len()].read();
+            // Safety: dashmap's raw shard API; the read guard keeps the
+            // table alive and unmodified while we copy one key out.
+            unsafe { shard.iter().next().map(|bucket| bucket.as_ref().0) }
+        })
     }
 
     pub(crate) fn members(&self) -> Vec<PageId> {
@@ -262,6 +264,9 @@ impl PidSet {
     }
     pub(crate) fn remove(&self, pid: PageId) -> bool {
         self.inner.shard(pid).remove(&pid).is_some()
+    }
+    pub(crate) fn contains(&self, pid: PageId) -> bool {
+        self.inner.shard(pid).contains_key(&pid)
     }
     pub(crate) fn len(&self) -> usize {
         self.inner.len()

@@ -233,10 +233,16 @@ impl Segment {
             Some(bytes) => {
                 // Relaxed: only the combiner applies replacements.
                 self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                // Release: an observer that sees the replacement applied
-                // (acquire load) also sees the new segment sealed before it.
-                self.removed.fetch_add(1, Ordering::Release);
-                self.not_yet_replaced.remove(pid);
+                // A plain store: the combiner is the only writer of a sealed
+                // segment's count. Release: an observer that sees the
+                // replacement applied (acquire load) also sees the new
+                // segment sealed before it.
+                let removed = self.removed.load(Ordering::Relaxed);
+                self.removed.store(removed + 1, Ordering::Release);
+                // `mark_replace` already took the pid out of
+                // `not_yet_replaced` (the store writes a page's later
+                // fragments at higher lsns, never back into this segment).
+                debug_assert!(!self.not_yet_replaced.contains(pid));
                 true
             }
             None => false,

@@ -1,0 +1,336 @@
+//! The write-path mix shared by `examples/throughput.rs` and the criterion
+//! benchmarks: each thread acts as one write head of a log store.
+//!
+//! Thread `t` of `T` owns pages `[t·P, (t+1)·P)` and writes its k-th
+//! segment at segment number `k·T + t` (lsns from one logical counter,
+//! interleaved across heads). Per operation it first does the store's own
+//! work (encoding and copying a fragment of `work_bytes`), then: 60% link
+//! a delta of a random page, 30% replace a page completely (with all its
+//! old pointers), 10% `clean` (relocating the page if it is its own).
+//! When its segment fills it rolls with `next` and stabilizes below the
+//! slowest head's current segment.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use segment_accountant::baseline::MutexAccountant;
+use segment_accountant::{Accountant, Config, DiskPtr, Lid, Lsn, MemStorage, PageId};
+
+/// Segment size used by the mix.
+pub const SEGMENT_SIZE: u64 = 64 * 1024;
+/// Pages per thread.
+pub const PAGES_PER_THREAD: u64 = 20_000;
+
+/// The write path of either design.
+pub trait WritePath: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn next(&self, lsn: Lsn) -> Lid;
+    fn link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64);
+    fn replace(&self, pid: PageId, lsn: Lsn, old: &[DiskPtr], new: DiskPtr, size: u64);
+    fn stabilize(&self, lsn: Lsn);
+    fn clean(&self, ignore: PageId) -> Option<PageId>;
+}
+
+impl WritePath for Accountant {
+    fn name(&self) -> &'static str {
+        "accountant"
+    }
+    fn next(&self, lsn: Lsn) -> Lid {
+        Accountant::next(self, lsn).expect("next")
+    }
+    fn link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) {
+        self.mark_link(pid, lsn, ptr, size).expect("link")
+    }
+    fn replace(&self, pid: PageId, lsn: Lsn, old: &[DiskPtr], new: DiskPtr, size: u64) {
+        self.mark_replace(pid, lsn, old, new, size)
+            .expect("replace")
+    }
+    fn stabilize(&self, lsn: Lsn) {
+        Accountant::stabilize(self, lsn).expect("stabilize")
+    }
+    fn clean(&self, ignore: PageId) -> Option<PageId> {
+        Accountant::clean(self, ignore)
+    }
+}
+
+impl WritePath for MutexAccountant {
+    fn name(&self) -> &'static str {
+        "mutex"
+    }
+    fn next(&self, lsn: Lsn) -> Lid {
+        MutexAccountant::next(self, lsn).expect("next")
+    }
+    fn link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) {
+        self.mark_link(pid, lsn, ptr, size).expect("link")
+    }
+    fn replace(&self, pid: PageId, lsn: Lsn, old: &[DiskPtr], new: DiskPtr, size: u64) {
+        self.mark_replace(pid, lsn, old, new, size)
+            .expect("replace")
+    }
+    fn stabilize(&self, lsn: Lsn) {
+        MutexAccountant::stabilize(self, lsn).expect("stabilize")
+    }
+    fn clean(&self, ignore: PageId) -> Option<PageId> {
+        MutexAccountant::clean(self, ignore)
+    }
+}
+
+pub fn config() -> Config {
+    Config::builder()
+        .segment_size(SEGMENT_SIZE)
+        .build()
+        .unwrap()
+}
+
+pub fn accountant() -> Accountant {
+    Accountant::new(config(), Arc::new(MemStorage::new()))
+}
+
+pub fn mutex_accountant() -> MutexAccountant {
+    MutexAccountant::new(config())
+}
+
+/// Shared between the heads of one run.
+pub struct Shared {
+    threads: u64,
+    /// Each head's current segment number.
+    heads: Vec<AtomicU64>,
+    /// A background stabilizer runs instead of the heads stabilizing.
+    background_stabilizer: bool,
+}
+
+impl Shared {
+    pub fn new(threads: usize, background_stabilizer: bool) -> Arc<Shared> {
+        Arc::new(Shared {
+            threads: threads as u64,
+            heads: (0..threads).map(|t| AtomicU64::new(t as u64)).collect(),
+            background_stabilizer,
+        })
+    }
+
+    /// Everything below the slowest head's current segment is complete.
+    pub fn stable_bound(&self) -> Lsn {
+        let min = self
+            .heads
+            .iter()
+            .map(|h| h.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        (min * SEGMENT_SIZE) as Lsn
+    }
+}
+
+/// One write head's state.
+pub struct Head {
+    t: u64,
+    segno: u64,
+    lid: Lid,
+    used: u64,
+    pages: Vec<Vec<DiskPtr>>,
+    rng: u64,
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    pub ops: u64,
+}
+
+impl Head {
+    /// Thread `t`'s head, with its first segment and one image of each of
+    /// its pages already written.
+    pub fn new(t: usize, work_bytes: usize, acc: &dyn WritePath, shared: &Shared) -> Head {
+        let mut head = Head {
+            t: t as u64,
+            segno: t as u64,
+            lid: 0,
+            used: 0,
+            pages: vec![Vec::new(); PAGES_PER_THREAD as usize],
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
+            src: (0..work_bytes).map(|i| i as u8).collect(),
+            dst: vec![0; work_bytes],
+            ops: 0,
+        };
+        head.lid = acc.next((head.segno * SEGMENT_SIZE) as Lsn);
+        let _ = shared;
+        head
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// The store's own work per write: encode and copy a fragment.
+    fn work(&mut self, pid: PageId) -> u64 {
+        let n = self.src.len();
+        if n == 0 {
+            return 32;
+        }
+        self.src[0] = pid as u8;
+        self.dst.copy_from_slice(&self.src);
+        let mut h = 0u64;
+        for chunk in self.dst.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
+        }
+        std::hint::black_box(h);
+        n as u64 + 32
+    }
+
+    /// Reserves `size` bytes at the head, rolling to the next segment (and
+    /// stabilizing) when full.
+    fn reserve(&mut self, size: u64, acc: &dyn WritePath, shared: &Shared) -> (Lsn, DiskPtr) {
+        if self.used + size > SEGMENT_SIZE {
+            self.segno += shared.threads;
+            shared.heads[self.t as usize].store(self.segno, Ordering::Release);
+            self.lid = acc.next((self.segno * SEGMENT_SIZE) as Lsn);
+            self.used = 0;
+            if !shared.background_stabilizer {
+                acc.stabilize(shared.stable_bound());
+            }
+        }
+        let at = self.used;
+        self.used += size;
+        (
+            (self.segno * SEGMENT_SIZE + at) as Lsn,
+            DiskPtr::Inline(self.lid + at),
+        )
+    }
+
+    fn write_full(&mut self, local: usize, acc: &dyn WritePath, shared: &Shared) {
+        let pid = self.t * PAGES_PER_THREAD + local as u64;
+        let size = self.work(pid);
+        let (lsn, ptr) = self.reserve(size, acc, shared);
+        let old = std::mem::take(&mut self.pages[local]);
+        if old.is_empty() {
+            acc.link(pid, lsn, ptr, size);
+        } else {
+            acc.replace(pid, lsn, &old, ptr, size);
+        }
+        self.pages[local] = old;
+        self.pages[local].clear();
+        self.pages[local].push(ptr);
+    }
+
+    /// One operation of the mix.
+    pub fn step(&mut self, acc: &dyn WritePath, shared: &Shared) {
+        let r = self.rand();
+        let local = (r >> 8) as usize % PAGES_PER_THREAD as usize;
+        match r % 10 {
+            0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
+                let pid = self.t * PAGES_PER_THREAD + local as u64;
+                let size = self.work(pid);
+                let (lsn, ptr) = self.reserve(size, acc, shared);
+                acc.link(pid, lsn, ptr, size);
+                self.pages[local].push(ptr);
+            }
+            0..=8 => self.write_full(local, acc, shared),
+            _ => {
+                let ignore = self.t * PAGES_PER_THREAD + local as u64;
+                if let Some(pid) = acc.clean(ignore) {
+                    if pid / PAGES_PER_THREAD == self.t {
+                        self.write_full((pid % PAGES_PER_THREAD) as usize, acc, shared);
+                    }
+                }
+            }
+        }
+        self.ops += 1;
+    }
+}
+
+/// Runs `threads` heads on `acc` for `duration` after a barrier; returns
+/// operations per second.
+pub fn run(
+    acc: Arc<dyn WritePath>,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    background_stabilizer: bool,
+) -> f64 {
+    let shared = Shared::new(threads, background_stabilizer);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (acc, shared, barrier, stop) =
+            (acc.clone(), shared.clone(), barrier.clone(), stop.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut head = Head::new(t, work_bytes, &*acc, &shared);
+            barrier.wait();
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    head.step(&*acc, &shared);
+                }
+            }
+            head.ops
+        }));
+    }
+    let stabilizer = background_stabilizer.then(|| {
+        let (acc, shared, stop) = (acc.clone(), shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                acc.stabilize(shared.stable_bound());
+                std::thread::yield_now();
+            }
+        })
+    });
+    barrier.wait();
+    let start = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let elapsed = start.elapsed().as_secs_f64();
+    if let Some(s) = stabilizer {
+        s.join().unwrap();
+    }
+    ops as f64 / elapsed
+}
+
+/// Runs a fixed number of operations per thread (for criterion's
+/// `iter_custom`); returns the elapsed time of the slowest thread.
+pub fn run_ops(
+    acc: Arc<dyn WritePath>,
+    threads: usize,
+    ops_per_thread: u64,
+    work_bytes: usize,
+    background_stabilizer: bool,
+) -> Duration {
+    let shared = Shared::new(threads, background_stabilizer);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (acc, shared, barrier) = (acc.clone(), shared.clone(), barrier.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut head = Head::new(t, work_bytes, &*acc, &shared);
+            barrier.wait();
+            for _ in 0..ops_per_thread {
+                head.step(&*acc, &shared);
+            }
+        }));
+    }
+    let stabilizer = background_stabilizer.then(|| {
+        let (acc, shared, done) = (acc.clone(), shared.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                acc.stabilize(shared.stable_bound());
+                std::thread::yield_now();
+            }
+        })
+    });
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    if let Some(s) = stabilizer {
+        s.join().unwrap();
+    }
+    elapsed
+}
