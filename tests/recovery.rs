@@ -156,7 +156,9 @@ fn contradictory_snapshots_are_rejected() {
     let vouched_beyond = snapshot(vec![], None, 100, 2 * SS as i64);
     assert!(matches!(
         recover(&vouched_beyond, 3 * SS),
-        Err(Error::InvalidSnapshot(SnapshotError::StableBeyondLog { .. }))
+        Err(Error::InvalidSnapshot(
+            SnapshotError::StableBeyondLog { .. }
+        ))
     ));
 
     let last_beyond = snapshot(vec![], Some(5 * SS), 0, -1);
