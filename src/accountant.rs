@@ -196,6 +196,12 @@ impl Accountant {
         self.shared.config.segment_size
     }
 
+    /// log2 of the segment size (a power of two): the hot path shifts
+    /// instead of dividing.
+    fn segment_shift(&self) -> u32 {
+        self.shared.config.segment_size.trailing_zeros()
+    }
+
     /// The file tip in bytes: every lid below it may be in use.
     pub fn tip(&self) -> u64 {
         self.shared.sequencer.tip() as u64 * self.segment_size()
@@ -212,7 +218,7 @@ impl Accountant {
         if lsn < 0 {
             return Err(Error::NegativeLsn { lsn });
         }
-        let segno = lsn as u64 / self.segment_size();
+        let segno = lsn as u64 >> self.segment_shift();
         if segno > MAX_SEGMENT_NUMBER {
             return Err(Error::LsnOutOfRange {
                 lsn,
@@ -224,7 +230,7 @@ impl Accountant {
 
     /// The segment of `lid`, which must be below the tip.
     fn segment_at(&self, lid: Lid) -> Result<(usize, &Segment)> {
-        let index = lid / self.segment_size();
+        let index = lid >> self.segment_shift();
         let tip = self.shared.sequencer.tip();
         if index >= tip as u64 {
             return Err(Error::LidBeyondTip {
@@ -287,7 +293,7 @@ impl Accountant {
     /// earlier asynchronous truncation failed (reported once; retry).
     pub fn next(&self, lsn: Lsn) -> Result<Lid> {
         let segno = self.segno_of(lsn)?;
-        if lsn as u64 % self.segment_size() != 0 {
+        if lsn as u64 & (self.segment_size() - 1) != 0 {
             return Err(Error::UnalignedLsn {
                 lsn,
                 segment_size: self.segment_size(),
@@ -480,8 +486,8 @@ impl Accountant {
             self.shared
                 .table
                 .segment(old_index as usize)
-                .not_yet_replaced
-                .remove(pid);
+                .present
+                .mark_replaced(pid);
         }
         self.link(pid, index, segment, word, size)
     }
@@ -502,7 +508,7 @@ impl Accountant {
         if stable_lsn < 0 {
             return Err(Error::NegativeLsn { lsn: stable_lsn });
         }
-        let goal = (stable_lsn as u64 / self.segment_size()).min(MAX_SEGMENT_NUMBER + 1);
+        let goal = (stable_lsn as u64 >> self.segment_shift()).min(MAX_SEGMENT_NUMBER + 1);
         self.shared.combiner.request(&self.shared, goal)
     }
 
@@ -526,7 +532,7 @@ impl Accountant {
             let segment = shared.table.segment(index);
             let word = segment.load();
             if word.state == SegmentState::Draining {
-                if let Some(pid) = segment.not_yet_replaced.pick(k) {
+                if let Some(pid) = segment.present.pick(k) {
                     // Unchanged word: the segment stayed Draining in this
                     // generation while we picked (states never go back
                     // within a generation).
@@ -605,10 +611,10 @@ impl Accountant {
             lsn: word.lsn(self.segment_size()),
             generation: word.generation,
             live_pages: segment.present.len(),
-            not_yet_replaced: segment.not_yet_replaced.len(),
+            not_yet_replaced: segment.present.not_yet_replaced().len(),
             // Acquire: pairs with the release increment in `remove_replaced`.
             removed_pages: segment.removed.load(Ordering::Acquire),
-            live_bytes: segment.live_bytes.load(Ordering::Relaxed),
+            live_bytes: segment.live_bytes(word.state),
             to_clean: self.shared.table.bit(Bits::Drain, index),
         })
     }
@@ -632,7 +638,7 @@ impl Accountant {
             .shared
             .table
             .get(index)
-            .map(|s| s.not_yet_replaced.members())
+            .map(|s| s.present.not_yet_replaced())
             .unwrap_or_default();
         pids.sort_unstable();
         pids

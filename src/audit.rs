@@ -134,7 +134,7 @@ impl Accountant {
             let free_bit = shared.table.bit(Bits::Free, index);
             let drain_bit = shared.table.bit(Bits::Drain, index);
             let present = segment.present.entries();
-            let live_bytes = segment.live_bytes.load(Ordering::Relaxed);
+            let live_bytes = segment.live_bytes(word.state);
             let deferred = {
                 let d = lock(&segment.deferred);
                 d.replacements.len() + d.blob_removals.len()
@@ -181,13 +181,6 @@ impl Accountant {
                 return fail(format!(
                     "{here}: live bytes {live_bytes} but fragments sum to {sum}"
                 ));
-            }
-            for pid in segment.not_yet_replaced.members() {
-                if segment.present.get(pid).is_none() {
-                    return fail(format!(
-                        "{here}: page {pid} not yet replaced but not present"
-                    ));
-                }
             }
             match word.state {
                 SegmentState::Free | SegmentState::Freeing => {

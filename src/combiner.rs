@@ -293,6 +293,7 @@ fn deactivate(
         .counts
         .moved(SegmentState::Active, SegmentState::Inactive);
     shared.active_lsns.remove(segno);
+    segment.seal_bytes();
     {
         // Writers into this segment record under this lock only while it is
         // Active (they re-check under the lock), so after the CAS above the
@@ -324,7 +325,7 @@ fn deactivate(
                 "replacement of page {} applied to Active segment {} (deactivation out of lsn order)",
                 r.pid, r.old_index
             ),
-            _ => debug_assert!(old.present.get(r.pid).is_none()),
+            _ => debug_assert!(old.present.remove(r.pid).is_none()),
         }
         state.touched.push(r.old_index);
     }

@@ -16,7 +16,7 @@ type Hasher = rustc_hash::FxBuildHasher;
 #[cfg(not(loom))]
 const SHARDS: usize = 4;
 
-/// A concurrent map from page id to the bytes of its fragments.
+/// A small concurrent map of u64 keys (the lsns in use).
 #[derive(Debug)]
 pub(crate) struct PidMap {
     #[cfg(not(loom))]
@@ -25,13 +25,169 @@ pub(crate) struct PidMap {
     inner: stand_in::Sharded<u64>,
 }
 
-/// A concurrent set of page ids.
+/// A segment's pages: page id → bytes of its fragments here, with a flag
+/// for "not yet replaced" (no `mark_replace` called for it yet). One map
+/// for both spec sets keeps `mark_link` to a single insert and makes
+/// `not_yet_replaced ⊆ present` hold by construction.
 #[derive(Debug)]
-pub(crate) struct PidSet {
+pub(crate) struct PageMap {
     #[cfg(not(loom))]
-    inner: dashmap::DashMap<PageId, (), Hasher>,
+    inner: dashmap::DashMap<PageId, u64, Hasher>,
     #[cfg(loom)]
-    inner: stand_in::Sharded<()>,
+    inner: stand_in::Sharded<u64>,
+}
+
+/// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
+/// bytes.
+const NYR: u64 = 1 << 63;
+
+impl PageMap {
+    pub(crate) fn new() -> Self {
+        PageMap {
+            #[cfg(not(loom))]
+            inner: dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
+                0,
+                Hasher::default(),
+                SHARDS,
+            ),
+            #[cfg(loom)]
+            inner: stand_in::Sharded::new(),
+        }
+    }
+
+    /// Adds `bytes` to `pid` and flags it not yet replaced; returns whether
+    /// the page is new here.
+    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
+        let mut new = false;
+        self.update(pid, |v| match v {
+            Some(v) => (v + bytes) | NYR,
+            None => {
+                new = true;
+                bytes | NYR
+            }
+        });
+        new
+    }
+
+    /// Undoes a link of `bytes` (a page that was new here is removed).
+    pub(crate) fn unlink(&self, pid: PageId, bytes: u64, was_new: bool) {
+        if was_new {
+            self.remove(pid);
+        } else {
+            self.update(pid, |v| v.map_or(0, |v| v - bytes));
+        }
+    }
+
+    /// `mark_replace` was called for `pid`: `clean` no longer suggests it.
+    pub(crate) fn mark_replaced(&self, pid: PageId) {
+        #[cfg(not(loom))]
+        if let Some(mut v) = self.inner.get_mut(&pid) {
+            *v &= !NYR;
+        }
+        #[cfg(loom)]
+        if let Some(v) = self.inner.shard(pid).get_mut(&pid) {
+            *v &= !NYR;
+        }
+    }
+
+    /// Removes `pid`; returns its bytes.
+    pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
+        #[cfg(not(loom))]
+        let v = self.inner.remove(&pid).map(|(_, v)| v);
+        #[cfg(loom)]
+        let v = self.inner.shard(pid).remove(&pid);
+        v.map(|v| v & !NYR)
+    }
+
+    #[cfg(not(loom))]
+    fn update(&self, pid: PageId, f: impl FnOnce(Option<u64>) -> u64) {
+        match self.inner.entry(pid) {
+            dashmap::Entry::Occupied(mut e) => {
+                let v = f(Some(*e.get()));
+                *e.get_mut() = v;
+            }
+            dashmap::Entry::Vacant(e) => {
+                e.insert(f(None));
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    fn update(&self, pid: PageId, f: impl FnOnce(Option<u64>) -> u64) {
+        let mut shard = self.inner.shard(pid);
+        let v = f(shard.get(&pid).copied());
+        shard.insert(pid, v);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn clear(&self) {
+        self.inner.clear()
+    }
+
+    fn raw_entries(&self) -> Vec<(PageId, u64)> {
+        #[cfg(not(loom))]
+        {
+            self.inner.iter().map(|e| (*e.key(), *e.value())).collect()
+        }
+        #[cfg(loom)]
+        {
+            self.inner.entries()
+        }
+    }
+
+    /// `(pid, bytes)` of every page here (not an atomic snapshot).
+    pub(crate) fn entries(&self) -> Vec<(PageId, u64)> {
+        self.raw_entries()
+            .into_iter()
+            .map(|(p, v)| (p, v & !NYR))
+            .collect()
+    }
+
+    /// The pages not yet replaced (not an atomic snapshot).
+    pub(crate) fn not_yet_replaced(&self) -> Vec<PageId> {
+        self.raw_entries()
+            .into_iter()
+            .filter(|&(_, v)| v & NYR != 0)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The bytes of every page here (not an atomic snapshot).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.raw_entries().iter().map(|&(_, v)| v & !NYR).sum()
+    }
+
+    /// Some page not yet replaced, starting the search at shard `k` (round
+    /// robin when `k` counts up).
+    pub(crate) fn pick(&self, k: usize) -> Option<PageId> {
+        #[cfg(not(loom))]
+        {
+            let shards = self.inner.shards();
+            (0..shards.len()).find_map(|i| {
+                let shard = shards[(k + i) % shards.len()].read();
+                // Safety: dashmap's raw shard API; the read guard keeps the
+                // table alive and unchanged while we read its buckets.
+                unsafe {
+                    shard.iter().find_map(|bucket| {
+                        let (pid, v) = bucket.as_ref();
+                        (*v.get() & NYR != 0).then_some(*pid)
+                    })
+                }
+            })
+        }
+        #[cfg(loom)]
+        {
+            let pids = self.not_yet_replaced();
+            (!pids.is_empty()).then(|| pids[k % pids.len()])
+        }
+    }
 }
 
 #[cfg(not(loom))]
@@ -46,19 +202,6 @@ impl PidMap {
         }
     }
 
-    /// Adds `bytes` to `pid`'s entry; returns whether the entry is new.
-    pub(crate) fn add(&self, pid: PageId, bytes: u64) -> bool {
-        let mut new = false;
-        self.inner
-            .entry(pid)
-            .and_modify(|b| *b += bytes)
-            .or_insert_with(|| {
-                new = true;
-                bytes
-            });
-        new
-    }
-
     /// Inserts `key` with value 0 unless present; returns whether it was
     /// inserted.
     pub(crate) fn insert_new(&self, key: u64) -> bool {
@@ -71,87 +214,13 @@ impl PidMap {
         }
     }
 
-    /// Subtracts `bytes` from an existing entry.
-    pub(crate) fn sub(&self, pid: PageId, bytes: u64) {
-        if let Some(mut b) = self.inner.get_mut(&pid) {
-            *b -= bytes;
-        }
-    }
-
-    pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
-        self.inner.remove(&pid).map(|(_, b)| b)
-    }
-
-    pub(crate) fn get(&self, pid: PageId) -> Option<u64> {
-        self.inner.get(&pid).map(|b| *b)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
-
-    pub(crate) fn clear(&self) {
-        self.inner.clear()
+    pub(crate) fn remove(&self, key: u64) -> Option<u64> {
+        self.inner.remove(&key).map(|(_, b)| b)
     }
 
     /// The entries, in no particular order (not an atomic snapshot).
-    pub(crate) fn entries(&self) -> Vec<(PageId, u64)> {
+    pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
         self.inner.iter().map(|e| (*e.key(), *e.value())).collect()
-    }
-}
-
-#[cfg(not(loom))]
-impl PidSet {
-    pub(crate) fn new() -> Self {
-        PidSet {
-            inner: dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                0,
-                Hasher::default(),
-                SHARDS,
-            ),
-        }
-    }
-
-    pub(crate) fn insert(&self, pid: PageId) {
-        self.inner.insert(pid, ());
-    }
-
-    pub(crate) fn remove(&self, pid: PageId) -> bool {
-        self.inner.remove(&pid).is_some()
-    }
-
-    pub(crate) fn contains(&self, pid: PageId) -> bool {
-        self.inner.contains_key(&pid)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    pub(crate) fn clear(&self) {
-        self.inner.clear()
-    }
-
-    /// Some member, chosen by `k` (round robin when `k` counts up), if the
-    /// set is not empty.
-    pub(crate) fn pick(&self, k: usize) -> Option<PageId> {
-        // Start at shard `k` and take the first member of the first
-        // non-empty shard: O(1) per shard instead of a walk of the set.
-        let shards = self.inner.shards();
-        (0..shards.len()).find_map(|i| {
-            let shard = shards[(k + i) % shards.len()].read();
-            // Safety: dashmap's raw shard API; the read guard keeps the
-            // table alive and unmodified while we copy one key out.
-            unsafe { shard.iter().next().map(|bucket| bucket.as_ref().0) }
-        })
-    }
-
-    pub(crate) fn members(&self) -> Vec<PageId> {
-        self.inner.iter().map(|e| *e.key()).collect()
     }
 }
 
@@ -205,19 +274,6 @@ impl PidMap {
             inner: stand_in::Sharded::new(),
         }
     }
-    pub(crate) fn add(&self, pid: PageId, bytes: u64) -> bool {
-        let mut shard = self.inner.shard(pid);
-        match shard.get_mut(&pid) {
-            Some(b) => {
-                *b += bytes;
-                false
-            }
-            None => {
-                shard.insert(pid, bytes);
-                true
-            }
-        }
-    }
     pub(crate) fn insert_new(&self, key: u64) -> bool {
         match self.inner.shard(key).entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -227,62 +283,10 @@ impl PidMap {
             }
         }
     }
-    pub(crate) fn sub(&self, pid: PageId, bytes: u64) {
-        if let Some(b) = self.inner.shard(pid).get_mut(&pid) {
-            *b -= bytes;
-        }
+    pub(crate) fn remove(&self, key: u64) -> Option<u64> {
+        self.inner.shard(key).remove(&key)
     }
-    pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
-        self.inner.shard(pid).remove(&pid)
-    }
-    pub(crate) fn get(&self, pid: PageId) -> Option<u64> {
-        self.inner.shard(pid).get(&pid).copied()
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-    pub(crate) fn is_empty(&self) -> bool {
-        self.inner.len() == 0
-    }
-    pub(crate) fn clear(&self) {
-        self.inner.clear()
-    }
-    pub(crate) fn entries(&self) -> Vec<(PageId, u64)> {
+    pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
         self.inner.entries()
-    }
-}
-
-#[cfg(loom)]
-impl PidSet {
-    pub(crate) fn new() -> Self {
-        PidSet {
-            inner: stand_in::Sharded::new(),
-        }
-    }
-    pub(crate) fn insert(&self, pid: PageId) {
-        self.inner.shard(pid).insert(pid, ());
-    }
-    pub(crate) fn remove(&self, pid: PageId) -> bool {
-        self.inner.shard(pid).remove(&pid).is_some()
-    }
-    pub(crate) fn contains(&self, pid: PageId) -> bool {
-        self.inner.shard(pid).contains_key(&pid)
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.inner.len()
-    }
-    pub(crate) fn clear(&self) {
-        self.inner.clear()
-    }
-    pub(crate) fn pick(&self, k: usize) -> Option<PageId> {
-        let members = self.members();
-        if members.is_empty() {
-            None
-        } else {
-            Some(members[k % members.len()])
-        }
-    }
-    pub(crate) fn members(&self) -> Vec<PageId> {
-        self.inner.entries().into_iter().map(|(k, ())| k).collect()
     }
 }

@@ -295,6 +295,9 @@ impl crate::Accountant {
                 counts[1] += 1;
                 SegmentState::Inactive
             };
+            if state != SegmentState::Active {
+                segment.seal_bytes();
+            }
             segment.must_transition(
                 Word::VACANT,
                 Word::VACANT.activated(seg.segno).with_state(state),

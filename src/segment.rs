@@ -17,12 +17,12 @@
 //! deferred work).
 //!
 //! Invariants kept here:
-//! - `not_yet_replaced ⊆ present` (as pid sets);
-//! - `live_bytes` is the sum of the byte counts in `present`;
+//! - `not_yet_replaced ⊆ present` (by construction: a flag on entries);
+//! - once sealed, `live_bytes` is the sum of the byte counts in `present`;
 //! - a segment that is Freeing, Free or Vacant has empty sets, zero live
 //!   bytes and no deferred work.
 
-use crate::pidset::{PidMap, PidSet};
+use crate::pidset::PageMap;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::types::{BlobId, Lsn, PageId};
 
@@ -151,14 +151,17 @@ pub(crate) struct Deferred {
 #[derive(Debug)]
 pub(crate) struct Segment {
     word: AtomicU64,
-    /// Pids with a fragment here that has not been replaced, with the bytes
-    /// of their fragments.
-    pub(crate) present: PidMap,
-    /// Like `present`, but a pid leaves as soon as `mark_replace` is called.
-    pub(crate) not_yet_replaced: PidSet,
+    /// Pids with a fragment here that has not been replaced by a stable
+    /// write, with the bytes of their fragments, each flagged while no
+    /// `mark_replace` has been called for it (the spec's `present` and
+    /// `not_yet_replaced` sets in one map).
+    pub(crate) present: PageMap,
     /// How many pids left `present` through applied replacements.
     pub(crate) removed: AtomicU64,
-    /// Bytes of the fragments in `present`.
+    /// Bytes of the fragments in `present`, once sealed: the combiner sets
+    /// it when it seals the segment and lowers it as replacements apply.
+    /// While Active it is 0 and the bytes live only in `present`, so
+    /// `mark_link` is one map update.
     pub(crate) live_bytes: AtomicU64,
     /// A per-segment lock: only writers into this one Active segment and
     /// the deactivating combiner take it. Vectors keep their capacity
@@ -170,8 +173,7 @@ impl Segment {
     pub(crate) fn new() -> Segment {
         Segment {
             word: AtomicU64::new(Word::VACANT.pack()),
-            present: PidMap::new(),
-            not_yet_replaced: PidSet::new(),
+            present: PageMap::new(),
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             deferred: Mutex::new(Deferred::default()),
@@ -206,24 +208,28 @@ impl Segment {
     /// Links `bytes` of page `pid` here. Returns whether the pid was new to
     /// `present` (needed to undo exactly).
     pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
-        let new = self.present.add(pid, bytes);
-        self.not_yet_replaced.insert(pid);
-        // Relaxed: the counter is read for statistics and by the combiner,
-        // which synchronizes with this writer through the caller contract
-        // (link happens before the stabilize that deactivates).
-        self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
-        new
+        self.present.link(pid, bytes)
     }
 
     /// Undoes a [`Segment::link`] that raced a deactivation.
     pub(crate) fn unlink(&self, pid: PageId, bytes: u64, was_new: bool) {
-        if was_new {
-            self.present.remove(pid);
-            self.not_yet_replaced.remove(pid);
-        } else {
-            self.present.sub(pid, bytes);
+        self.present.unlink(pid, bytes, was_new);
+    }
+
+    /// Seals the live-byte counter: from now on replacements lower it.
+    pub(crate) fn seal_bytes(&self) {
+        // Relaxed: written by the combiner only, read for statistics.
+        self.live_bytes
+            .store(self.present.bytes(), Ordering::Relaxed);
+    }
+
+    /// The live bytes: the counter once sealed, the map's sum while Active.
+    pub(crate) fn live_bytes(&self, state: SegmentState) -> u64 {
+        match state {
+            SegmentState::Active => self.present.bytes(),
+            // Relaxed: a statistic.
+            _ => self.live_bytes.load(Ordering::Relaxed),
         }
-        self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Applies a stable replacement: the pid's fragments here are garbage.
@@ -231,18 +237,14 @@ impl Segment {
     pub(crate) fn remove_replaced(&self, pid: PageId) -> bool {
         match self.present.remove(pid) {
             Some(bytes) => {
-                // Relaxed: only the combiner applies replacements.
-                self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                // A plain store: the combiner is the only writer of a sealed
-                // segment's count. Release: an observer that sees the
-                // replacement applied (acquire load) also sees the new
-                // segment sealed before it.
+                // Plain stores: the combiner is the only writer of a sealed
+                // segment's counters. Release on `removed`: an observer that
+                // sees the replacement applied (acquire load) also sees the
+                // new segment sealed before it.
+                let live = self.live_bytes.load(Ordering::Relaxed);
+                self.live_bytes.store(live - bytes, Ordering::Relaxed);
                 let removed = self.removed.load(Ordering::Relaxed);
                 self.removed.store(removed + 1, Ordering::Release);
-                // `mark_replace` already took the pid out of
-                // `not_yet_replaced` (the store writes a page's later
-                // fragments at higher lsns, never back into this segment).
-                debug_assert!(!self.not_yet_replaced.contains(pid));
                 true
             }
             None => false,
@@ -254,7 +256,6 @@ impl Segment {
     pub(crate) fn reset(&self) {
         debug_assert!(self.present.is_empty(), "reused segment still has pages");
         self.present.clear();
-        self.not_yet_replaced.clear();
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);

@@ -1,0 +1,262 @@
+//! Criterion benchmarks: the lock-free accountant against the single-mutex
+//! baseline (`segment_accountant::baseline`), in the same run.
+//!
+//! ```text
+//! cargo bench                       # every group
+//! cargo bench -- mix                # one group
+//! ```
+
+#[path = "../examples/workload/mod.rs"]
+mod workload;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use segment_accountant::{
+    Accountant, Collector, DiskPtr, Fragment, Lsn, MemStorage, PageState, Snapshot,
+};
+use workload::{WritePath, SEGMENT_SIZE};
+
+const SS: Lsn = SEGMENT_SIZE as Lsn;
+
+/// A design's name and constructor.
+type Design = (&'static str, fn() -> Arc<dyn WritePath>);
+
+fn designs() -> Vec<Design> {
+    vec![
+        ("accountant", || Arc::new(workload::accountant())),
+        ("mutex", || Arc::new(workload::mutex_accountant())),
+    ]
+}
+
+/// Single-threaded cost of each call.
+fn per_operation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per_op");
+    for (name, make) in designs() {
+        group.bench_function(BenchmarkId::new("mark_link", name), |b| {
+            b.iter_custom(|iters| {
+                let acc = make();
+                let lid = acc.next(0);
+                let start = Instant::now();
+                for i in 0..iters {
+                    acc.link(
+                        i % 4096,
+                        (i % 4096) as Lsn,
+                        DiskPtr::Inline(lid + i % 4096),
+                        64,
+                    );
+                }
+                start.elapsed()
+            })
+        });
+        for olds in [1u64, 4] {
+            group.bench_function(
+                BenchmarkId::new(format!("mark_replace_{olds}_old"), name),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let acc = make();
+                        let mut old_ptrs = Vec::new();
+                        for s in 0..olds {
+                            let lid = acc.next(s as Lsn * SS);
+                            for pid in 0..4096 {
+                                acc.link(pid, s as Lsn * SS, DiskPtr::Inline(lid), 8);
+                            }
+                            old_ptrs.push(DiskPtr::Inline(lid));
+                        }
+                        let lid = acc.next(olds as Lsn * SS);
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            acc.replace(
+                                i % 4096,
+                                olds as Lsn * SS,
+                                &old_ptrs,
+                                DiskPtr::Inline(lid),
+                                64,
+                            );
+                        }
+                        start.elapsed()
+                    })
+                },
+            );
+        }
+        group.bench_function(BenchmarkId::new("next_link256_stabilize", name), |b| {
+            b.iter_custom(|iters| {
+                let acc = make();
+                let start = Instant::now();
+                let mut prev: Option<u64> = None;
+                for i in 0..iters as Lsn {
+                    let lid = acc.next(i * SS);
+                    for pid in 0..256u64 {
+                        let ptr = DiskPtr::Inline(lid + pid);
+                        match prev {
+                            Some(old) => {
+                                acc.replace(pid, i * SS, &[DiskPtr::Inline(old + pid)], ptr, 64)
+                            }
+                            None => acc.link(pid, i * SS, ptr, 64),
+                        }
+                    }
+                    prev = Some(lid);
+                    acc.stabilize(i * SS + SS);
+                }
+                start.elapsed()
+            })
+        });
+        group.bench_function(BenchmarkId::new("clean", name), |b| {
+            let acc = make();
+            // 8 sealed segments of 64 pages each, drained (few live pages).
+            for s in 0..8 {
+                let lid = acc.next(s * SS);
+                for pid in 0..64 {
+                    acc.link(s as u64 * 64 + pid, s * SS, DiskPtr::Inline(lid + pid), 64);
+                }
+            }
+            acc.next(8 * SS);
+            acc.stabilize(8 * SS);
+            b.iter(|| black_box(acc.clean(u64::MAX)))
+        });
+    }
+    group.finish();
+}
+
+fn mix_group(c: &mut Criterion, group_name: &str, background: bool) {
+    let mut group = c.benchmark_group(group_name);
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for threads in [1usize, 2, 4, 8] {
+        for (name, make) in designs() {
+            group.bench_function(BenchmarkId::new(name, threads), |b| {
+                b.iter_custom(|iters| {
+                    let per_thread = (iters / threads as u64).max(1);
+                    workload::run_ops(make(), threads, per_thread, 256, background)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The write-path mix (link 60%, replace 30%, clean 10%, rolls and
+/// stabilizes) at 1, 2, 4, 8 threads, 256 bytes of work per call.
+fn mix(c: &mut Criterion) {
+    mix_group(c, "mix", false);
+}
+
+/// The same mix while one background thread stabilizes continuously.
+fn mix_background_stabilize(c: &mut Criterion) {
+    mix_group(c, "mix_bg_stabilize", true);
+}
+
+/// `mark_link` against its floor: one insert into the concurrent set type
+/// the accountant uses, and one atomic fetch-add.
+fn mark_link_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mark_link_floor");
+    group.bench_function("accountant_mark_link", |b| {
+        b.iter_custom(|iters| {
+            let acc = workload::accountant();
+            let lid = Accountant::next(&acc, 0).unwrap();
+            let start = Instant::now();
+            for i in 0..iters {
+                acc.mark_link(
+                    i % 4096,
+                    (i % 4096) as Lsn,
+                    DiskPtr::Inline(lid + i % 4096),
+                    64,
+                )
+                .unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("dashmap_insert", |b| {
+        b.iter_custom(|iters| {
+            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
+                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
+                    0,
+                    Default::default(),
+                    4,
+                );
+            let start = Instant::now();
+            for i in 0..iters {
+                *map.entry(i % 4096).or_insert(0) += 64;
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("atomic_fetch_add", |b| {
+        let counter = AtomicU64::new(0);
+        b.iter(|| counter.fetch_add(black_box(64), Ordering::Relaxed))
+    });
+    group.finish();
+}
+
+/// Building the accountant from a snapshot of 1 million pages over 4,096
+/// segments, against the baseline rebuilt by linking every fragment.
+fn recovery(c: &mut Criterion) {
+    const PAGES: u64 = 1_000_000;
+    const SEGMENTS: u64 = 4096;
+    let ss = SEGMENT_SIZE;
+    let per_segment = PAGES / SEGMENTS + 1;
+    let mut pages = BTreeMap::new();
+    for pid in 0..PAGES {
+        let seg = pid / per_segment;
+        let off = (pid % per_segment) * 64;
+        pages.insert(
+            pid,
+            PageState::Present(vec![Fragment {
+                lsn: (seg * ss + off) as Lsn,
+                ptr: DiskPtr::Inline(seg * ss + off),
+                size: 64,
+            }]),
+        );
+    }
+    let snapshot = Snapshot {
+        pages,
+        last_lid: Some((SEGMENTS - 1) * ss),
+        last_lsn: (SEGMENTS * ss - 1) as Lsn,
+        max_header_stable_lsn: ((SEGMENTS - 1) * ss) as Lsn,
+    };
+    let mut group = c.benchmark_group("recovery_1m_pages");
+    group.sample_size(10);
+    group.bench_function("accountant_from_snapshot", |b| {
+        b.iter(|| {
+            Accountant::from_snapshot(
+                workload::config(),
+                Arc::new(MemStorage::new()),
+                Collector::new(),
+                &snapshot,
+                SEGMENTS * ss,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("mutex_link_every_fragment", |b| {
+        b.iter(|| {
+            let acc = workload::mutex_accountant();
+            for seg in 0..SEGMENTS {
+                acc.next((seg * ss) as Lsn).unwrap();
+            }
+            for (pid, state) in &snapshot.pages {
+                for f in state.fragments() {
+                    acc.mark_link(*pid, f.lsn, f.ptr, f.size).unwrap();
+                }
+            }
+            acc
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    per_operation,
+    mix,
+    mix_background_stabilize,
+    mark_link_floor,
+    recovery
+);
+criterion_main!(benches);
