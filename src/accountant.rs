@@ -528,18 +528,35 @@ impl Accountant {
         let k = shared.clean_counter.fetch_add(1, Ordering::Relaxed);
         let mut cursor = shared.clean_cursor.load(Ordering::Relaxed);
         for _ in 0..=draining.min(tip) {
-            let index = shared.table.next_set(Bits::Drain, cursor, tip)?;
+            let index = shared.table.next_set(Bits::Relocate, cursor, tip)?;
             let segment = shared.table.segment(index);
             let word = segment.load();
             if word.state == SegmentState::Draining {
-                if let Some(pid) = segment.present.pick(k) {
+                let mut list = lock(&segment.drain_list);
+                while !list.is_empty() {
+                    let i = k % list.len();
+                    let pid = list[i];
+                    if !segment.present.is_not_yet_replaced(pid) {
+                        // Replaced since the segment started draining: it
+                        // never becomes relocatable again in this
+                        // generation.
+                        list.swap_remove(i);
+                        continue;
+                    }
                     // Unchanged word: the segment stayed Draining in this
                     // generation while we picked (states never go back
                     // within a generation).
                     if segment.load() == word {
+                        drop(list);
                         shared.clean_cursor.store(index + 1, Ordering::Relaxed);
                         return (pid != ignore_pid).then_some(pid);
                     }
+                    break;
+                }
+                if list.is_empty() {
+                    // Under the list lock, which the combiner also holds
+                    // when it fills the list and sets the bit.
+                    shared.table.clear_bit(Bits::Relocate, index);
                 }
             }
             cursor = index + 1;

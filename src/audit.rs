@@ -159,6 +159,9 @@ impl Accountant {
                     "{here}: free bit {free_bit} disagrees with the state"
                 ));
             }
+            if shared.table.bit(Bits::Relocate, index) && word.state != SegmentState::Draining {
+                return fail(format!("{here} has pages to relocate but is not draining"));
+            }
             if drain_bit != (word.state == SegmentState::Draining) {
                 return fail(format!(
                     "{here}: to-clean bit {drain_bit} disagrees with the state"

@@ -360,6 +360,11 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
         SegmentState::Draining if segment.present.is_empty() => {
             let was_set = shared.table.clear_bit(Bits::Drain, index);
             debug_assert!(was_set);
+            {
+                let mut list = lock(&segment.drain_list);
+                list.clear();
+                shared.table.clear_bit(Bits::Relocate, index);
+            }
             free(shared, state, index, word, stable_lsn)
         }
         _ => {}
@@ -376,6 +381,19 @@ fn start_draining(shared: &Shared, index: usize, word: Word) {
         .moved(SegmentState::Inactive, SegmentState::Draining);
     let newly = shared.table.set_bit(Bits::Drain, index);
     debug_assert!(newly);
+    fill_drain_list(&shared.table, index);
+}
+
+/// Lists a newly Draining segment's pages for `clean` (also used by
+/// recovery).
+pub(crate) fn fill_drain_list(table: &crate::table::SegmentTable, index: usize) {
+    let segment = table.segment(index);
+    let mut list = lock(&segment.drain_list);
+    list.clear();
+    list.extend(segment.present.not_yet_replaced());
+    if !list.is_empty() {
+        table.set_bit(Bits::Relocate, index);
+    }
 }
 
 fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, stable_lsn: Lsn) {

@@ -119,6 +119,15 @@ impl PageMap {
         shard.insert(pid, v);
     }
 
+    /// Whether `pid` is here and not yet replaced.
+    pub(crate) fn is_not_yet_replaced(&self, pid: PageId) -> bool {
+        #[cfg(not(loom))]
+        let v = self.inner.get(&pid).map(|v| *v);
+        #[cfg(loom)]
+        let v = self.inner.shard(pid).get(&pid).copied();
+        v.is_some_and(|v| v & NYR != 0)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
@@ -162,31 +171,6 @@ impl PageMap {
     /// The bytes of every page here (not an atomic snapshot).
     pub(crate) fn bytes(&self) -> u64 {
         self.raw_entries().iter().map(|&(_, v)| v & !NYR).sum()
-    }
-
-    /// Some page not yet replaced, starting the search at shard `k` (round
-    /// robin when `k` counts up).
-    pub(crate) fn pick(&self, k: usize) -> Option<PageId> {
-        #[cfg(not(loom))]
-        {
-            let shards = self.inner.shards();
-            (0..shards.len()).find_map(|i| {
-                let shard = shards[(k + i) % shards.len()].read();
-                // Safety: dashmap's raw shard API; the read guard keeps the
-                // table alive and unchanged while we read its buckets.
-                unsafe {
-                    shard.iter().find_map(|bucket| {
-                        let (pid, v) = bucket.as_ref();
-                        (*v.get() & NYR != 0).then_some(*pid)
-                    })
-                }
-            })
-        }
-        #[cfg(loom)]
-        {
-            let pids = self.not_yet_replaced();
-            (!pids.is_empty()).then(|| pids[k % pids.len()])
-        }
     }
 }
 

@@ -308,6 +308,11 @@ impl crate::Accountant {
         } else {
             done as Lsn * ss as Lsn - ss as Lsn
         };
+        for index in 0..tip as usize {
+            if table.bit(Bits::Drain, index) {
+                crate::combiner::fill_drain_list(&table, index);
+            }
+        }
         let combiner = crate::combiner::Combiner::recovered(done, active.clone(), waiting);
         let acc = crate::Accountant::assemble(
             config,

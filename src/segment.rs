@@ -167,6 +167,11 @@ pub(crate) struct Segment {
     /// the deactivating combiner take it. Vectors keep their capacity
     /// across reuses, so recording needs no allocation in steady state.
     pub(crate) deferred: Mutex<Deferred>,
+    /// While Draining: the pages `clean` may still suggest (taken from the
+    /// not-yet-replaced flags when the segment started draining; a sealed
+    /// segment gains no new ones). Stale entries are dropped as `clean`
+    /// meets them, so each costs O(1) amortized.
+    pub(crate) drain_list: Mutex<Vec<PageId>>,
 }
 
 impl Segment {
@@ -177,6 +182,7 @@ impl Segment {
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             deferred: Mutex::new(Deferred::default()),
+            drain_list: Mutex::new(Vec::new()),
         }
     }
 

@@ -9,7 +9,9 @@
 //! - `free`: the segment is Free and reusable (safe under properties B and
 //!   C). `next` claims the lowest set bit by clearing it, so low offsets
 //!   are reused first and the top of the file can empty out and shrink;
-//! - `drain`: the segment is in the to-clean set (Draining).
+//! - `drain`: the segment is in the to-clean set (Draining);
+//! - `relocate`: a Draining segment that may still have pages for `clean`
+//!   to suggest (set and cleared under the segment's drain-list lock).
 //!
 //! A bit is the claim token: whoever clears a set `free` bit owns the
 //! segment's Free → Active (or → Vacant) transition.
@@ -30,6 +32,7 @@ struct Chunk {
     segments: Box<[Segment]>,
     free: Box<[AtomicU64]>,
     drain: Box<[AtomicU64]>,
+    relocate: Box<[AtomicU64]>,
 }
 
 /// Which bitmap an operation addresses.
@@ -39,6 +42,8 @@ pub(crate) enum Bits {
     Free,
     /// The to-clean set.
     Drain,
+    /// To-clean segments with pages left to relocate.
+    Relocate,
 }
 
 pub(crate) struct SegmentTable {
@@ -96,6 +101,7 @@ impl SegmentTable {
                 segments: (0..len).map(|_| Segment::new()).collect(),
                 free: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 drain: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                relocate: (0..words).map(|_| AtomicU64::new(0)).collect(),
             });
             // Release: publishes the fully initialised chunk to every
             // acquire load of this pointer.
@@ -139,6 +145,7 @@ impl SegmentTable {
             let words = match bits {
                 Bits::Free => &c.free,
                 Bits::Drain => &c.drain,
+                Bits::Relocate => &c.relocate,
             };
             (&words[off / 64], 1u64 << (off % 64))
         })
@@ -180,6 +187,7 @@ impl SegmentTable {
             let words = match bits {
                 Bits::Free => &chunk.free,
                 Bits::Drain => &chunk.drain,
+                Bits::Relocate => &chunk.relocate,
             };
             for (w, word) in words.iter().enumerate() {
                 // Relaxed: only a hint; the claim below is the acquire RMW.
