@@ -113,13 +113,11 @@ fn bytes_per_fragment(make: &dyn Fn() -> Box<dyn Design>) -> f64 {
 /// counted only around the calls themselves.
 fn allocations_per_call(acc: &dyn Design) -> (f64, f64) {
     const PAGES: u64 = 2048;
-    let mut lsn_segno = 0u64;
     let mut current: Vec<u64> = Vec::new();
     let (mut link_allocs, mut links, mut replace_allocs, mut replaces) = (0u64, 0u64, 0u64, 0u64);
     for round in 0..200u64 {
-        let lsn = (lsn_segno * SS) as Lsn;
+        let lsn = (round * SS) as Lsn;
         let lid = acc.next(lsn);
-        lsn_segno += 1;
         let measure = round >= 100;
         for pid in 0..PAGES {
             let new = lid + pid;
@@ -170,7 +168,11 @@ fn main() {
         "bytes_per_fragment accountant={ours:.1} mutex={theirs:.1} ratio={:.2}",
         ours / theirs
     );
-    let acc = Accountant::with_collector(config.clone(), Arc::new(MemStorage::new()), Collector::new());
+    let acc = Accountant::with_collector(
+        config.clone(),
+        Arc::new(MemStorage::new()),
+        Collector::new(),
+    );
     let (l, r) = allocations_per_call(&acc);
     let base = MutexAccountant::new(config);
     let (bl, br) = allocations_per_call(&base);
