@@ -1,1 +1,500 @@
-//! placeholder replaced below
+//! The sequential reference model: a plain single-threaded implementation
+//! of the specification, small enough to be obviously right, used as the
+//! oracle of the differential tests (`tests/differential.rs`).
+//!
+//! Where the specification leaves a choice (which free segment `next`
+//! reuses, which page `clean` suggests, when an epoch-deferred free lands),
+//! the model does not choose: the test shows it the accountant's choice,
+//! the model checks that the choice is allowed ([`Model::next_with`],
+//! [`Model::check_clean`], [`Model::land`]) and follows it. Caller mistakes
+//! return the same [`Error`] variants, with the same fields, checked in the
+//! same order, and change nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, Mode};
+use crate::error::Error;
+use crate::policy;
+use crate::segment::SegmentState;
+use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
+
+/// One segment of the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelSegment {
+    /// Life-cycle state (`None`: Vacant).
+    pub state: Option<SegmentState>,
+    /// Base lsn of the last activation.
+    pub lsn: Option<Lsn>,
+    /// Bumped on each activation (wraps at 2^21).
+    pub generation: u32,
+    /// Live pages and the bytes of their fragments here.
+    pub present: BTreeMap<PageId, u64>,
+    /// Pages for which `mark_replace` has not been called.
+    pub not_yet_replaced: BTreeSet<PageId>,
+    /// Pages removed by applied replacements.
+    pub removed: u64,
+    /// `(pid, old segment, old generation)` to apply when this seals.
+    pub deferred: Vec<(PageId, usize, u32)>,
+    /// Blob files to delete when this seals.
+    pub blobs: Vec<BlobId>,
+    /// Whether a Freeing segment waits on the epoch (else on the stable
+    /// lsn).
+    pub epoch_waiting: bool,
+}
+
+/// The reference model of an accountant.
+#[derive(Clone, Debug)]
+pub struct Model {
+    config: Config,
+    /// Segments below and above the tip.
+    pub segments: Vec<ModelSegment>,
+    /// The tip in segments.
+    pub tip: usize,
+    /// The highest stabilized segment lsn.
+    pub stable: Lsn,
+    /// Pause depth (Linear mode: permanently paused).
+    pub paused: u32,
+    /// Bytes truncated so far.
+    pub bytes_truncated: u64,
+    /// Blob files removed, in order.
+    pub removed_blobs: Vec<BlobId>,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new(config: Config) -> Model {
+        Model {
+            paused: (config.mode == Mode::Linear) as u32,
+            config,
+            segments: Vec::new(),
+            tip: 0,
+            stable: -1,
+            bytes_truncated: 0,
+            removed_blobs: Vec::new(),
+        }
+    }
+
+    fn ss(&self) -> u64 {
+        self.config.segment_size
+    }
+
+    fn seg(&mut self, index: usize) -> &mut ModelSegment {
+        if self.segments.len() <= index {
+            self.segments.resize(index + 1, ModelSegment::default());
+        }
+        &mut self.segments[index]
+    }
+
+    /// The segment at `index` (Vacant default beyond the vector).
+    pub fn segment(&self, index: usize) -> ModelSegment {
+        self.segments.get(index).cloned().unwrap_or_default()
+    }
+
+    fn state(&self, index: usize) -> Option<SegmentState> {
+        self.segments.get(index).and_then(|s| s.state)
+    }
+
+    fn check_lsn(&self, lsn: Lsn) -> Result<(), Error> {
+        if lsn < 0 {
+            return Err(Error::NegativeLsn { lsn });
+        }
+        Ok(())
+    }
+
+    fn at(&self, lid: Lid) -> Result<usize, Error> {
+        let index = (lid / self.ss()) as usize;
+        if index >= self.tip {
+            return Err(Error::LidBeyondTip {
+                lid,
+                tip: self.tip as u64 * self.ss(),
+            });
+        }
+        Ok(index)
+    }
+
+    fn target(&self, lsn: Lsn, ptr: DiskPtr) -> Result<usize, Error> {
+        self.check_lsn(lsn)?;
+        let index = self.at(ptr.lid())?;
+        let s = self.segment(index);
+        let lid = index as u64 * self.ss();
+        let base = lsn - lsn % self.ss() as Lsn;
+        if let Some(seg_lsn) = s.lsn {
+            if seg_lsn > base {
+                return Err(Error::StaleSegment {
+                    lid,
+                    lsn,
+                    segment_lsn: seg_lsn,
+                });
+            }
+        }
+        let state = s.state.unwrap_or(SegmentState::Vacant);
+        if state != SegmentState::Active {
+            return Err(Error::SegmentNotActive { lid, state });
+        }
+        if s.lsn != Some(base) {
+            return Err(Error::LsnMismatch {
+                lid,
+                lsn,
+                segment_lsn: s.lsn.unwrap_or(-1),
+            });
+        }
+        Ok(index)
+    }
+
+    /// Validates `next(lsn)` and reports whether it may reuse (rewriting
+    /// not paused). Changes nothing.
+    pub fn check_next(&self, lsn: Lsn) -> Result<(), Error> {
+        self.check_lsn(lsn)?;
+        let ss = self.ss() as Lsn;
+        if lsn % ss != 0 {
+            return Err(Error::UnalignedLsn {
+                lsn,
+                segment_size: self.ss(),
+            });
+        }
+        if lsn <= self.stable {
+            return Err(Error::LsnAlreadyStable {
+                lsn,
+                stable: self.stable,
+            });
+        }
+        let in_use = self
+            .segments
+            .iter()
+            .any(|s| s.state == Some(SegmentState::Active) && s.lsn == Some(lsn));
+        if in_use {
+            return Err(Error::LsnInUse { lsn });
+        }
+        Ok(())
+    }
+
+    /// `next(lsn)` where the accountant handed out `chosen` and has
+    /// truncated `truncated_after` bytes in all: checks the choices are allowed and
+    /// follows them. Allowed: shrinking the file over free segments at its
+    /// top (how far is the accountant's choice: it skips the shrink while
+    /// an earlier truncation is still running), then reusing any free
+    /// segment (or one whose epoch deferral may have landed during the
+    /// call, when nothing else is free), or extending the file by one
+    /// segment when nothing is free or rewriting is paused.
+    pub fn next_with(&mut self, lsn: Lsn, chosen: Lid, truncated_after: u64) -> Result<(), String> {
+        self.check_next(lsn)
+            .map_err(|e| format!("next({lsn}) should fail: {e:?}"))?;
+        if chosen % self.ss() != 0 {
+            return Err(format!("next returned unaligned lid {chosen}"));
+        }
+        let index = (chosen / self.ss()) as usize;
+        let cut = truncated_after.saturating_sub(self.bytes_truncated) / self.ss();
+        if cut as usize > self.tip {
+            return Err(format!("truncated {cut} segments of {}", self.tip));
+        }
+        let shrunk = self.tip - cut as usize;
+        if shrunk < self.tip {
+            if self.paused > 0 {
+                return Err("the file shrank while rewriting is paused".into());
+            }
+            for i in shrunk..self.tip {
+                if self.state(i) != Some(SegmentState::Free) {
+                    return Err(format!(
+                        "truncated segment {i}, which is {:?}",
+                        self.state(i)
+                    ));
+                }
+            }
+            let ss = self.ss();
+            while self.tip > shrunk {
+                self.tip -= 1;
+                let s = self.seg(self.tip);
+                s.state = None;
+                s.lsn = None;
+                self.bytes_truncated += ss;
+            }
+        }
+        let any_free = (0..self.tip).any(|i| self.state(i) == Some(SegmentState::Free));
+        if index == self.tip {
+            if self.paused == 0 && any_free {
+                return Err(format!(
+                    "next extended the file while a free segment existed (lid {chosen})"
+                ));
+            }
+            self.tip += 1;
+        } else if index < self.tip {
+            if self.paused > 0 {
+                return Err(format!(
+                    "next reused lid {chosen} while rewriting is paused"
+                ));
+            }
+            let s = self.segment(index);
+            let landed_now = s.state == Some(SegmentState::Freeing) && s.epoch_waiting && !any_free;
+            if s.state != Some(SegmentState::Free) && !landed_now {
+                return Err(format!("next reused lid {chosen}, which is {:?}", s.state));
+            }
+        } else {
+            return Err(format!(
+                "next returned lid {chosen} beyond the tip {}",
+                self.tip
+            ));
+        }
+        let s = self.seg(index);
+        s.state = Some(SegmentState::Active);
+        s.lsn = Some(lsn);
+        s.generation = (s.generation + 1) & ((1 << 21) - 1);
+        s.present.clear();
+        s.not_yet_replaced.clear();
+        s.removed = 0;
+        s.epoch_waiting = false;
+        Ok(())
+    }
+
+    /// `mark_link`.
+    pub fn mark_link(
+        &mut self,
+        pid: PageId,
+        lsn: Lsn,
+        ptr: DiskPtr,
+        size: u64,
+    ) -> Result<(), Error> {
+        let index = self.target(lsn, ptr)?;
+        self.link(index, pid, size);
+        Ok(())
+    }
+
+    fn link(&mut self, index: usize, pid: PageId, size: u64) {
+        let s = self.seg(index);
+        *s.present.entry(pid).or_insert(0) += size;
+        s.not_yet_replaced.insert(pid);
+    }
+
+    /// `mark_replace`.
+    pub fn mark_replace(
+        &mut self,
+        pid: PageId,
+        lsn: Lsn,
+        old_ptrs: &[DiskPtr],
+        new_ptr: DiskPtr,
+        size: u64,
+    ) -> Result<(), Error> {
+        let index = self.target(lsn, new_ptr)?;
+        let mut olds: Vec<(usize, u32)> = Vec::new();
+        for old in old_ptrs {
+            let o = self.at(old.lid())?;
+            if o == index {
+                continue;
+            }
+            let s = self.segment(o);
+            let lid = o as u64 * self.ss();
+            let state = s.state.unwrap_or(SegmentState::Vacant);
+            if matches!(
+                state,
+                SegmentState::Free | SegmentState::Freeing | SegmentState::Vacant
+            ) {
+                return Err(Error::ReplacedFromFreeSegment { pid, lid, state });
+            }
+            let old_lsn = s.lsn.unwrap_or(-1);
+            if old_lsn > lsn {
+                return Err(Error::StaleSegment {
+                    lid,
+                    lsn,
+                    segment_lsn: old_lsn,
+                });
+            }
+            if !olds.iter().any(|&(i, _)| i == o) {
+                olds.push((o, s.generation));
+            }
+        }
+        let relinks_same_blob = old_ptrs.len() == 1
+            && old_ptrs[0].blob().is_some()
+            && old_ptrs[0].blob() == new_ptr.blob();
+        for &(o, generation) in &olds {
+            self.seg(index).deferred.push((pid, o, generation));
+            self.seg(o).not_yet_replaced.remove(&pid);
+        }
+        if !relinks_same_blob {
+            let blobs: Vec<BlobId> = old_ptrs.iter().filter_map(|p| p.blob()).collect();
+            self.seg(index).blobs.extend(blobs);
+        }
+        self.link(index, pid, size);
+        Ok(())
+    }
+
+    /// `stabilize`.
+    pub fn stabilize(&mut self, stable_lsn: Lsn) -> Result<(), Error> {
+        self.check_lsn(stable_lsn)?;
+        let ss = self.ss() as Lsn;
+        let goal = stable_lsn / ss;
+        let target = goal * ss - ss;
+        if target <= self.stable {
+            return Ok(());
+        }
+        let mut sealing: Vec<(Lsn, usize)> = (0..self.segments.len())
+            .filter(|&i| self.state(i) == Some(SegmentState::Active))
+            .filter_map(|i| {
+                self.segments[i]
+                    .lsn
+                    .filter(|&l| l < goal * ss)
+                    .map(|l| (l, i))
+            })
+            .collect();
+        sealing.sort();
+        for (_, t) in sealing {
+            self.seg(t).state = Some(SegmentState::Inactive);
+            let blobs = std::mem::take(&mut self.seg(t).blobs);
+            self.removed_blobs.extend(blobs);
+            let deferred = std::mem::take(&mut self.seg(t).deferred);
+            let mut touched = Vec::new();
+            for (pid, o, generation) in deferred {
+                let s = self.seg(o);
+                if s.generation != generation {
+                    continue;
+                }
+                assert_ne!(
+                    s.state,
+                    Some(SegmentState::Active),
+                    "model: replacement into an Active segment"
+                );
+                let sealed = matches!(
+                    s.state,
+                    Some(SegmentState::Inactive | SegmentState::Draining)
+                );
+                if sealed && s.present.remove(&pid).is_some() {
+                    s.removed += 1;
+                    s.not_yet_replaced.remove(&pid);
+                }
+                touched.push(o);
+            }
+            touched.push(t);
+            touched.sort();
+            touched.dedup();
+            for i in touched {
+                self.consider(i, target);
+            }
+        }
+        self.stable = target;
+        for s in &mut self.segments {
+            if s.state == Some(SegmentState::Freeing)
+                && !s.epoch_waiting
+                && s.lsn.unwrap_or(-1) < target
+            {
+                s.epoch_waiting = true;
+            }
+        }
+        let live = (0..self.tip)
+            .filter(|&i| {
+                matches!(
+                    self.state(i),
+                    Some(SegmentState::Active | SegmentState::Inactive | SegmentState::Draining)
+                )
+            })
+            .count();
+        let inactive = (0..self.tip)
+            .filter(|&i| self.state(i) == Some(SegmentState::Inactive))
+            .count();
+        if policy::should_drain_top(&self.config, (self.tip - live) as u64, inactive as u64) {
+            if let Some(top) = (0..self.tip)
+                .rev()
+                .find(|&i| self.state(i) == Some(SegmentState::Inactive))
+            {
+                self.seg(top).state = Some(SegmentState::Draining);
+            }
+        }
+        Ok(())
+    }
+
+    fn consider(&mut self, index: usize, stable: Lsn) {
+        let tip = self.tip as u64;
+        let config = self.config.clone();
+        let s = self.seg(index);
+        let free = match s.state {
+            Some(SegmentState::Inactive) if s.present.is_empty() => true,
+            Some(SegmentState::Inactive) => {
+                if policy::drainable(
+                    &config,
+                    index as u64,
+                    tip,
+                    s.present.len() as u64,
+                    s.removed,
+                ) {
+                    s.state = Some(SegmentState::Draining);
+                }
+                false
+            }
+            Some(SegmentState::Draining) => s.present.is_empty(),
+            _ => false,
+        };
+        if free {
+            s.state = Some(SegmentState::Freeing);
+            s.epoch_waiting = s.lsn.unwrap_or(-1) < stable;
+        }
+    }
+
+    /// The accountant reports segment `index` Free: it must be waiting on
+    /// the epoch here, and lands.
+    pub fn land(&mut self, index: usize) -> Result<(), String> {
+        let s = self.seg(index);
+        if s.state == Some(SegmentState::Freeing) && s.epoch_waiting {
+            s.state = Some(SegmentState::Free);
+            s.epoch_waiting = false;
+            Ok(())
+        } else {
+            Err(format!(
+                "segment {index} became Free from {:?} (epoch waiting: {})",
+                s.state, s.epoch_waiting
+            ))
+        }
+    }
+
+    /// Checks a `clean(ignore)` result.
+    pub fn check_clean(&self, ignore: PageId, got: Option<PageId>) -> Result<(), String> {
+        let draining = || {
+            self.segments
+                .iter()
+                .filter(|s| s.state == Some(SegmentState::Draining))
+                .flat_map(|s| s.not_yet_replaced.iter().copied())
+        };
+        match got {
+            Some(pid) if pid != ignore && draining().any(|p| p == pid) => Ok(()),
+            Some(pid) => Err(format!(
+                "clean returned {pid}, not relocatable (ignore {ignore})"
+            )),
+            // None: nothing to relocate, or the pick was `ignore`.
+            None if draining().all(|p| p == ignore) || draining().any(|p| p == ignore) => Ok(()),
+            None => Err("clean returned None with pages to relocate".into()),
+        }
+    }
+
+    /// `pause_rewriting`.
+    pub fn pause_rewriting(&mut self) {
+        self.paused += 1;
+    }
+
+    /// `resume_rewriting`.
+    pub fn resume_rewriting(&mut self) -> Result<(), Error> {
+        let floor = (self.config.mode == Mode::Linear) as u32;
+        if self.paused > floor {
+            self.paused -= 1;
+            Ok(())
+        } else if self.config.mode == Mode::Linear {
+            Ok(())
+        } else {
+            Err(Error::NotPaused)
+        }
+    }
+
+    /// `segment_snapshot_iter_from`.
+    pub fn segment_snapshot_iter_from(&self, lsn: Lsn) -> Result<Vec<(Lsn, Lid)>, Error> {
+        if self.paused == 0 {
+            return Err(Error::NotPaused);
+        }
+        let ss = self.ss() as Lsn;
+        let from = lsn.max(0) - lsn.max(0) % ss;
+        let mut out: Vec<(Lsn, Lid)> = (0..self.tip)
+            .filter_map(|i| {
+                let s = &self.segments[i];
+                s.lsn
+                    .filter(|&l| s.state.is_some() && l >= from)
+                    .map(|l| (l, i as u64 * ss as u64))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
