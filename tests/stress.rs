@@ -24,6 +24,9 @@ const THREADS: u64 = 4;
 const SS: u64 = 512;
 const PAGES: u64 = 300;
 
+/// A fragment the harness placed: pointer, bytes, lsn.
+type Fragment = (DiskPtr, u64, Lsn);
+
 #[derive(Default)]
 struct Counts {
     links: AtomicU64,
@@ -43,7 +46,7 @@ struct Shared {
     /// Each head's open segment lid (u64::MAX: none).
     open: Vec<AtomicU64>,
     /// Each head's pages: fragments (pointer, bytes).
-    pages: Vec<Mutex<Vec<Vec<(DiskPtr, u64, Lsn)>>>>,
+    pages: Vec<Mutex<Vec<Vec<Fragment>>>>,
     /// Serializes the lid check against other heads' rolls.
     roll: Mutex<u64>,
     counts: Counts,
@@ -112,7 +115,7 @@ fn rewritten(
 }
 
 fn writer(shared: Arc<Shared>, t: usize, barrier: Arc<Barrier>) {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1) * 0x2545_f491_4f6c_dd1d;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((t as u64 + 1) * 0x2545_f491_4f6c_dd1d);
     let mut rand = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
