@@ -83,11 +83,14 @@ pub mod baseline;
 mod combiner;
 pub mod config;
 mod error;
+pub mod fault;
+pub mod format;
 mod freelist;
 pub mod model;
 mod pidset;
 pub mod policy;
 pub mod recovery;
+pub mod scan;
 #[cfg(feature = "seeded-bugs")]
 mod seeded;
 mod segment;
