@@ -17,7 +17,7 @@
 //! s.sync().unwrap();
 //! s.write_at(0, b"maybe").unwrap();
 //! let image = s.crash_image();
-//! assert!(image.starts_with(b"durable") || image.starts_with(b"maybeble"));
+//! assert!(image.starts_with(b"durable") || image.starts_with(b"maybele"));
 //! ```
 
 use std::collections::HashSet;
