@@ -139,6 +139,19 @@ fn main() {
                 continue;
             }
         };
+        // Idempotent: after recovery's own writes (invalidated tail), a
+        // second recovery finds the same log.
+        match scan::scan(&*dyn_storage, SEGMENT_SIZE) {
+            Ok(again) if again.snapshot == found.snapshot && again.discarded.is_empty() => {}
+            other => {
+                tally.nondeterministic_scans += 1;
+                eprintln!(
+                    "cycle {}: rescan after recovery differs: {:?}",
+                    tally.cycles,
+                    other.err()
+                );
+            }
+        }
         // Check what survived against what was stable.
         for (pid, ops) in &history {
             let stable_from = ops.iter().rposition(|&(lsn, _)| lsn < stable_at_crash);

@@ -120,17 +120,22 @@ pub struct SegmentHeader {
     pub stable_lsn: Lsn,
     /// The segment size the file was written with.
     pub segment_size: u32,
+    /// Written by recovery over a discarded segment: not a segment of the
+    /// log any more (its lsn means nothing and may be reused), but its
+    /// vouched stable lsn still counts, so recovery stays idempotent.
+    pub invalidated: bool,
 }
 
 impl SegmentHeader {
     /// Bytes 0..4 magic, 4..8 crc32 of bytes 8..32, 8..16 lsn, 16..24
-    /// stable lsn, 24..28 segment size, 28..32 zero.
+    /// stable lsn, 24..28 segment size, 28..32 flags (1: invalidated).
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[8..16].copy_from_slice(&self.lsn.to_le_bytes());
         b[16..24].copy_from_slice(&self.stable_lsn.to_le_bytes());
         b[24..28].copy_from_slice(&self.segment_size.to_le_bytes());
+        b[28..32].copy_from_slice(&(self.invalidated as u32).to_le_bytes());
         let crc = crc32fast::hash(&b[8..]);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         b
@@ -148,13 +153,15 @@ impl SegmentHeader {
             return Err(FormatError::BadMagic(magic));
         }
         check(u32_at(b, 4), &[&b[8..]])?;
-        if u32_at(b, 28) != 0 {
-            return Err(FormatError::InvalidField("segment header reserved"));
+        let flags = u32_at(b, 28);
+        if flags > 1 {
+            return Err(FormatError::InvalidField("segment header flags"));
         }
         let header = SegmentHeader {
             lsn: u64_at(b, 8) as Lsn,
             stable_lsn: u64_at(b, 16) as Lsn,
             segment_size: u32_at(b, 24),
+            invalidated: flags == 1,
         };
         if header.lsn < 0 || header.stable_lsn < -1 || !header.segment_size.is_power_of_two() {
             return Err(FormatError::InvalidField("segment header lsn or size"));
@@ -260,6 +267,7 @@ impl SegmentBuilder {
             lsn,
             stable_lsn,
             segment_size: segment_size as u32,
+            invalidated: false,
         };
         let mut bytes = Vec::with_capacity(segment_size as usize);
         bytes.extend_from_slice(&header.encode());
@@ -359,6 +367,9 @@ pub fn decode_segment(bytes: &[u8], segment_size: u64) -> Result<DecodedSegment,
     need(bytes, size)?;
     let bytes = &bytes[..size];
     let header = SegmentHeader::decode(bytes)?;
+    if header.invalidated {
+        return Err(FormatError::InvalidField("invalidated segment"));
+    }
     if header.segment_size as u64 != segment_size {
         return Err(FormatError::InvalidField("segment size differs"));
     }
@@ -418,11 +429,24 @@ pub fn decode_segment(bytes: &[u8], segment_size: u64) -> Result<DecodedSegment,
     Ok(DecodedSegment { header, messages })
 }
 
-/// Overwrites the header of the segment at `lid` with zeros, so it is never
-/// read as valid again (recovery, spec section 7 rule 5). Does not sync:
-/// the caller syncs once after invalidating everything.
-pub fn invalidate_header(storage: &dyn Storage, lid: Lid) -> io::Result<()> {
-    storage.write_at(lid, &[0u8; SEGMENT_HEADER_LEN])
+/// Overwrites the header of the discarded segment at `lid` with an
+/// invalidated header, so the segment is never read as valid again
+/// (recovery, spec section 7 rule 5) while the scan's vouched stable lsn
+/// `stable_lsn` survives (so a second recovery trusts what the first did).
+/// Does not sync: the caller syncs once after invalidating everything.
+pub fn invalidate_header(
+    storage: &dyn Storage,
+    lid: Lid,
+    segment_size: u64,
+    stable_lsn: Lsn,
+) -> io::Result<()> {
+    let header = SegmentHeader {
+        lsn: 0,
+        stable_lsn,
+        segment_size: segment_size as u32,
+        invalidated: true,
+    };
+    storage.write_at(lid, &header.encode())
 }
 
 #[cfg(test)]
@@ -435,6 +459,7 @@ mod tests {
             lsn: 4096,
             stable_lsn: 2048,
             segment_size: 1024,
+            invalidated: false,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));

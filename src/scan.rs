@@ -15,7 +15,9 @@
 //!    (bad checksum, wrong lsn or pad tag, short data). A torn segment is
 //!    discarded whole. Valid segments past the stop are `discarded`: the
 //!    caller must invalidate their headers durably before writing (spec
-//!    section 7, rule 5), since new segments reuse their lsns.
+//!    section 7, rule 5), since new segments reuse their lsns. An
+//!    invalidated header keeps the scan's vouched stable lsn, so scanning
+//!    again after invalidation trusts the same log (idempotence).
 //! 4. Accepted segments are replayed in lsn order: a full image or blob
 //!    pointer makes the page's state that one fragment, a delta adds a
 //!    fragment (a delta with no base is a leftover of a stale segment and
@@ -86,12 +88,16 @@ pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError>
     let ss = segment_size;
     // 1. Headers.
     let mut by_lsn: BTreeMap<Lsn, (Lid, SegmentHeader)> = BTreeMap::new();
+    // Stable lsns vouched for by invalidated headers.
+    let mut vouched: Lsn = -1;
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     let mut lid = 0;
     while lid + SEGMENT_HEADER_LEN as u64 <= file_len {
         storage.read_at(lid, &mut header)?;
         if let Ok(h) = SegmentHeader::decode(&header) {
-            if h.segment_size as u64 == ss && h.lsn as u64 % ss == 0 {
+            if h.invalidated && h.segment_size as u64 == ss {
+                vouched = vouched.max(h.stable_lsn);
+            } else if h.segment_size as u64 == ss && h.lsn as u64 % ss == 0 {
                 if let Some(&(first, _)) = by_lsn.get(&h.lsn) {
                     return Err(ScanError::DuplicateLsn {
                         lsn: h.lsn,
@@ -109,7 +115,8 @@ pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError>
         .values()
         .map(|(_, h)| h.stable_lsn)
         .max()
-        .unwrap_or(-1);
+        .unwrap_or(-1)
+        .max(vouched);
     let mut accepted: Vec<(Lsn, Lid, Vec<crate::format::Message>)> = Vec::new();
     let mut buf = vec![0u8; ss as usize];
     let read_segment =

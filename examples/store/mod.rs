@@ -126,7 +126,12 @@ impl Store {
         let found = scan::scan(&*storage, ss)?;
         if !found.discarded.is_empty() {
             for &lid in &found.discarded {
-                format::invalidate_header(&*storage, lid)?;
+                format::invalidate_header(
+                    &*storage,
+                    lid,
+                    ss,
+                    found.snapshot.max_header_stable_lsn,
+                )?;
             }
             if !config.temporary() {
                 storage.sync()?;
