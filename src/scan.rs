@@ -71,6 +71,16 @@ pub enum ScanError {
         /// What is wrong.
         source: FormatError,
     },
+    /// A header vouches that the log is stable up to `vouched`, but the
+    /// log ends before it: stable segments are missing (durable data
+    /// damaged).
+    #[error("a header vouches for the log up to {vouched}, but it ends at {end}")]
+    StableSegmentMissing {
+        /// The vouched stable lsn.
+        vouched: Lsn,
+        /// Where the accepted log ends.
+        end: Lsn,
+    },
     /// The segment size is not usable.
     #[error("invalid segment size {0}")]
     SegmentSize(u64),
@@ -208,6 +218,13 @@ pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError>
         }
     }
     let last = accepted.last().map(|&(lsn, lid, _)| (lsn, lid));
+    let end = last.map_or(0, |(lsn, _)| lsn + ss as Lsn);
+    if trusted > end {
+        return Err(ScanError::StableSegmentMissing {
+            vouched: trusted,
+            end,
+        });
+    }
     Ok(Scan {
         snapshot: Snapshot {
             pages,
