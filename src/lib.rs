@@ -105,7 +105,7 @@ pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::Collector;
 pub use error::{Error, Result};
-pub use recovery::{Fragment, PageState, Snapshot};
+pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
 pub use storage::{FileStorage, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};

@@ -330,3 +330,71 @@ impl crate::Accountant {
         Ok(acc)
     }
 }
+
+/// Why [`Accountant::recover`](crate::Accountant::recover) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoverError {
+    /// The scan failed (I/O, or durable data damaged).
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
+    /// Invalidating the discarded tail failed; nothing was rebuilt and
+    /// recovering again is safe.
+    #[error("invalidating the discarded tail failed: {0}")]
+    Invalidate(#[source] std::io::Error),
+    /// The accountant rejected the snapshot.
+    #[error(transparent)]
+    Accountant(#[from] crate::Error),
+}
+
+impl crate::Accountant {
+    /// Recovers a file written in the reference [`format`](crate::format):
+    /// scans it, makes every discarded segment durably invalid (spec
+    /// section 7, rule 5: the sync is skipped only for a temporary store)
+    /// and rebuilds the accountant from the scan. Returns the accountant
+    /// and the scan (the pages, and the lsn to resume writing at).
+    /// Idempotent, and safe to repeat after a crash during its own writes.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use segment_accountant::format::{MessageKind, SegmentBuilder};
+    /// use segment_accountant::{Accountant, Collector, Config, MemStorage, PageState, Storage};
+    ///
+    /// let storage = Arc::new(MemStorage::new());
+    /// let mut segment = SegmentBuilder::new(4096, 0, 0);
+    /// segment.append(MessageKind::Full, 7, b"page seven").unwrap();
+    /// storage.write_at(0, &segment.finish())?;
+    ///
+    /// let config = Config::builder().segment_size(4096).build()?;
+    /// let (acc, scan) = Accountant::recover(config, storage, Collector::new())?;
+    /// assert!(matches!(scan.snapshot.pages.get(&7), Some(PageState::Present(_))));
+    /// assert_eq!(scan.resume_lsn, 4096);
+    /// let lid = acc.next(scan.resume_lsn)?; // keep writing
+    /// assert_eq!(lid, 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recover(
+        config: crate::Config,
+        storage: std::sync::Arc<dyn crate::Storage>,
+        collector: crate::Collector,
+    ) -> Result<(crate::Accountant, crate::scan::Scan), RecoverError> {
+        let ss = config.segment_size;
+        let found = crate::scan::scan(&*storage, ss)?;
+        if !found.discarded.is_empty() {
+            for &lid in &found.discarded {
+                crate::format::invalidate_header(
+                    &*storage,
+                    lid,
+                    ss,
+                    found.snapshot.max_header_stable_lsn,
+                )
+                .map_err(RecoverError::Invalidate)?;
+            }
+            if !config.temporary {
+                storage.sync().map_err(RecoverError::Invalidate)?;
+            }
+        }
+        let acc = Self::from_snapshot(config, storage, collector, &found.snapshot, found.file_len)?;
+        Ok((acc, found))
+    }
+}

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use segment_accountant::format::{self, MessageKind, SegmentBuilder};
-use segment_accountant::scan::{self, Scan};
+use segment_accountant::scan::Scan;
 use segment_accountant::{
     Accountant, Collector, Config, DiskPtr, Lid, Lsn, PageId, PageState, Storage,
 };
@@ -123,27 +123,7 @@ impl Store {
     /// Returns the store and the scan it was built from.
     pub fn recover(config: Config, storage: Arc<dyn Storage>) -> Result<(Store, Scan)> {
         let ss = config.segment_size();
-        let found = scan::scan(&*storage, ss)?;
-        if !found.discarded.is_empty() {
-            for &lid in &found.discarded {
-                format::invalidate_header(
-                    &*storage,
-                    lid,
-                    ss,
-                    found.snapshot.max_header_stable_lsn,
-                )?;
-            }
-            if !config.temporary() {
-                storage.sync()?;
-            }
-        }
-        let acc = Accountant::from_snapshot(
-            config.clone(),
-            storage.clone(),
-            Collector::new(),
-            &found.snapshot,
-            found.file_len,
-        )?;
+        let (acc, found) = Accountant::recover(config.clone(), storage.clone(), Collector::new())?;
         let mut pages = HashMap::new();
         for (&pid, state) in &found.snapshot.pages {
             let page = match state {
