@@ -33,10 +33,15 @@ pub struct Page {
     pub deleted: bool,
 }
 
-/// The payload of version `version` of page `pid`: deterministic, so a read
-/// can be checked byte for byte.
-pub fn payload(pid: PageId, version: u64) -> Vec<u8> {
-    let len = 16 + ((pid * 31 + version * 17) % 97) as usize;
+/// The payload of version `version` of page `pid`, `len` bytes (at least
+/// 16; 0 picks a length from 16 to 112 by the version): deterministic, so
+/// a read can be checked byte for byte.
+pub fn payload(pid: PageId, version: u64, len: usize) -> Vec<u8> {
+    let len = if len == 0 {
+        16 + ((pid * 31 + version * 17) % 97) as usize
+    } else {
+        len.max(16)
+    };
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&pid.to_le_bytes());
@@ -56,7 +61,7 @@ pub fn check_payload(pid: PageId, bytes: &[u8]) -> Option<u64> {
         return None;
     }
     let version = u64::from_le_bytes(bytes[..8].try_into().ok()?);
-    (payload(pid, version) == bytes).then_some(version)
+    (payload(pid, version, bytes.len()) == bytes).then_some(version)
 }
 
 pub struct Store {
@@ -80,6 +85,11 @@ pub struct Store {
     pub bytes_written: u64,
     /// Segments `next` handed out below the tip (reuses).
     pub reuses: u64,
+    /// Value size of `put` (0: varying, 16 to 112 bytes).
+    pub value_size: usize,
+    /// Payload bytes of user writes (puts and deletes), for write
+    /// amplification.
+    pub user_bytes: u64,
 }
 
 /// Errors of the store: the accountant's or the storage's.
@@ -115,6 +125,8 @@ impl Store {
             pages,
             bytes_written: 0,
             reuses: 0,
+            value_size: 0,
+            user_bytes: 0,
         })
     }
 
@@ -211,8 +223,9 @@ impl Store {
 
     /// Writes version `version` of page `pid` (a full image).
     pub fn put(&mut self, pid: PageId, version: u64) -> Result<Lsn> {
-        let data = payload(pid, version);
+        let data = payload(pid, version, self.value_size);
         let (lsn, ptr, size) = self.append(MessageKind::Full, pid, &data)?;
+        self.user_bytes += size;
         self.record(pid, lsn, ptr, size)?;
         self.pages.insert(
             pid,
@@ -264,12 +277,21 @@ impl Store {
             self.record(pid, lsn, ptr, size)?;
             self.pages.get_mut(&pid).expect("known").ptrs = vec![ptr];
         } else {
-            let data = payload(pid, page.version);
+            let data = payload(pid, page.version, self.value_size);
             let (lsn, ptr, size) = self.append(MessageKind::Full, pid, &data)?;
             self.record(pid, lsn, ptr, size)?;
             self.pages.get_mut(&pid).expect("known").ptrs = vec![ptr];
         }
         Ok(Some(pid))
+    }
+
+    /// Simulates a torn write of the segment being filled: writes the first
+    /// half of it over the file (a crash during its write).
+    pub fn tear_head(&self) -> Result<()> {
+        let bytes = self.head.clone().finish();
+        self.storage
+            .write_at(self.head_lid, &bytes[..bytes.len() / 2])?;
+        Ok(())
     }
 
     /// The lsn the next message will get (for the caller's history).
