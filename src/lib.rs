@@ -61,6 +61,53 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Recovery
+//!
+//! A store that writes its segments in the reference [`format`](mod@format) recovers
+//! with one call: [`Accountant::recover`] scans the file ([`scan`](mod@scan)),
+//! durably invalidates any torn or unvouched tail, and rebuilds the
+//! accountant with [`Accountant::from_snapshot`]. The scan's snapshot holds
+//! every page's live fragments, and the lsn to resume writing at.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use segment_accountant::format::{MessageKind, SegmentBuilder};
+//! use segment_accountant::{Accountant, Collector, Config, MemStorage, PageState, Storage};
+//!
+//! let storage = Arc::new(MemStorage::new());
+//! // Before the crash: two segments; the second's header vouches for the first.
+//! let mut first = SegmentBuilder::new(4096, 0, 0);
+//! first.append(MessageKind::Full, 1, b"one").unwrap();
+//! storage.write_at(0, &first.finish())?;
+//! let mut second = SegmentBuilder::new(4096, 4096, 4096);
+//! second.append(MessageKind::Full, 2, b"two").unwrap();
+//! storage.write_at(4096, &second.finish())?;
+//! // A torn write of a third segment.
+//! let mut third = SegmentBuilder::new(4096, 8192, 8192);
+//! third.append(MessageKind::Free, 1, b"").unwrap();
+//! storage.write_at(8192, &third.finish()[..100])?;
+//!
+//! let config = Config::builder().segment_size(4096).build()?;
+//! let (acc, scan) = Accountant::recover(config, storage, Collector::new())?;
+//! assert!(matches!(scan.snapshot.pages[&1], PageState::Present(_)), "torn data never surfaces");
+//! assert_eq!(scan.resume_lsn, 8192);
+//! acc.audit()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Compared with the single-mutex design
+//!
+//! | | single-mutex design | this crate |
+//! |---|---|---|
+//! | per-write calls | take the one mutex | touch only the target segment |
+//! | `stabilize` | in-order work under the mutex | one combiner works, others hand over and return |
+//! | free list | FIFO | lowest offset first; the file shrinks |
+//! | caller mistakes, bad snapshots | panic | typed errors, nothing changed |
+//! | live bytes | not tracked | per segment |
+//!
+//! The old design is kept as [`baseline::MutexAccountant`] for benchmarks;
+//! `docs/performance.md` has the same-run comparison.
+//!
 //! ## Design
 //!
 //! Segment metadata lives in a table of chunks that never move. Each

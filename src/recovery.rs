@@ -348,7 +348,7 @@ pub enum RecoverError {
 }
 
 impl crate::Accountant {
-    /// Recovers a file written in the reference [`format`](crate::format):
+    /// Recovers a file written in the reference [`format`](mod@crate::format):
     /// scans it, makes every discarded segment durably invalid (spec
     /// section 7, rule 5: the sync is skipped only for a temporary store)
     /// and rebuilds the accountant from the scan. Returns the accountant

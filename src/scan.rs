@@ -1,5 +1,5 @@
 //! The recovery scanner: reads a file written in the reference
-//! [`format`](crate::format) and produces the [`Snapshot`] that
+//! [`format`](mod@crate::format) and produces the [`Snapshot`] that
 //! [`Accountant::from_snapshot`](crate::Accountant::from_snapshot) rebuilds
 //! from, plus where to resume writing and which segments to invalidate.
 //!
