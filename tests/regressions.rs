@@ -151,44 +151,45 @@ fn clean_skips_segments_with_nothing_to_relocate() {
     acc.audit().unwrap();
 }
 
-/// Defect 5: truncation was allowed while rewriting was paused for an
-/// iteration, which may list the top segments.
-#[test]
-fn no_truncation_while_paused() {
+/// Segment 0 reused at lsn 3L holds pages 1 and 2; segments 1 and 2, the
+/// top of the file, are empty and Free.
+fn free_top() -> Accountant {
     let acc = acc();
     let a = acc.next(0).unwrap();
     acc.mark_link(1, 0, DiskPtr::Inline(a), 10).unwrap();
     let b = acc.next(L).unwrap();
     acc.mark_link(2, L, DiskPtr::Inline(b), 10).unwrap();
     let c = acc.next(2 * L).unwrap();
-    acc.mark_replace(2, 2 * L, &[DiskPtr::Inline(b)], DiskPtr::Inline(c), 10)
+    acc.mark_replace(1, 2 * L, &[DiskPtr::Inline(a)], DiskPtr::Inline(c), 10)
         .unwrap();
-    acc.mark_replace(1, 2 * L, &[DiskPtr::Inline(a)], DiskPtr::Inline(c + 10), 10)
+    acc.mark_replace(2, 2 * L, &[DiskPtr::Inline(b)], DiskPtr::Inline(c + 10), 10)
         .unwrap();
-    // Move everything to segment 0 so that the top (1, 2) empties.
     acc.stabilize(3 * L).unwrap();
     acc.flush();
     let low = acc.next(3 * L).unwrap();
-    assert_eq!(low, 0);
-    acc.mark_replace(
-        1,
-        3 * L,
-        &[DiskPtr::Inline(c + 10)],
-        DiskPtr::Inline(low),
-        10,
-    )
-    .unwrap();
+    assert_eq!(low, 0, "the lowest free segment is reused");
+    acc.mark_replace(1, 3 * L, &[DiskPtr::Inline(c)], DiskPtr::Inline(low), 10)
+        .unwrap();
     acc.mark_replace(
         2,
         3 * L,
-        &[DiskPtr::Inline(c)],
+        &[DiskPtr::Inline(c + 10)],
         DiskPtr::Inline(low + 10),
         10,
     )
     .unwrap();
     acc.stabilize(4 * L).unwrap();
     acc.flush();
-    assert_eq!(state(&acc, 2), SegmentState::Free, "the top is free");
+    assert_eq!(state(&acc, 1), SegmentState::Free);
+    assert_eq!(state(&acc, 2), SegmentState::Free);
+    acc
+}
+
+/// Defect 5: truncation was allowed while rewriting was paused for an
+/// iteration, which may list the top segments.
+#[test]
+fn no_truncation_while_paused() {
+    let acc = free_top();
     acc.pause_rewriting();
     let listed: Vec<_> = acc.segment_snapshot_iter_from(0).unwrap().collect();
     assert!(
@@ -222,40 +223,12 @@ fn lid_beyond_the_tip_is_an_error() {
 }
 
 /// Defect 7: `next` could pick a segment its own truncation loop had just
-/// cut off the file. After a shrink, the segment handed out is below the
-/// new tip (or is the tip grown back by one), Active, and never a cut one
-/// while still cut.
+/// cut off the file. After a shrink, the segment handed out is the tip
+/// grown back by one, after the truncation, and Active; nothing above it
+/// is referenced.
 #[test]
 fn next_never_hands_out_what_it_just_truncated() {
-    let acc = acc();
-    let a = acc.next(0).unwrap();
-    acc.mark_link(1, 0, DiskPtr::Inline(a), 10).unwrap();
-    let b = acc.next(L).unwrap();
-    acc.mark_link(2, L, DiskPtr::Inline(b), 10).unwrap();
-    let c = acc.next(2 * L).unwrap();
-    acc.mark_replace(1, 2 * L, &[DiskPtr::Inline(a)], DiskPtr::Inline(c), 10)
-        .unwrap();
-    acc.mark_replace(2, 2 * L, &[DiskPtr::Inline(b)], DiskPtr::Inline(c + 10), 10)
-        .unwrap();
-    acc.stabilize(3 * L).unwrap();
-    acc.flush();
-    // Segment 0 reused at 3L takes both pages; segments 1 and 2 empty.
-    let low = acc.next(3 * L).unwrap();
-    assert_eq!(low, 0);
-    acc.mark_replace(1, 3 * L, &[DiskPtr::Inline(c)], DiskPtr::Inline(low), 10)
-        .unwrap();
-    acc.mark_replace(
-        2,
-        3 * L,
-        &[DiskPtr::Inline(c + 10)],
-        DiskPtr::Inline(low + 10),
-        10,
-    )
-    .unwrap();
-    acc.stabilize(4 * L).unwrap();
-    acc.flush();
-    assert_eq!(state(&acc, 1), SegmentState::Free);
-    assert_eq!(state(&acc, 2), SegmentState::Free);
+    let acc = free_top();
     // This next shrinks over 1 and 2, then must extend at the new tip.
     let lid = acc.next(4 * L).unwrap();
     assert_eq!(acc.stats().bytes_truncated, 2 * SS);
