@@ -130,7 +130,7 @@ impl Accountant {
         Self::with_collector(
             config,
             storage,
-            crossbeam_epoch::default_collector().clone(),
+            crate::sync::epoch::default_collector().clone(),
         )
     }
 

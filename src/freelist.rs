@@ -48,7 +48,7 @@ pub(crate) struct Epochs {
 impl Epochs {
     pub(crate) fn new(collector: Collector) -> Epochs {
         Epochs {
-            is_default: &collector == crossbeam_epoch::default_collector(),
+            is_default: &collector == crate::sync::epoch::default_collector(),
             collector,
         }
     }
@@ -60,7 +60,7 @@ impl Epochs {
     /// Runs `f` pinned to the collector.
     pub(crate) fn with_guard<R>(&self, f: impl FnOnce(&Guard) -> R) -> R {
         if self.is_default {
-            return f(&crossbeam_epoch::pin());
+            return f(&crate::sync::epoch::pin());
         }
         let handle = self.collector.register();
         let guard = handle.pin();

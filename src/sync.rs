@@ -139,5 +139,5 @@ impl<T> std::fmt::Debug for Queue<T> {
 /// Epoch-based reclamation: crossbeam-epoch, which switches to loom itself
 /// when built with `--cfg crossbeam_loom` and its `loom` feature.
 pub(crate) mod epoch {
-    pub(crate) use crossbeam_epoch::{Collector, Guard};
+    pub(crate) use crossbeam_epoch::{default_collector, pin, Collector, Guard};
 }
