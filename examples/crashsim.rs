@@ -175,6 +175,16 @@ fn main() {
         }
         for (&pid, page) in &store.pages {
             if !page.deleted {
+                // Every fragment (the image and its deltas) reads back.
+                let fragments_ok = page.ptrs.iter().all(|&ptr| {
+                    matches!(
+                        read_version(&*dyn_storage, SEGMENT_SIZE, pid, ptr),
+                        Ok(Some(_))
+                    )
+                });
+                if !fragments_ok {
+                    tally.torn_reads += 1;
+                }
                 let ok = read_version(
                     &*dyn_storage,
                     SEGMENT_SIZE,
@@ -210,10 +220,18 @@ fn main() {
             // Syncs are rare (one op in 200 on average), so several
             // segments are written, emptied and reused between them.
             let result = match rng.below(1000) {
-                0..=549 => {
+                0..=449 => {
                     version += 1;
                     store.put(pid, version).map(|lsn| {
                         history.entry(pid).or_default().push((lsn, Some(version)));
+                    })
+                }
+                450..=549 => {
+                    version += 1;
+                    store.delta(pid, version).map(|lsn| {
+                        if let Some(lsn) = lsn {
+                            history.entry(pid).or_default().push((lsn, Some(version)));
+                        }
                     })
                 }
                 550..=649 => store.delete(pid).map(|lsn| {

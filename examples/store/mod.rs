@@ -238,6 +238,24 @@ impl Store {
         Ok(lsn)
     }
 
+    /// Writes version `version` of page `pid` as a delta on its current
+    /// image (`mark_link`: the earlier fragments stay live). No-op for an
+    /// unknown or deleted page.
+    pub fn delta(&mut self, pid: PageId, version: u64) -> Result<Option<Lsn>> {
+        match self.pages.get(&pid) {
+            Some(page) if !page.deleted => {}
+            _ => return Ok(None),
+        }
+        let data = payload(pid, version, 24);
+        let (lsn, ptr, size) = self.append(MessageKind::Delta, pid, &data)?;
+        self.user_bytes += size;
+        self.acc.mark_link(pid, lsn, ptr, size)?;
+        let page = self.pages.get_mut(&pid).expect("known page");
+        page.ptrs.push(ptr);
+        page.version = version;
+        Ok(Some(lsn))
+    }
+
     /// Deletes page `pid` with a free record (no-op for an unknown page).
     pub fn delete(&mut self, pid: PageId) -> Result<Option<Lsn>> {
         if !self.pages.contains_key(&pid) {
@@ -305,7 +323,7 @@ fn full_header_stable(builder: &SegmentBuilder) -> Lsn {
 }
 
 /// Reads the message at `ptr` and returns the version it holds for `pid`,
-/// or `None` if it does not read back as a full image of `pid`.
+/// or `None` if it does not read back as a full image or delta of `pid`.
 pub fn read_version(
     storage: &dyn Storage,
     ss: u64,
@@ -325,6 +343,10 @@ pub fn read_version(
     Ok(decoded
         .messages
         .iter()
-        .find(|m| m.offset == offset && m.pid == pid && m.kind == MessageKind::Full)
+        .find(|m| {
+            m.offset == offset
+                && m.pid == pid
+                && matches!(m.kind, MessageKind::Full | MessageKind::Delta)
+        })
         .and_then(|m| check_payload(pid, &m.payload)))
 }
