@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! cargo run --release --example demo -- [--threads N] [--seconds S] [--keys K] [--value-size B]
-//!                                        [--segment-size B] [--path FILE] [--tear]
+//!                                        [--segment-size B] [--path FILE] [--tear | --no-tear]
 //! ```
 
 mod store;
@@ -40,7 +40,7 @@ struct Options {
     tear: bool,
 }
 
-const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear]";
+const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
