@@ -25,6 +25,7 @@ MODELS=(
   model_6_sequencer
   model_7_clean_vs_reuse
   model_8_pause_vs_next
+  model_9_same_lsn_twice
 )
 
 build() {

@@ -315,3 +315,36 @@ fn model_8_pause_vs_next() {
         acc.audit().unwrap();
     });
 }
+
+/// Model 9, two `next` calls with one lsn (a caller mistake made
+/// concurrently): exactly one gets a segment, the other `LsnInUse`, and
+/// nothing leaks.
+#[test]
+fn model_9_same_lsn_twice() {
+    explore("9 same lsn twice", 3, || {
+        let (acc, _collector, _storage) = accountant();
+        let s0 = segment_with(&acc, 0, &[1]);
+        let s1 = acc.next(L).unwrap();
+        relocate(&acc, 1, L, s0, s1);
+        acc.stabilize(2 * L).unwrap(); // frees s0
+        acc.flush();
+        let a = {
+            let acc = acc.clone();
+            thread::spawn(move || acc.next(2 * L))
+        };
+        let b = acc.next(2 * L);
+        let a = a.join().unwrap();
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "exactly one next(2L) may succeed: {a:?} {b:?}"
+        );
+        let err = a.as_ref().err().or(b.as_ref().err()).unwrap();
+        assert!(
+            matches!(err, segment_accountant::Error::LsnInUse { .. }),
+            "{err}"
+        );
+        acc.stabilize(3 * L).unwrap();
+        acc.flush();
+        acc.audit().unwrap();
+    });
+}
