@@ -15,7 +15,7 @@ use crate::combiner::Combiner;
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::freelist::{Epochs, RewriteGate};
-use crate::pidset::PidMap;
+use crate::pidset::LsnSet;
 use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER};
 use crate::sequencer::Sequencer;
 use crate::storage::Storage;
@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     /// without ordering `next` calls (several write heads may call `next`
     /// out of lsn order). `next` inserts, the combiner removes on
     /// deactivation.
-    pub(crate) active_lsns: PidMap,
+    pub(crate) active_lsns: LsnSet,
     pub(crate) clean_counter: AtomicUsize,
     pub(crate) clean_cursor: AtomicUsize,
 }
@@ -174,7 +174,7 @@ impl Accountant {
                 gate,
                 counts: Counts::default(),
                 max_stabilized: AtomicI64::new(max_stabilized),
-                active_lsns: PidMap::new(),
+                active_lsns: LsnSet::new(),
                 clean_counter: AtomicUsize::new(0),
                 clean_cursor: AtomicUsize::new(0),
                 config,

@@ -16,9 +16,10 @@ type Hasher = rustc_hash::FxBuildHasher;
 #[cfg(not(loom))]
 const SHARDS: usize = 4;
 
-/// A small concurrent map of u64 keys (the lsns in use).
+/// A small concurrent set of segment numbers (the lsns in use), stored as
+/// a map to 0.
 #[derive(Debug)]
-pub(crate) struct PidMap {
+pub(crate) struct LsnSet {
     #[cfg(not(loom))]
     inner: dashmap::DashMap<PageId, u64, Hasher>,
     #[cfg(loom)]
@@ -175,9 +176,9 @@ impl PageMap {
 }
 
 #[cfg(not(loom))]
-impl PidMap {
+impl LsnSet {
     pub(crate) fn new() -> Self {
-        PidMap {
+        LsnSet {
             inner: dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
                 0,
                 Hasher::default(),
@@ -252,9 +253,9 @@ mod stand_in {
 }
 
 #[cfg(loom)]
-impl PidMap {
+impl LsnSet {
     pub(crate) fn new() -> Self {
-        PidMap {
+        LsnSet {
             inner: stand_in::Sharded::new(),
         }
     }
