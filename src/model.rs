@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::{Config, Mode};
 use crate::error::Error;
 use crate::policy;
-use crate::segment::SegmentState;
+use crate::segment::{SegmentState, MAX_SEGMENT_NUMBER};
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 /// One segment of the model.
@@ -33,6 +33,9 @@ pub struct ModelSegment {
     pub not_yet_replaced: BTreeSet<PageId>,
     /// Pages removed by applied replacements.
     pub removed: u64,
+    /// Bytes of the fragments in `present`, kept as a counter (raised by
+    /// links, lowered by applied replacements).
+    pub live_bytes: u64,
     /// `(pid, old segment, old generation)` to apply when this seals.
     pub deferred: Vec<(PageId, usize, u32)>,
     /// Blob files to delete when this seals.
@@ -94,9 +97,16 @@ impl Model {
         self.segments.get(index).and_then(|s| s.state)
     }
 
+    /// `NegativeLsn`, then `LsnOutOfRange` (the accountant's `segno_of`).
     fn check_lsn(&self, lsn: Lsn) -> Result<(), Error> {
         if lsn < 0 {
             return Err(Error::NegativeLsn { lsn });
+        }
+        if lsn as u64 / self.ss() > MAX_SEGMENT_NUMBER {
+            return Err(Error::LsnOutOfRange {
+                lsn,
+                max: (MAX_SEGMENT_NUMBER * self.ss()) as Lsn,
+            });
         }
         Ok(())
     }
@@ -141,8 +151,9 @@ impl Model {
         Ok(index)
     }
 
-    /// Validates `next(lsn)` and reports whether it may reuse (rewriting
-    /// not paused). Changes nothing.
+    /// The caller-mistake checks of `next(lsn)`, in the accountant's order:
+    /// `NegativeLsn`, `LsnOutOfRange`, `UnalignedLsn`, `LsnAlreadyStable`,
+    /// `LsnInUse` (an Active segment has this lsn). Changes nothing.
     pub fn check_next(&self, lsn: Lsn) -> Result<(), Error> {
         self.check_lsn(lsn)?;
         let ss = self.ss() as Lsn;
@@ -168,71 +179,100 @@ impl Model {
         Ok(())
     }
 
+    /// The tip after shrinking the file over every Free segment at its top,
+    /// which `next` does before choosing unless rewriting is paused. (The
+    /// accountant may also skip the shrink while an earlier truncation is
+    /// still running; it never shrinks part of the way.)
+    pub fn shrink_target(&self) -> usize {
+        if self.paused > 0 {
+            return self.tip;
+        }
+        let mut tip = self.tip;
+        while tip > 0 && self.state(tip - 1) == Some(SegmentState::Free) {
+            tip -= 1;
+        }
+        tip
+    }
+
+    /// What `next` may hand out once the tip is `tip_after` (the current
+    /// tip, or [`shrink_target`](Self::shrink_target) if it shrank):
+    /// `(segments it may reuse, index it may extend at)`. While paused:
+    /// only the extension. Otherwise the Free segments below `tip_after`;
+    /// if there are none, the extension, or a segment waiting on the epoch
+    /// (the accountant flushes the epoch when nothing is Free, so such a
+    /// segment may land during the call).
+    pub fn next_choices(&self, tip_after: usize) -> (BTreeSet<usize>, Option<usize>) {
+        if self.paused > 0 {
+            return (BTreeSet::new(), Some(tip_after));
+        }
+        let free: BTreeSet<usize> = (0..tip_after)
+            .filter(|&i| self.state(i) == Some(SegmentState::Free))
+            .collect();
+        if !free.is_empty() {
+            return (free, None);
+        }
+        let landable = (0..tip_after)
+            .filter(|&i| {
+                let s = self.segment(i);
+                s.state == Some(SegmentState::Freeing) && s.epoch_waiting
+            })
+            .collect();
+        (landable, Some(tip_after))
+    }
+
     /// `next(lsn)` where the accountant handed out `chosen` and has
-    /// truncated `truncated_after` bytes in all: checks the choices are allowed and
-    /// follows them. Allowed: shrinking the file over free segments at its
-    /// top (how far is the accountant's choice: it skips the shrink while
-    /// an earlier truncation is still running), then reusing any free
-    /// segment (or one whose epoch deferral may have landed during the
-    /// call, when nothing else is free), or extending the file by one
-    /// segment when nothing is free or rewriting is paused.
+    /// truncated `truncated_after` bytes in all: checks the call should
+    /// have succeeded and its choices are allowed, then follows them.
+    /// Allowed: shrinking the file over every Free segment at its top, or
+    /// not at all (never while paused), then one of
+    /// [`next_choices`](Self::next_choices). Nothing changes on error.
     pub fn next_with(&mut self, lsn: Lsn, chosen: Lid, truncated_after: u64) -> Result<(), String> {
         self.check_next(lsn)
             .map_err(|e| format!("next({lsn}) should fail: {e:?}"))?;
-        if chosen % self.ss() != 0 {
+        let ss = self.ss();
+        if chosen % ss != 0 {
             return Err(format!("next returned unaligned lid {chosen}"));
         }
-        let index = (chosen / self.ss()) as usize;
-        let cut = truncated_after.saturating_sub(self.bytes_truncated) / self.ss();
-        if cut as usize > self.tip {
-            return Err(format!("truncated {cut} segments of {}", self.tip));
-        }
-        let shrunk = self.tip - cut as usize;
-        if shrunk < self.tip {
-            if self.paused > 0 {
-                return Err("the file shrank while rewriting is paused".into());
-            }
-            for i in shrunk..self.tip {
-                if self.state(i) != Some(SegmentState::Free) {
-                    return Err(format!(
-                        "truncated segment {i}, which is {:?}",
-                        self.state(i)
-                    ));
-                }
-            }
-            let ss = self.ss();
-            while self.tip > shrunk {
-                self.tip -= 1;
-                let s = self.seg(self.tip);
-                s.state = None;
-                s.lsn = None;
-                self.bytes_truncated += ss;
-            }
-        }
-        let any_free = (0..self.tip).any(|i| self.state(i) == Some(SegmentState::Free));
-        if index == self.tip {
-            if self.paused == 0 && any_free {
-                return Err(format!(
-                    "next extended the file while a free segment existed (lid {chosen})"
-                ));
-            }
-            self.tip += 1;
-        } else if index < self.tip {
-            if self.paused > 0 {
-                return Err(format!(
-                    "next reused lid {chosen} while rewriting is paused"
-                ));
-            }
-            let s = self.segment(index);
-            let landed_now = s.state == Some(SegmentState::Freeing) && s.epoch_waiting && !any_free;
-            if s.state != Some(SegmentState::Free) && !landed_now {
-                return Err(format!("next reused lid {chosen}, which is {:?}", s.state));
-            }
+        let index = (chosen / ss) as usize;
+        let cut = truncated_after
+            .checked_sub(self.bytes_truncated)
+            .filter(|bytes| bytes % ss == 0)
+            .map(|bytes| bytes / ss)
+            .ok_or_else(|| {
+                format!(
+                    "bytes truncated went from {} to {truncated_after}",
+                    self.bytes_truncated
+                )
+            })?;
+        let target = self.shrink_target();
+        let shrunk = if cut == 0 {
+            self.tip
+        } else if cut == (self.tip - target) as u64 {
+            target
         } else {
             return Err(format!(
-                "next returned lid {chosen} beyond the tip {}",
-                self.tip
+                "next({lsn}) truncated {cut} segments; allowed: 0 or {} (tip {}, paused {})",
+                self.tip - target,
+                self.tip,
+                self.paused
             ));
+        };
+        let (reuse, extend) = self.next_choices(shrunk);
+        if !reuse.contains(&index) && extend != Some(index) {
+            return Err(format!(
+                "next({lsn}) returned lid {chosen} ({:?}); allowed: reuse {reuse:?}, extend at {extend:?}",
+                self.state(index)
+            ));
+        }
+        while self.tip > shrunk {
+            self.tip -= 1;
+            let s = self.seg(self.tip);
+            s.state = None;
+            s.lsn = None;
+            self.bytes_truncated += ss;
+        }
+        if index == self.tip {
+            self.tip += 1;
         }
         let s = self.seg(index);
         s.state = Some(SegmentState::Active);
@@ -241,6 +281,7 @@ impl Model {
         s.present.clear();
         s.not_yet_replaced.clear();
         s.removed = 0;
+        s.live_bytes = 0;
         s.epoch_waiting = false;
         Ok(())
     }
@@ -262,6 +303,7 @@ impl Model {
         let s = self.seg(index);
         *s.present.entry(pid).or_insert(0) += size;
         s.not_yet_replaced.insert(pid);
+        s.live_bytes += size;
     }
 
     /// `mark_replace`.
@@ -320,7 +362,8 @@ impl Model {
     pub fn stabilize(&mut self, stable_lsn: Lsn) -> Result<(), Error> {
         self.check_lsn(stable_lsn)?;
         let ss = self.ss() as Lsn;
-        let goal = stable_lsn / ss;
+        // As the accountant: the goal is capped one past the largest segment.
+        let goal = (stable_lsn / ss).min(MAX_SEGMENT_NUMBER as Lsn + 1);
         let target = goal * ss - ss;
         if target <= self.stable {
             return Ok(());
@@ -355,7 +398,9 @@ impl Model {
                     s.state,
                     Some(SegmentState::Inactive | SegmentState::Draining)
                 );
-                if sealed && s.present.remove(&pid).is_some() {
+                let removed = if sealed { s.present.remove(&pid) } else { None };
+                if let Some(bytes) = removed {
+                    s.live_bytes -= bytes;
                     s.removed += 1;
                     s.not_yet_replaced.remove(&pid);
                 }

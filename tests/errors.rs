@@ -1,55 +1,50 @@
 //! Caller mistakes return a typed error and change nothing: an operation
 //! naming an earlier generation of a reused segment, a lid at or beyond the
 //! tip, an lsn that does not match the segment's base lsn, and the rest of
-//! the mistakes the specification lists.
+//! the mistakes the specification lists (spec section 2, "Contract").
+//!
+//! Each test builds a state, takes a full picture of everything observable
+//! (`stats()` plus `segment_info`, `segment_pages` and
+//! `segment_not_yet_replaced` of every segment in the table, so a grown
+//! table shows too), makes the bad call, checks the exact error variant and
+//! that the picture is unchanged, and finally that `audit` passes.
+//!
+//! (`next` takes lsns in any order as long as each is new: the mistakes
+//! "not increasing" are `LsnInUse` and `LsnAlreadyStable` here.)
 
 use std::sync::Arc;
 
 use segment_accountant::{
-    Accountant, Collector, Config, DiskPtr, Error, Lsn, MemStorage, SegmentInfo, SegmentState,
-    Stats,
+    Accountant, Collector, Config, ConfigError, DiskPtr, Error, Lsn, MemStorage, SegmentInfo,
+    SegmentState, Stats,
 };
 
 const SS: u64 = 4096;
 const L: Lsn = SS as Lsn;
 
-type Picture = (Stats, Vec<(Option<SegmentInfo>, Vec<(u64, u64)>, Vec<u64>)>);
+type Picture = (
+    Stats,
+    Lsn,
+    Vec<(Option<SegmentInfo>, Vec<(u64, u64)>, Vec<u64>)>,
+);
 
 /// Everything observable about the accountant.
 fn picture(acc: &Accountant) -> Picture {
-    let segments = (0..8)
-        .map(|i| {
-            (
-                acc.segment_info(i),
-                acc.segment_pages(i),
-                acc.segment_not_yet_replaced(i),
-            )
-        })
-        .collect();
-    (acc.stats(), segments)
+    let mut segments = Vec::new();
+    for index in 0.. {
+        let Some(info) = acc.segment_info(index) else {
+            break;
+        };
+        segments.push((
+            Some(info),
+            acc.segment_pages(index),
+            acc.segment_not_yet_replaced(index),
+        ));
+    }
+    (acc.stats(), acc.stable_lsn(), segments)
 }
 
-/// Segment 0 (lsn 0) had page 1, replaced into segment 1 (lsn L); segment
-/// 0 was freed and reused at lsn 2L, where page 2 lives. Segment 1 holds
-/// page 1 and is sealed.
-fn reused() -> Accountant {
-    let config = Config::builder().segment_size(SS).build().unwrap();
-    let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
-    let s0 = acc.next(0).unwrap();
-    acc.mark_link(1, 10, DiskPtr::Inline(s0 + 10), 100).unwrap();
-    let s1 = acc.next(L).unwrap();
-    acc.mark_replace(1, L, &[DiskPtr::Inline(s0 + 10)], DiskPtr::Inline(s1), 100)
-        .unwrap();
-    acc.stabilize(2 * L).unwrap();
-    acc.flush();
-    assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Free);
-    let again = acc.next(2 * L).unwrap();
-    assert_eq!(again, s0, "the lowest free segment is reused");
-    acc.mark_link(2, 2 * L + 5, DiskPtr::Inline(again + 5), 50)
-        .unwrap();
-    acc
-}
-
+/// Runs a call that must fail; checks nothing observable changed.
 fn unchanged<T: std::fmt::Debug>(
     acc: &Accountant,
     call: impl FnOnce(&Accountant) -> Result<T, Error>,
@@ -64,25 +59,67 @@ fn unchanged<T: std::fmt::Debug>(
     err
 }
 
+fn fresh() -> Accountant {
+    let config = Config::builder().segment_size(SS).build().unwrap();
+    Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new())
+}
+
+/// Segment 0 (lsn 0) had page 1, replaced into segment 1 (lsn L); segment
+/// 0 was freed and reused at lsn 2L, where page 2 lives (Active). Segment
+/// 1 holds page 1 and is sealed.
+fn reused() -> Accountant {
+    let acc = fresh();
+    let s0 = acc.next(0).unwrap();
+    acc.mark_link(1, 10, DiskPtr::Inline(s0 + 10), 100).unwrap();
+    let s1 = acc.next(L).unwrap();
+    acc.mark_replace(1, L, &[DiskPtr::Inline(s0 + 10)], DiskPtr::Inline(s1), 100)
+        .unwrap();
+    acc.stabilize(2 * L).unwrap();
+    acc.flush();
+    assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Free);
+    let again = acc.next(2 * L).unwrap();
+    assert_eq!(again, s0, "the lowest free segment is reused");
+    assert_eq!(acc.segment_info(0).unwrap().generation, 2);
+    acc.mark_link(2, 2 * L + 5, DiskPtr::Inline(again + 5), 50)
+        .unwrap();
+    acc
+}
+
+/// Shows: a link or a replace whose new pointer names the earlier
+/// generation of reused segment 0 (its lsn is that of the first
+/// incarnation) is `StaleSegment`, and changes nothing.
 #[test]
 fn earlier_generation_of_a_reused_segment() {
     let acc = reused();
-    // A link with the lsn of segment 0's first incarnation.
     let err = unchanged(&acc, |a| a.mark_link(3, 20, DiskPtr::Inline(20), 10));
     assert!(
         matches!(err, Error::StaleSegment { lid: 0, lsn: 20, segment_lsn } if segment_lsn == 2 * L),
         "{err}"
     );
+    let err = unchanged(&acc, |a| {
+        a.mark_replace(1, 30, &[DiskPtr::Inline(SS)], DiskPtr::Inline(30), 10)
+    });
+    assert!(
+        matches!(
+            err,
+            Error::StaleSegment {
+                lid: 0,
+                lsn: 30,
+                ..
+            }
+        ),
+        "{err}"
+    );
     acc.audit().unwrap();
 }
 
-/// A replace into segment N (lsn 2L) naming a fragment of segment O's
-/// first incarnation, after O was reused at lsn 3L: O's base lsn exceeds
-/// the replace's lsn.
+/// Shows: a replace into segment N (lsn 2L) naming a fragment of segment
+/// O's first incarnation, after O was reused at lsn 3L (O's base lsn now
+/// exceeds the replace's lsn), is `StaleSegment` and changes nothing, even
+/// when the other old pointers are valid.
 #[test]
 fn replace_naming_a_reused_segment() {
-    let config = Config::builder().segment_size(SS).build().unwrap();
-    let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+    let acc = fresh();
     let o = acc.next(0).unwrap();
     acc.mark_link(1, 10, DiskPtr::Inline(o + 10), 100).unwrap();
     let s1 = acc.next(L).unwrap();
@@ -99,7 +136,7 @@ fn replace_naming_a_reused_segment() {
         a.mark_replace(
             1,
             2 * L + 1,
-            &[DiskPtr::Inline(o + 10)],
+            &[DiskPtr::Inline(s1), DiskPtr::Inline(o + 10)],
             DiskPtr::Inline(n),
             10,
         )
@@ -108,43 +145,106 @@ fn replace_naming_a_reused_segment() {
         matches!(err, Error::StaleSegment { lid: 0, segment_lsn, .. } if segment_lsn == 3 * L),
         "{err}"
     );
+    // Page 1 is still not replaced in segment 1: the valid old pointer in
+    // the rejected call was not acted on.
+    assert_eq!(acc.segment_not_yet_replaced(1), vec![1]);
     acc.audit().unwrap();
 }
 
+/// Shows: a lid at or beyond the tip, as the new pointer of a link or a
+/// replace or as an old pointer, is `LidBeyondTip` and changes nothing:
+/// in particular the tip and the segment table do not grow.
 #[test]
 fn lid_at_or_beyond_the_tip() {
     let acc = reused();
     let tip = acc.tip();
-    for lid in [tip, tip + 1, tip + 10 * SS, u64::MAX] {
+    let table = picture(&acc).2.len();
+    for lid in [tip, tip + 1, tip + 10 * SS, tip + 1000 * SS, u64::MAX] {
         let err = unchanged(&acc, |a| a.mark_link(4, 2 * L, DiskPtr::Inline(lid), 10));
-        assert!(matches!(err, Error::LidBeyondTip { .. }), "{err}");
+        assert!(
+            matches!(err, Error::LidBeyondTip { lid: l, tip: t } if l == lid && t == tip),
+            "{err}"
+        );
         let err = unchanged(&acc, |a| {
-            a.mark_replace(2, 2 * L, &[DiskPtr::Inline(lid)], DiskPtr::Inline(0), 10)
+            a.mark_replace(2, 2 * L, &[], DiskPtr::Blob { lid, blob: 9 }, 10)
+        });
+        assert!(matches!(err, Error::LidBeyondTip { .. }), "{err}");
+        // An old pointer beyond the tip, after a valid one.
+        let err = unchanged(&acc, |a| {
+            a.mark_replace(
+                2,
+                2 * L,
+                &[DiskPtr::Inline(SS), DiskPtr::Inline(lid)],
+                DiskPtr::Inline(0),
+                10,
+            )
         });
         assert!(matches!(err, Error::LidBeyondTip { .. }), "{err}");
     }
-    assert_eq!(acc.tip(), tip, "the table did not grow");
+    assert_eq!(acc.tip(), tip, "the tip did not grow");
+    assert_eq!(picture(&acc).2.len(), table, "the table did not grow");
     acc.audit().unwrap();
 }
 
+/// Shows: a write whose lsn does not match the base lsn of the (Active)
+/// segment its pointer is in is `LsnMismatch`, and changes nothing.
 #[test]
 fn lsn_not_matching_the_segment() {
     let acc = reused();
     let s3 = acc.next(3 * L).unwrap();
-    // Segment 0 is Active at 2L; a write at 3L belongs to another segment.
+    // Segment 0 is Active at 2L; a write at 3L belongs to segment s3.
     let err = unchanged(&acc, |a| a.mark_link(5, 3 * L + 1, DiskPtr::Inline(1), 10));
-    assert!(matches!(err, Error::LsnMismatch { lid: 0, .. }), "{err}");
+    assert!(
+        matches!(err, Error::LsnMismatch { lid: 0, lsn, segment_lsn } if lsn == 3 * L + 1 && segment_lsn == 2 * L),
+        "{err}"
+    );
+    // An lsn of a future segment, never given to `next`.
+    let err = unchanged(&acc, |a| {
+        a.mark_replace(2, 9 * L, &[DiskPtr::Inline(5)], DiskPtr::Inline(s3 + 1), 10)
+    });
+    assert!(
+        matches!(err, Error::LsnMismatch { segment_lsn, .. } if segment_lsn == 3 * L),
+        "{err}"
+    );
+    // An earlier lsn than the segment's: named as a stale segment.
     let err = unchanged(&acc, |a| {
         a.mark_replace(2, 2 * L, &[], DiskPtr::Inline(s3), 10)
     });
     assert!(matches!(err, Error::StaleSegment { .. }), "{err}");
-    // A link into a sealed segment.
+    acc.audit().unwrap();
+}
+
+/// Shows: a link into a segment that is not Active (sealed, or free) is
+/// `SegmentNotActive`, and changes nothing.
+#[test]
+fn link_into_a_segment_that_is_not_active() {
+    let acc = reused();
+    // Segment 1 (lsn L) is sealed.
     let err = unchanged(&acc, |a| a.mark_link(6, L, DiskPtr::Inline(SS), 10));
     assert!(
         matches!(
             err,
             Error::SegmentNotActive {
+                lid: SS,
                 state: SegmentState::Draining | SegmentState::Inactive,
+            }
+        ),
+        "{err}"
+    );
+    // A free segment at the top, never reused: its old lsn.
+    let s3 = acc.next(3 * L).unwrap();
+    acc.stabilize(5 * L).unwrap(); // s3 held nothing: freed once below the stable lsn
+    acc.flush();
+    assert_eq!(
+        acc.segment_info((s3 / SS) as usize).unwrap().state,
+        SegmentState::Free
+    );
+    let err = unchanged(&acc, |a| a.mark_link(6, 3 * L, DiskPtr::Inline(s3), 10));
+    assert!(
+        matches!(
+            err,
+            Error::SegmentNotActive {
+                state: SegmentState::Free,
                 ..
             }
         ),
@@ -153,62 +253,158 @@ fn lsn_not_matching_the_segment() {
     acc.audit().unwrap();
 }
 
+/// Shows: a replace naming an old fragment in a segment that is Freeing
+/// or Free is `ReplacedFromFreeSegment`, and changes nothing.
 #[test]
-fn every_other_mistake() {
+fn replace_from_a_free_segment() {
     let acc = reused();
-    let err = unchanged(&acc, |a| a.next(L + 1));
-    assert!(matches!(err, Error::UnalignedLsn { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.next(-L));
-    assert!(matches!(err, Error::NegativeLsn { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.next(0));
-    assert!(matches!(err, Error::LsnAlreadyStable { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.next(2 * L));
-    assert!(matches!(err, Error::LsnInUse { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.stabilize(-1));
-    assert!(matches!(err, Error::NegativeLsn { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.mark_link(1, -3, DiskPtr::Inline(0), 1));
-    assert!(matches!(err, Error::NegativeLsn { .. }), "{err}");
-    let err = unchanged(&acc, |a| a.resume_rewriting());
-    assert!(matches!(err, Error::NotPaused), "{err}");
-    let err = unchanged(&acc, |a| a.segment_snapshot_iter_from(0).map(|_| ()));
-    assert!(matches!(err, Error::NotPaused), "{err}");
-    // Replace from a free segment: free segment 2 by sealing and emptying.
+    // Page 7 at segment s3 (lsn 3L), replaced into s4 (lsn 4L); stabilizing
+    // below 5L frees s3.
     let s3 = acc.next(3 * L).unwrap();
     acc.mark_link(7, 3 * L, DiskPtr::Inline(s3), 10).unwrap();
     let s4 = acc.next(4 * L).unwrap();
     acc.mark_replace(7, 4 * L, &[DiskPtr::Inline(s3)], DiskPtr::Inline(s4), 10)
         .unwrap();
     acc.stabilize(5 * L).unwrap();
-    let freed = acc.segment_info(2).unwrap().state;
-    assert!(matches!(freed, SegmentState::Freeing | SegmentState::Free));
+    let freed = acc.segment_info((s3 / SS) as usize).unwrap().state;
+    assert!(
+        matches!(freed, SegmentState::Freeing | SegmentState::Free),
+        "{freed:?}"
+    );
     acc.pause_rewriting(); // extend: the new segment is not the freed one
     let s5 = acc.next(5 * L).unwrap();
     acc.resume_rewriting().unwrap();
     let err = unchanged(&acc, |a| {
+        a.mark_replace(
+            7,
+            5 * L,
+            &[DiskPtr::Inline(s4), DiskPtr::Inline(s3)],
+            DiskPtr::Inline(s5),
+            10,
+        )
+    });
+    assert!(
+        matches!(err, Error::ReplacedFromFreeSegment { pid: 7, lid, .. } if lid == s3),
+        "{err}"
+    );
+    acc.flush();
+    assert_eq!(
+        acc.segment_info((s3 / SS) as usize).unwrap().state,
+        SegmentState::Free
+    );
+    let err = unchanged(&acc, |a| {
         a.mark_replace(7, 5 * L, &[DiskPtr::Inline(s3)], DiskPtr::Inline(s5), 10)
     });
     assert!(
-        matches!(err, Error::ReplacedFromFreeSegment { pid: 7, .. }),
+        matches!(
+            err,
+            Error::ReplacedFromFreeSegment {
+                state: SegmentState::Free,
+                ..
+            }
+        ),
         "{err}"
     );
     acc.audit().unwrap();
 }
 
+/// Shows: bad lsns given to `next`, the marks and `stabilize`, and
+/// unmatched resume / iteration, are each their typed error and change
+/// nothing.
+#[test]
+fn every_other_mistake() {
+    let acc = reused();
+    let err = unchanged(&acc, |a| a.next(L + 1));
+    assert!(
+        matches!(err, Error::UnalignedLsn { lsn, segment_size: SS } if lsn == L + 1),
+        "{err}"
+    );
+    let err = unchanged(&acc, |a| a.next(-L));
+    assert!(
+        matches!(err, Error::NegativeLsn { lsn } if lsn == -L),
+        "{err}"
+    );
+    // Already stabilized past (the store's lsn counter went backwards).
+    let err = unchanged(&acc, |a| a.next(0));
+    assert!(
+        matches!(err, Error::LsnAlreadyStable { lsn: 0, stable } if stable == L),
+        "{err}"
+    );
+    // The lsn of the Active segment, given again.
+    let err = unchanged(&acc, |a| a.next(2 * L));
+    assert!(
+        matches!(err, Error::LsnInUse { lsn } if lsn == 2 * L),
+        "{err}"
+    );
+    // Beyond the packed word's range.
+    let huge = (1i64 << 40) * L;
+    let err = unchanged(&acc, |a| a.next(huge));
+    assert!(matches!(err, Error::LsnOutOfRange { .. }), "{err}");
+    let err = unchanged(&acc, |a| a.mark_link(1, huge, DiskPtr::Inline(0), 1));
+    assert!(matches!(err, Error::LsnOutOfRange { .. }), "{err}");
+    let err = unchanged(&acc, |a| a.stabilize(-1));
+    assert!(matches!(err, Error::NegativeLsn { lsn: -1 }), "{err}");
+    let err = unchanged(&acc, |a| a.mark_link(1, -3, DiskPtr::Inline(0), 1));
+    assert!(matches!(err, Error::NegativeLsn { lsn: -3 }), "{err}");
+    let err = unchanged(&acc, |a| {
+        a.mark_replace(2, -3, &[DiskPtr::Inline(SS)], DiskPtr::Inline(0), 1)
+    });
+    assert!(matches!(err, Error::NegativeLsn { lsn: -3 }), "{err}");
+    let err = unchanged(&acc, |a| a.resume_rewriting());
+    assert!(matches!(err, Error::NotPaused), "{err}");
+    let err = unchanged(&acc, |a| a.segment_snapshot_iter_from(0).map(|_| ()));
+    assert!(matches!(err, Error::NotPaused), "{err}");
+    // Pauses nest: one resume too many is an error.
+    acc.pause_rewriting();
+    acc.resume_rewriting().unwrap();
+    let err = unchanged(&acc, |a| a.resume_rewriting());
+    assert!(matches!(err, Error::NotPaused), "{err}");
+    // The accountant still works.
+    let lid = acc.next(3 * L).unwrap();
+    acc.mark_link(8, 3 * L, DiskPtr::Inline(lid), 1).unwrap();
+    acc.audit().unwrap();
+}
+
+/// Shows: invalid configuration values are rejected by
+/// `Config::builder().build()` with their typed error.
 #[test]
 fn configuration_mistakes() {
-    use segment_accountant::ConfigError;
     let b = Config::builder;
     assert_eq!(
         b().segment_size(1000).build().unwrap_err(),
         ConfigError::SegmentSizeNotPowerOfTwo(1000)
     );
-    assert!(matches!(
-        b().segment_size(512).build(),
-        Err(ConfigError::SegmentSizeTooSmall { .. })
-    ));
+    assert_eq!(
+        b().segment_size(0).build().unwrap_err(),
+        ConfigError::SegmentSizeNotPowerOfTwo(0)
+    );
+    assert_eq!(
+        b().segment_size(512).build().unwrap_err(),
+        ConfigError::SegmentSizeTooSmall {
+            size: 512,
+            min: 4096
+        }
+    );
+    assert_eq!(
+        b().segment_size(32)
+            .allow_small_segments(true)
+            .build()
+            .unwrap_err(),
+        ConfigError::SegmentSizeTooSmall { size: 32, min: 64 }
+    );
+    assert!(b()
+        .segment_size(64)
+        .allow_small_segments(true)
+        .build()
+        .is_ok());
     assert_eq!(
         b().cleanup_threshold(0).build().unwrap_err(),
         ConfigError::CleanupThreshold(0)
     );
-    assert_eq!(b().skew(200).build().unwrap_err(), ConfigError::Skew(200));
+    assert_eq!(
+        b().cleanup_threshold(100).build().unwrap_err(),
+        ConfigError::CleanupThreshold(100)
+    );
+    assert_eq!(b().skew(101).build().unwrap_err(), ConfigError::Skew(101));
+    assert!(b().skew(100).cleanup_threshold(99).build().is_ok());
 }

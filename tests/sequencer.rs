@@ -1,72 +1,25 @@
-//! The sequencer owns only the file tip: while a truncation's sync is
-//! blocked, `mark_link`, `mark_replace`, `stabilize`, `clean` and `next`
-//! from the free list all complete; growing the tip back over the
-//! truncated range waits until the truncation has finished; a failed
-//! truncation is reported by the next tip change, and a retry succeeds.
+//! The sequencer owns only the file tip. These tests hold a truncation's
+//! `sync` on a latch and show that `mark_link`, `mark_replace`,
+//! `stabilize`, `flush`, `clean` and `next` from the free list all complete
+//! meanwhile (each on its own thread, with a deadline), that growing the
+//! tip back over the truncated range waits until the truncation has
+//! finished, and that a failed truncation (`set_len` or `sync` error) is
+//! reported once by the next tip change, after which a retry succeeds.
 
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{within, LatchedStorage};
 use segment_accountant::{
-    Accountant, BlobId, Collector, Config, DiskPtr, Error, Lsn, MemStorage, SegmentState, Storage,
+    Accountant, Collector, Config, DiskPtr, Error, Lsn, SegmentState, Storage,
 };
 
 const SS: u64 = 4096;
 const L: Lsn = SS as Lsn;
-
-/// MemStorage whose `sync` blocks on a latch while armed, and whose
-/// `set_len` can be made to fail.
-#[derive(Default)]
-struct Latched {
-    inner: MemStorage,
-    armed: Mutex<bool>,
-    released: Condvar,
-    syncing: AtomicBool,
-    fail_set_len: AtomicU32,
-}
-
-impl Latched {
-    fn arm(&self) {
-        *self.armed.lock().unwrap() = true;
-    }
-    fn release(&self) {
-        *self.armed.lock().unwrap() = false;
-        self.released.notify_all();
-    }
-}
-
-impl Storage for Latched {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, buf)
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        if self.fail_set_len.load(Ordering::SeqCst) > 0 {
-            self.fail_set_len.fetch_sub(1, Ordering::SeqCst);
-            return Err(io::Error::other("injected set_len failure"));
-        }
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.syncing.store(true, Ordering::SeqCst);
-        let mut armed = self.armed.lock().unwrap();
-        while *armed {
-            armed = self.released.wait(armed).unwrap();
-        }
-        self.syncing.store(false, Ordering::SeqCst);
-        self.inner.sync()
-    }
-    fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
-        self.inner.remove_blob(blob)
-    }
-}
+const DEADLINE: Duration = Duration::from_secs(5);
 
 fn ptr(lid: u64, off: u64) -> DiskPtr {
     DiskPtr::Inline(lid + off)
@@ -76,10 +29,13 @@ fn state(acc: &Accountant, index: usize) -> SegmentState {
     acc.segment_info(index).unwrap().state
 }
 
-/// Builds: segment 0 live, segment 1 Active (lsn 6L), segment 2 live
-/// (page 3), segments 3 and 4 free at the top of the file.
-fn setup(storage: Arc<Latched>) -> (Arc<Accountant>, u64) {
+/// Builds: segment 0 (lsn 5L) live with pages 1, 2 and 4; segment 1
+/// Active at lsn 6L; segment 2 (lsn 2L) Draining with page 3; segments 3
+/// and 4 Free at the top of a five-segment file. The next shrink cuts 3
+/// and 4 off.
+fn setup(storage: Arc<LatchedStorage>) -> (Arc<Accountant>, u64) {
     let config = Config::builder().segment_size(SS).build().unwrap();
+    // A private collector: nobody else's pins delay our frees.
     let acc = Arc::new(Accountant::with_collector(
         config,
         storage.clone(),
@@ -121,74 +77,131 @@ fn setup(storage: Arc<Latched>) -> (Arc<Accountant>, u64) {
     (acc, active)
 }
 
+/// Shows: while a truncation's sync is blocked, every other operation
+/// completes (links, replaces, stabilize, flush, clean, `next` from the
+/// free list), and a `next` that must grow the tip back over the
+/// truncated range waits until the truncation has finished.
 #[test]
 fn hot_path_completes_while_a_truncation_sync_is_blocked() {
-    let storage = Arc::new(Latched::default());
+    let storage = Arc::new(LatchedStorage::default());
     let (acc, active) = setup(storage.clone());
-    storage.arm();
+    storage.sync_latch.close();
+    let _open = storage.sync_latch.open_on_drop();
 
     // A tip change: shrinks over segments 3 and 4 (the truncation's sync
     // blocks), finds nothing free, and must grow the tip back over the
-    // truncated range: it waits for the truncation.
-    let returned = Arc::new(AtomicBool::new(false));
-    let bumper = {
-        let (acc, returned) = (acc.clone(), returned.clone());
-        std::thread::spawn(move || {
-            let lid = acc.next(7 * L);
-            returned.store(true, Ordering::SeqCst);
-            lid
-        })
+    // truncated range, so it waits for the truncation.
+    let grower = {
+        let acc = acc.clone();
+        std::thread::spawn(move || acc.next(7 * L))
     };
-    while !storage.syncing.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    storage.sync_latch.await_waiting(1, "the truncation's sync");
     assert_eq!(acc.tip(), 3 * SS, "the shrink lowered the tip");
 
-    // Everything else proceeds meanwhile.
-    acc.mark_link(10, 6 * L, ptr(active, 0), 50).unwrap();
-    acc.mark_replace(3, 6 * L, &[ptr(2 * SS, 0)], ptr(active, 50), 50)
-        .unwrap();
+    // Everything else proceeds meanwhile, each call with a deadline.
+    let a = acc.clone();
+    within(DEADLINE, "mark_link", move || {
+        a.mark_link(10, 6 * L, ptr(active, 0), 50)
+    })
+    .unwrap();
+    let a = acc.clone();
+    within(DEADLINE, "mark_replace", move || {
+        a.mark_replace(3, 6 * L, &[ptr(2 * SS, 0)], ptr(active, 50), 50)
+    })
+    .unwrap();
+    let a = acc.clone();
+    let picked = within(DEADLINE, "clean", move || a.clean(0));
     assert!(
-        acc.clean(0).is_some(),
-        "draining segments have pages to relocate"
+        matches!(picked, Some(1 | 2 | 4)),
+        "segment 0 (pages 1, 2, 4) is draining: {picked:?}"
     );
-    acc.stabilize(7 * L).unwrap(); // seals segment 1; segment 2 empties
-    acc.flush();
+    let a = acc.clone();
+    within(DEADLINE, "stabilize", move || a.stabilize(7 * L)).unwrap();
+    // Segment 1 sealed; segment 2 emptied by the replace of page 3.
+    let a = acc.clone();
+    within(DEADLINE, "flush", move || a.flush());
+    assert!(matches!(
+        state(&acc, 1),
+        SegmentState::Inactive | SegmentState::Draining
+    ));
     assert_eq!(state(&acc, 2), SegmentState::Free);
-    // `next` from the free list: the sequencer is busy, so no shrink; the
-    // free segment 2 is reused without waiting.
-    let reused = acc.next(8 * L).unwrap();
+    // `next` from the free list: the sequencer is busy, so no shrink is
+    // attempted; the free segment 2 is reused without waiting.
+    let a = acc.clone();
+    let reused = within(DEADLINE, "next from the free list", move || a.next(8 * L)).unwrap();
     assert_eq!(reused, 2 * SS);
-    acc.mark_link(11, 8 * L, ptr(reused, 0), 10).unwrap();
+    let a = acc.clone();
+    within(DEADLINE, "mark_link into the reused segment", move || {
+        a.mark_link(11, 8 * L, ptr(reused, 0), 10)
+    })
+    .unwrap();
+    assert_eq!(acc.tip(), 3 * SS, "nothing grew the tip meanwhile");
 
+    // The grower is still waiting for the truncation.
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        !returned.load(Ordering::SeqCst),
+        !grower.is_finished(),
         "the tip grew back before the truncation finished"
     );
-    storage.release();
-    let lid = bumper.join().unwrap().unwrap();
+    assert_eq!(storage.sync_latch.waiting(), 1);
+    storage.sync_latch.open();
+    let lid = grower.join().unwrap().unwrap();
     assert_eq!(lid, 3 * SS, "the tip grows back over the truncated range");
+    assert_eq!(acc.tip(), 4 * SS);
+    assert_eq!(state(&acc, 3), SegmentState::Active);
     assert_eq!(acc.stats().bytes_truncated, 2 * SS);
+    assert_eq!(storage.inner.len().unwrap(), 3 * SS, "the file was cut");
+    assert!(storage.inner.syncs() >= 1, "and the cut was synced");
     acc.stabilize(9 * L).unwrap();
     acc.flush();
     acc.audit().unwrap();
 }
 
+/// Shows: a truncation whose `set_len` fails is reported as
+/// `Error::Truncation` by the next tip change, which changes nothing; the
+/// error is reported once, and a retry (same lsn) succeeds.
 #[test]
-fn truncation_errors_are_reported_by_the_next_tip_change() {
-    let storage = Arc::new(Latched::default());
+fn set_len_error_is_reported_by_the_next_tip_change() {
+    let storage = Arc::new(LatchedStorage::default());
     let (acc, _active) = setup(storage.clone());
     storage.fail_set_len.store(1, Ordering::SeqCst);
-    // Shrinks (the truncation fails in the background), then extends:
-    // the extension reports the failure, and nothing changes.
+    // Shrinks (the truncation fails in the background), then must extend:
+    // the extension reports the failure.
     let err = acc.next(7 * L).unwrap_err();
     assert!(matches!(err, Error::Truncation(_)), "{err}");
     assert_eq!(acc.tip(), 3 * SS);
-    // The error was reported once; the retry succeeds with the same lsn.
+    assert_eq!(state(&acc, 3), SegmentState::Vacant);
+    acc.audit().unwrap();
+    // Reported once; the retry with the same lsn succeeds.
     let lid = acc.next(7 * L).unwrap();
     assert_eq!(lid, 3 * SS);
     acc.stabilize(8 * L).unwrap();
+    acc.flush();
+    acc.audit().unwrap();
+}
+
+/// Shows: the same for a truncation whose `sync` fails (the length change
+/// was made but not made durable).
+#[test]
+fn sync_error_is_reported_by_the_next_tip_change() {
+    let storage = Arc::new(LatchedStorage::default());
+    let (acc, _active) = setup(storage.clone());
+    storage.fail_sync.store(1, Ordering::SeqCst);
+    let err = acc.next(7 * L).unwrap_err();
+    assert!(matches!(err, Error::Truncation(_)), "{err}");
+    assert_eq!(acc.tip(), 3 * SS);
+    assert_eq!(
+        storage.fail_sync.load(Ordering::SeqCst),
+        0,
+        "sync was tried"
+    );
+    acc.audit().unwrap();
+    let lid = acc.next(7 * L).unwrap();
+    assert_eq!(lid, 3 * SS);
+    // A later tip change finds nothing to report.
+    let lid = acc.next(8 * L).unwrap();
+    assert_eq!(lid, 4 * SS);
+    acc.stabilize(9 * L).unwrap();
     acc.flush();
     acc.audit().unwrap();
 }

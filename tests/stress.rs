@@ -1,31 +1,110 @@
-//! Multi-threaded stress: four threads act as a log store's writers for a
-//! bounded time (`STRESS_SECONDS`, default 3). Each is a write head with
-//! its own pages: it rolls segments with `next` (segment lsns interleaved
-//! across heads from one logical counter), links deltas, replaces pages
-//! with all their old pointers, frees pages with a free record, and
-//! relocates the pages `clean` suggests; thread 0 also stabilizes below
-//! the slowest head (the harness's contract: a head publishes its progress
-//! only after every mark into its finished segment) and flushes.
+//! Multi-threaded stress through the public API.
 //!
-//! Checks: no lid is handed out by `next` while the harness still holds a
-//! page fragment in it or while it is another head's open segment (so
-//! never twice without a free in between); after joining, stabilizing
-//! everything and flushing, `audit` passes and the accountant's live pages
-//! and bytes equal the harness's.
+//! Shows: under four concurrent writers and a concurrent stabilizer, with
+//! segments reused, drained, freed and truncated many times over, the
+//! accountant never hands out a segment that is still in use (no lid twice
+//! without a free in between, property D; never a segment holding the
+//! latest stable copy of a page, property A; never one the stable lsn has
+//! not passed, property C), `audit` passes at the end, and its live pages
+//! and bytes per segment equal the harness's own bookkeeping.
+//!
+//! The harness is a log store in miniature:
+//! - one log head shared by all writers (as a store's io buffers are): a
+//!   write reserves its bytes under the head's mutex; when a segment is
+//!   full the reservation rolls it with `next`, lsns drawn from one
+//!   increasing counter, so the rolls themselves are serialized;
+//! - each segment counts its reservations in flight; a write's
+//!   `mark_link` / `mark_replace` (and the harness's own bookkeeping)
+//!   happen before its reservation is released;
+//! - a writer holds the page's mutex from the reservation to the end of
+//!   the mark, so each page's fragment list is updated consistently and
+//!   its lsns increase;
+//! - the stabilizer thread (and, now and then, the writers) passes
+//!   `stabilize` the header-vouched bound: the base lsn of the first
+//!   segment that is not sealed or still has writes in flight. That is the
+//!   caller contract: every mark into a segment happens before `stabilize`
+//!   covers it;
+//! - writers link deltas, rewrite pages completely (a replace naming every
+//!   old pointer), free pages (a replace whose new pointer is the page's
+//!   free record), relocate the pages `clean` suggests, and now and then
+//!   seal the head's buffer early (leaving some segments empty); the working
+//!   set alternates between a large and a small phase (freeing the large
+//!   phase's extra pages) so that the file grows and shrinks.
+//!
+//! `STRESS_SECONDS` overrides the run time (default 4 s).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lid, Lsn, MemStorage};
+use segment_accountant::{
+    Accountant, Collector, Config, DiskPtr, Lid, Lsn, MemStorage, PageId, SegmentState,
+};
 
-const THREADS: u64 = 4;
-const SS: u64 = 512;
-const PAGES: u64 = 300;
+const WRITERS: usize = 4;
+const SS: u64 = 256;
+/// Pages written in the small phase.
+const SMALL: u64 = 300;
+/// Pages written in the large phase.
+const LARGE: u64 = 2000;
+const PHASE: Duration = Duration::from_millis(400);
+/// Bytes of a free record (a header-sized fragment).
+const FREE_RECORD: u64 = 8;
 
-/// A fragment the harness placed: pointer, bytes, lsn.
-type Fragment = (DiskPtr, u64, Lsn);
+fn index_of(lid: Lid) -> usize {
+    (lid / SS) as usize
+}
+
+fn base_of(lsn: Lsn) -> Lsn {
+    lsn - lsn % SS as Lsn
+}
+
+/// The highest stabilized segment lsn that `stabilize(stable_lsn)` asks for.
+fn stable_segment_lsn(stable_lsn: Lsn) -> Lsn {
+    (stable_lsn / SS as Lsn - 1) * SS as Lsn
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One fragment the harness placed: where, how many bytes, at which lsn.
+#[derive(Clone, Copy, Debug)]
+struct Fragment {
+    ptr: DiskPtr,
+    size: u64,
+    lsn: Lsn,
+}
+
+#[derive(Default)]
+struct Page {
+    fragments: Vec<Fragment>,
+    freed: bool,
+}
+
+/// The log head.
+struct Log {
+    /// Segment number (lsn / SS) of the segment being filled.
+    segno: u64,
+    lid: Lid,
+    used: u64,
+    /// Segments not yet known complete, oldest first, with their writes in
+    /// flight.
+    window: VecDeque<(u64, Arc<AtomicU64>)>,
+    /// The lsn each lid was last handed out for.
+    incarnations: HashMap<Lid, Lsn>,
+}
+
+/// What the harness knows about one incarnation of a segment.
+#[derive(Debug)]
+struct Incarnation {
+    /// Fragments the harness still has there (not yet replaced).
+    fragments: u64,
+    /// The highest base lsn of a segment whose write replaced a fragment
+    /// here: the incarnation may be reused only once that one is stable.
+    max_replacer: Lsn,
+}
 
 #[derive(Default)]
 struct Counts {
@@ -37,84 +116,265 @@ struct Counts {
     nexts: AtomicU64,
     reuses: AtomicU64,
     stabilizes: AtomicU64,
+    flushes: AtomicU64,
+    early_seals: AtomicU64,
+    max_tip: AtomicU64,
 }
 
-struct Shared {
+/// A reserved stretch of the log; dropping it ends the write.
+struct Reservation {
+    ptr: DiskPtr,
+    lsn: Lsn,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Release: the marks and bookkeeping of this write happen before a
+        // stabilizer that sees the count drop.
+        self.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+const SHARDS: usize = 64;
+
+struct Harness {
     acc: Accountant,
-    /// Each head's current segment number.
-    progress: Vec<AtomicU64>,
-    /// Each head's open segment lid (u64::MAX: none).
-    open: Vec<AtomicU64>,
-    /// Each head's pages: fragments (pointer, bytes).
-    pages: Vec<Mutex<Vec<Vec<Fragment>>>>,
-    /// Serializes the lid check against other heads' rolls.
-    roll: Mutex<u64>,
-    counts: Counts,
+    log: Mutex<Log>,
+    pages: Vec<Mutex<Page>>,
+    /// (segment index, incarnation lsn) → what the harness holds there,
+    /// sharded by index.
+    live: Vec<Mutex<HashMap<(usize, Lsn), Incarnation>>>,
+    /// The highest lsn passed to `stabilize` (recorded before the call).
+    requested: AtomicI64,
+    large_phase: AtomicBool,
     stop: AtomicBool,
+    counts: Counts,
 }
 
-impl Shared {
-    fn stable_bound(&self) -> Lsn {
-        let min = self
-            .progress
-            .iter()
-            .map(|p| p.load(Ordering::Acquire))
-            .min()
+impl Harness {
+    fn new() -> Harness {
+        let config = Config::builder()
+            .segment_size(SS)
+            .allow_small_segments(true)
+            .build()
             .unwrap();
-        (min * SS) as Lsn
+        let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+        let harness = Harness {
+            acc,
+            log: Mutex::new(Log {
+                segno: 0,
+                lid: 0,
+                used: 0,
+                window: VecDeque::new(),
+                incarnations: HashMap::new(),
+            }),
+            pages: (0..LARGE).map(|_| Mutex::default()).collect(),
+            live: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            requested: AtomicI64::new(-1),
+            large_phase: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            counts: Counts::default(),
+        };
+        {
+            let mut log = lock(&harness.log);
+            harness.roll(&mut log, 0);
+        }
+        harness
     }
 
-    /// `next` for head `t`, checking the lid is not in use.
-    fn roll(&self, t: usize, segno: u64) -> Lid {
-        let mut max_tip = self.roll.lock().unwrap();
-        let lid = self.acc.next((segno * SS) as Lsn).expect("next");
+    fn live_shard(&self, index: usize) -> MutexGuard<'_, HashMap<(usize, Lsn), Incarnation>> {
+        lock(&self.live[index % SHARDS])
+    }
+
+    /// Hands out the segment for `segno` and checks the lid is not in use.
+    fn roll(&self, log: &mut Log, segno: u64) {
+        let lsn = (segno * SS) as Lsn;
+        let lid = self
+            .acc
+            .next(lsn)
+            .unwrap_or_else(|e| panic!("next({lsn}): {e}"));
         self.counts.nexts.fetch_add(1, Ordering::Relaxed);
-        if lid < *max_tip {
+        assert_eq!(lid % SS, 0, "next({lsn}) returned unaligned lid {lid}");
+        // Rolls are serialized (we hold the log), and only `next` moves the
+        // tip: the segment must be below it, Active with our lsn.
+        let tip = self.acc.tip();
+        assert!(
+            lid < tip,
+            "next({lsn}) returned lid {lid} at/above tip {tip}"
+        );
+        let info = self.acc.segment_info(index_of(lid)).unwrap();
+        assert!(
+            info.state == SegmentState::Active && info.lsn == Some(lsn),
+            "next({lsn}) returned lid {lid}, which is {info:?}"
+        );
+        // Whatever was requested before `next` returned is all the
+        // accountant may have acted on.
+        let stable = stable_segment_lsn(self.requested.load(Ordering::SeqCst));
+        if let Some(previous) = log.incarnations.insert(lid, lsn) {
+            // Property C (and D: the previous incarnation is not open).
+            assert!(
+                previous < stable,
+                "lid {lid} handed out for lsn {lsn}, but its previous incarnation at lsn \
+                 {previous} is not below the stabilized segment lsn {stable}"
+            );
+            if let Some(old) = self
+                .live_shard(index_of(lid))
+                .remove(&(index_of(lid), previous))
+            {
+                // Property D: no page still has a fragment there.
+                assert_eq!(
+                    old.fragments, 0,
+                    "lid {lid} handed out for lsn {lsn} while the harness still has \
+                     fragments in its incarnation at lsn {previous}"
+                );
+                // Property A: every replacement of its fragments is stable.
+                assert!(
+                    old.max_replacer <= stable,
+                    "lid {lid} handed out for lsn {lsn} while the segment at lsn {} that \
+                     replaced its fragments is not stable (stabilized segment lsn {stable})",
+                    old.max_replacer
+                );
+            }
             self.counts.reuses.fetch_add(1, Ordering::Relaxed);
         }
-        *max_tip = (*max_tip).max(lid + SS);
-        for (h, open) in self.open.iter().enumerate() {
-            assert!(
-                h == t || open.load(Ordering::Acquire) != lid,
-                "lid {lid} handed out while it is head {h}'s open segment"
-            );
+        self.counts.max_tip.fetch_max(tip, Ordering::Relaxed);
+        log.segno = segno;
+        log.lid = lid;
+        log.used = 0;
+        log.window.push_back((segno, Arc::new(AtomicU64::new(0))));
+    }
+
+    /// Reserves `size` bytes at the log head, rolling to a new segment if
+    /// they do not fit.
+    fn reserve(&self, size: u64) -> Reservation {
+        let mut log = lock(&self.log);
+        if log.used + size > SS {
+            let segno = log.segno + 1;
+            self.roll(&mut log, segno);
         }
-        for (h, pages) in self.pages.iter().enumerate() {
-            let pages = pages.lock().unwrap();
-            for (pid, frags) in pages.iter().enumerate() {
-                for (ptr, _, _) in frags {
-                    assert!(
-                        ptr.lid() / SS != lid / SS,
-                        "lid {lid} handed out while head {h}'s page {pid} has a fragment at {}",
-                        ptr.lid()
-                    );
-                }
+        let in_flight = log.window.back().unwrap().1.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let reservation = Reservation {
+            ptr: DiskPtr::Inline(log.lid + log.used),
+            lsn: (log.segno * SS + log.used) as Lsn,
+            in_flight,
+        };
+        log.used += size;
+        reservation
+    }
+
+    /// Rolls the head to a new segment now, as a store flushing a
+    /// partly filled buffer does; with `twice`, rolls again at once, so a
+    /// segment holds no fragment.
+    fn seal_early(&self, twice: bool) {
+        let mut log = lock(&self.log);
+        for _ in 0..1 + twice as u64 {
+            let segno = log.segno + 1;
+            self.roll(&mut log, segno);
+        }
+        self.counts.early_seals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The header-vouched stable lsn: every segment below it is sealed and
+    /// has no write in flight.
+    fn stable_bound(&self) -> Lsn {
+        let mut log = lock(&self.log);
+        while let Some((segno, in_flight)) = log.window.front() {
+            // Acquire: pairs with the release in `Reservation::drop`.
+            if *segno < log.segno && in_flight.load(Ordering::Acquire) == 0 {
+                log.window.pop_front();
+            } else {
+                break;
             }
         }
-        self.open[t].store(lid, Ordering::Release);
-        lid
+        (log.window.front().unwrap().0 * SS) as Lsn
+    }
+
+    fn stabilize(&self) {
+        let bound = self.stable_bound();
+        self.requested.fetch_max(bound, Ordering::SeqCst);
+        self.acc
+            .stabilize(bound)
+            .unwrap_or_else(|e| panic!("stabilize({bound}): {e}"));
+        self.counts.stabilizes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn flush(&self) {
+        self.acc.flush();
+        self.counts.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_fragment(&self, page: &mut Page, fragment: Fragment) {
+        let index = index_of(fragment.ptr.lid());
+        self.live_shard(index)
+            .entry((index, base_of(fragment.lsn)))
+            .or_insert(Incarnation {
+                fragments: 0,
+                max_replacer: -1,
+            })
+            .fragments += 1;
+        page.fragments.push(fragment);
+    }
+
+    /// Links a fragment of `pid` at the head.
+    fn link(&self, pid: PageId, page: &mut Page, size: u64) {
+        let r = self.reserve(size);
+        self.acc
+            .mark_link(pid, r.lsn, r.ptr, size)
+            .unwrap_or_else(|e| panic!("mark_link({pid}, {}, {:?}): {e}", r.lsn, r.ptr));
+        self.add_fragment(
+            page,
+            Fragment {
+                ptr: r.ptr,
+                size,
+                lsn: r.lsn,
+            },
+        );
+        self.counts.links.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes `pid` completely at the head, replacing every old fragment
+    /// (a full image, a free record, or a relocation).
+    fn rewrite(&self, pid: PageId, page: &mut Page, size: u64) {
+        let r = self.reserve(size);
+        let old: Vec<DiskPtr> = page.fragments.iter().map(|f| f.ptr).collect();
+        if old.is_empty() {
+            self.acc.mark_link(pid, r.lsn, r.ptr, size)
+        } else {
+            self.acc.mark_replace(pid, r.lsn, &old, r.ptr, size)
+        }
+        .unwrap_or_else(|e| panic!("rewrite of {pid} at {} {:?}: {e}", r.lsn, r.ptr));
+        let new_index = index_of(r.ptr.lid());
+        let mut kept = Vec::new();
+        for f in page.fragments.drain(..) {
+            let index = index_of(f.ptr.lid());
+            if index == new_index {
+                // Same segment as the new write: not removed (that buffer
+                // is not yet flushed).
+                kept.push(f);
+                continue;
+            }
+            let mut shard = self.live_shard(index);
+            let inc = shard
+                .get_mut(&(index, base_of(f.lsn)))
+                .expect("a fragment's incarnation is tracked");
+            inc.fragments -= 1;
+            inc.max_replacer = inc.max_replacer.max(base_of(r.lsn));
+        }
+        page.fragments = kept;
+        self.add_fragment(
+            page,
+            Fragment {
+                ptr: r.ptr,
+                size,
+                lsn: r.lsn,
+            },
+        );
     }
 }
 
-/// A page's fragments after a full rewrite at `ptr`: the new one, plus the
-/// old ones in the same segment (the spec keeps counting those: that
-/// buffer is not yet flushed, so they are not removed).
-fn rewritten(
-    old: &[(DiskPtr, u64, Lsn)],
-    ptr: DiskPtr,
-    size: u64,
-    lsn: Lsn,
-) -> Vec<(DiskPtr, u64, Lsn)> {
-    let mut frags: Vec<_> = old
-        .iter()
-        .copied()
-        .filter(|(p, _, _)| p.lid() / SS == ptr.lid() / SS)
-        .collect();
-    frags.push((ptr, size, lsn));
-    frags
-}
-
-fn writer(shared: Arc<Shared>, t: usize, barrier: Arc<Barrier>) {
+fn writer(h: Arc<Harness>, t: usize, barrier: Arc<Barrier>) {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((t as u64 + 1) * 0x2545_f491_4f6c_dd1d);
     let mut rand = move || {
         rng ^= rng << 13;
@@ -122,202 +382,236 @@ fn writer(shared: Arc<Shared>, t: usize, barrier: Arc<Barrier>) {
         rng ^= rng << 17;
         rng
     };
-    let mut segno = t as u64;
-    let mut lid = shared.roll(t, segno);
-    let mut used = 0u64;
+    let c = &h.counts;
     barrier.wait();
-    let c = &shared.counts;
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !h.stop.load(Ordering::Relaxed) {
         let r = rand();
-        let size = 8 + r % 40;
-        if used + size > SS {
-            // Finished: every mark into this segment is done.
-            segno += THREADS;
-            shared.progress[t].store(segno, Ordering::Release);
-            shared.open[t].store(u64::MAX, Ordering::Release);
-            lid = shared.roll(t, segno);
-            used = 0;
-        }
-        let lsn = (segno * SS + used) as Lsn;
-        let ptr = DiskPtr::Inline(lid + used);
-        used += size;
-        let local = ((r >> 16) % PAGES) as usize;
-        let pid = t as u64 * PAGES + local as u64;
-        let mut pages = shared.pages[t].lock().unwrap();
-        match r % 20 {
-            0..=7 if !pages[local].is_empty() && pages[local].len() < 4 => {
-                shared.acc.mark_link(pid, lsn, ptr, size).expect("link");
-                pages[local].push((ptr, size, lsn));
-                c.links.fetch_add(1, Ordering::Relaxed);
-            }
-            0..=14 | 18 | 19 => {
-                let old: Vec<DiskPtr> = pages[local].iter().map(|&(p, _, _)| p).collect();
-                if old.is_empty() {
-                    shared.acc.mark_link(pid, lsn, ptr, size).expect("link");
-                    c.links.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    shared
-                        .acc
-                        .mark_replace(pid, lsn, &old, ptr, size)
-                        .expect("replace");
+        let range = if h.large_phase.load(Ordering::Relaxed) {
+            LARGE
+        } else {
+            SMALL
+        };
+        let pid = (r >> 20) % range;
+        match r % 100 {
+            // A delta, or the first image of a page.
+            0..=34 => {
+                let mut page = lock(&h.pages[pid as usize]);
+                if page.fragments.is_empty() || page.freed || page.fragments.len() >= 4 {
+                    h.rewrite(pid, &mut page, 16 + (r >> 8) % 48);
+                    page.freed = false;
                     c.replaces.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    h.link(pid, &mut page, 8 + (r >> 8) % 16);
                 }
-                pages[local] = rewritten(&pages[local], ptr, size, lsn);
             }
-            15 => {
-                // Free the page: a free record replaces every fragment.
-                let old: Vec<DiskPtr> = pages[local].iter().map(|&(p, _, _)| p).collect();
-                if !old.is_empty() {
-                    shared
-                        .acc
-                        .mark_replace(pid, lsn, &old, ptr, size)
-                        .expect("free");
-                    pages[local] = rewritten(&pages[local], ptr, size, lsn);
+            // A full rewrite (or the re-allocation of a freed page).
+            35..=69 => {
+                let mut page = lock(&h.pages[pid as usize]);
+                h.rewrite(pid, &mut page, 16 + (r >> 8) % 48);
+                page.freed = false;
+                c.replaces.fetch_add(1, Ordering::Relaxed);
+            }
+            // Free a page: its free record replaces every fragment. In the
+            // small phase, free the large phase's extra pages.
+            70..=79 => {
+                let pid = if range == SMALL {
+                    SMALL + (r >> 20) % (LARGE - SMALL)
+                } else {
+                    pid
+                };
+                let mut page = lock(&h.pages[pid as usize]);
+                if !page.fragments.is_empty() && !page.freed {
+                    h.rewrite(pid, &mut page, FREE_RECORD);
+                    page.freed = true;
                     c.frees.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => {
-                drop(pages);
+            // Relocate what the cleaner suggests.
+            80..=97 => {
                 c.cleans.fetch_add(1, Ordering::Relaxed);
-                if let Some(victim) = shared.acc.clean(pid) {
-                    if victim / PAGES == t as u64 {
-                        let v = (victim % PAGES) as usize;
-                        let mut pages = shared.pages[t].lock().unwrap();
-                        let old: Vec<DiskPtr> = pages[v].iter().map(|&(p, _, _)| p).collect();
-                        if !old.is_empty() {
-                            shared
-                                .acc
-                                .mark_replace(victim, lsn, &old, ptr, size)
-                                .expect("relocate");
-                            pages[v] = rewritten(&pages[v], ptr, size, lsn);
-                            c.relocations.fetch_add(1, Ordering::Relaxed);
-                        }
+                let ignore = if r & 1 == 0 { pid } else { u64::MAX };
+                if let Some(victim) = h.acc.clean(ignore) {
+                    assert_ne!(victim, ignore, "clean returned the ignored page");
+                    assert!(victim < LARGE, "clean returned unknown page {victim}");
+                    let mut page = lock(&h.pages[victim as usize]);
+                    if !page.fragments.is_empty() {
+                        let size = if page.freed {
+                            FREE_RECORD
+                        } else {
+                            16 + (r >> 8) % 48
+                        };
+                        h.rewrite(victim, &mut page, size);
+                        c.relocations.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-        }
-        if t == 0 && r % 8 == 0 {
-            shared
-                .acc
-                .stabilize(shared.stable_bound())
-                .expect("stabilize");
-            c.stabilizes.fetch_add(1, Ordering::Relaxed);
-            if r % 64 == 0 {
-                shared.acc.flush();
-            }
+            // Now and then a writer stabilizes too (the combiner takes
+            // concurrent calls), pushes deferred frees through, or seals
+            // the head's buffer early (sometimes leaving a segment with
+            // no fragment at all).
+            98 => h.stabilize(),
+            _ if r & 0x300 == 0 => h.seal_early(r & 0x400 == 0),
+            _ => h.flush(),
         }
     }
-    // Finish: the open segment is complete.
-    shared.progress[t].store(segno + THREADS, Ordering::Release);
-    shared.open[t].store(u64::MAX, Ordering::Release);
 }
 
+fn stabilizer(h: Arc<Harness>, barrier: Arc<Barrier>) {
+    barrier.wait();
+    let mut round = 0u64;
+    while !h.stop.load(Ordering::Relaxed) {
+        h.stabilize();
+        round += 1;
+        if round % 8 == 0 {
+            h.flush();
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Four writers, a stabilizer and a phase switcher for `STRESS_SECONDS`;
+/// then every invariant and the harness's exact view are checked.
 #[test]
 fn four_writers_and_a_stabilizer() {
     let seconds: f64 = std::env::var("STRESS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    let config = Config::builder()
-        .segment_size(SS)
-        .allow_small_segments(true)
-        .build()
-        .unwrap();
-    let shared = Arc::new(Shared {
-        acc: Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new()),
-        progress: (0..THREADS).map(AtomicU64::new).collect(),
-        open: (0..THREADS).map(|_| AtomicU64::new(u64::MAX)).collect(),
-        pages: (0..THREADS)
-            .map(|_| Mutex::new(vec![Vec::new(); PAGES as usize]))
-            .collect(),
-        roll: Mutex::new(0),
-        counts: Counts::default(),
-        stop: AtomicBool::new(false),
-    });
-    let barrier = Arc::new(Barrier::new(THREADS as usize + 1));
-    let handles: Vec<_> = (0..THREADS as usize)
+        .unwrap_or(4.0);
+    let h = Arc::new(Harness::new());
+    let barrier = Arc::new(Barrier::new(WRITERS + 2));
+    let mut handles: Vec<_> = (0..WRITERS)
         .map(|t| {
-            let (shared, barrier) = (shared.clone(), barrier.clone());
-            std::thread::spawn(move || writer(shared, t, barrier))
+            let (h, barrier) = (h.clone(), barrier.clone());
+            std::thread::spawn(move || writer(h, t, barrier))
         })
         .collect();
+    handles.push({
+        let (h, barrier) = (h.clone(), barrier.clone());
+        std::thread::spawn(move || stabilizer(h, barrier))
+    });
     barrier.wait();
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    shared.stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("a writer panicked");
+    let run = Duration::from_secs_f64(seconds);
+    let mut phases = 0;
+    while start.elapsed() < run {
+        std::thread::sleep(PHASE.min(run.saturating_sub(start.elapsed())));
+        h.large_phase.fetch_xor(true, Ordering::Relaxed);
+        phases += 1;
+    }
+    h.stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.join().expect("a harness thread panicked");
     }
     let elapsed = start.elapsed().as_secs_f64();
 
-    // Everything is complete: stabilize past every head's last segment and
-    // push frees through.
-    let end = shared
-        .progress
-        .iter()
-        .map(|p| p.load(Ordering::Acquire))
-        .max()
-        .unwrap() as Lsn
-        * SS as Lsn;
-    shared.acc.stabilize(end).unwrap();
-    shared.acc.flush();
-    shared.acc.audit().expect("audit after the stress run");
+    // Every write is complete: the last segment is sealed too.
+    let end = ((lock(&h.log).segno + 1) * SS) as Lsn;
+    h.requested.fetch_max(end, Ordering::SeqCst);
+    h.acc.stabilize(end).unwrap();
+    let mut waiting = h.acc.flush();
+    for _ in 0..100 {
+        if waiting == 0 {
+            break;
+        }
+        waiting = h.acc.flush();
+    }
+    assert_eq!(waiting, 0, "frees still wait on the epoch after flushing");
+    h.acc.audit().expect("audit after the stress run");
 
-    // The accountant's live pages and bytes are the harness's.
-    let mut expected: BTreeMap<usize, BTreeMap<u64, u64>> = BTreeMap::new();
-    let mut lsns: BTreeMap<usize, std::collections::BTreeSet<Lsn>> = BTreeMap::new();
-    for (t, pages) in shared.pages.iter().enumerate() {
-        for (local, frags) in pages.lock().unwrap().iter().enumerate() {
-            for &(ptr, size, lsn) in frags {
-                let pid = t as u64 * PAGES + local as u64;
-                *expected
-                    .entry((ptr.lid() / SS) as usize)
-                    .or_default()
-                    .entry(pid)
-                    .or_default() += size;
-                lsns.entry((ptr.lid() / SS) as usize)
-                    .or_default()
-                    .insert(lsn - lsn % SS as Lsn);
-            }
+    // The harness's view: per segment, the pages (and their bytes) it
+    // still has fragments in.
+    let log = lock(&h.log);
+    let mut expected: BTreeMap<usize, BTreeMap<PageId, u64>> = BTreeMap::new();
+    let mut bytes = 0;
+    for (pid, page) in h.pages.iter().enumerate() {
+        for f in &lock(page).fragments {
+            let lid = f.ptr.lid() - f.ptr.lid() % SS;
+            assert_eq!(
+                log.incarnations.get(&lid),
+                Some(&base_of(f.lsn)),
+                "page {pid}'s fragment {f:?} is in an earlier incarnation of its segment"
+            );
+            *expected
+                .entry(index_of(lid))
+                .or_default()
+                .entry(pid as PageId)
+                .or_default() += f.size;
+            bytes += f.size;
         }
     }
-    let stats = shared.acc.stats();
+    let stats = h.acc.stats();
+    let stable = h.acc.stable_lsn();
+    assert_eq!(stable, stable_segment_lsn(end));
     for index in 0..stats.tip_segments {
-        let want: Vec<(u64, u64)> = expected
+        let want: Vec<(PageId, u64)> = expected
             .get(&index)
             .map(|m| m.iter().map(|(&p, &b)| (p, b)).collect())
             .unwrap_or_default();
+        let info = h.acc.segment_info(index).unwrap();
         assert_eq!(
-            shared.acc.segment_pages(index),
+            h.acc.segment_pages(index),
             want,
-            "segment {index}: {:?}, harness fragment segment lsns {:?}",
-            shared.acc.segment_info(index),
-            lsns.get(&index)
+            "segment {index} ({info:?}): pages differ from the harness's"
         );
+        if want.is_empty() {
+            // Emptied segments are free; the last one waits for the
+            // stable lsn to pass it.
+            assert!(
+                info.state == SegmentState::Free
+                    || (info.state == SegmentState::Freeing && info.lsn == Some(stable)),
+                "empty segment {index} is {info:?}"
+            );
+        } else {
+            assert!(
+                matches!(info.state, SegmentState::Inactive | SegmentState::Draining),
+                "segment {index} with live pages is {info:?}"
+            );
+            assert_eq!(info.lsn, log.incarnations.get(&info.lid).copied());
+        }
     }
-    let c = &shared.counts;
-    let total: u64 = [&c.links, &c.replaces, &c.frees, &c.cleans]
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .sum();
+    assert!(expected.keys().all(|&i| i < stats.tip_segments));
+    let pages_present: usize = expected.values().map(BTreeMap::len).sum();
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.pages_present, pages_present as u64);
+    assert_eq!(stats.live_bytes, bytes);
+    assert_eq!(
+        stats.free + stats.freeing + stats.inactive + stats.draining,
+        stats.tip_segments
+    );
+
+    let c = &h.counts;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let ops = get(&c.links) + get(&c.replaces) + get(&c.frees) + get(&c.relocations);
     println!(
-        "stress: {:.1}s, {} ops ({:.0}/s): links {} replaces {} frees {} cleans {} relocations {} nexts {} reuses {} stabilizes {}; tip {} segments, truncated {} bytes",
-        elapsed,
-        total,
-        total as f64 / elapsed,
-        c.links.load(Ordering::Relaxed),
-        c.replaces.load(Ordering::Relaxed),
-        c.frees.load(Ordering::Relaxed),
-        c.cleans.load(Ordering::Relaxed),
-        c.relocations.load(Ordering::Relaxed),
-        c.nexts.load(Ordering::Relaxed),
-        c.reuses.load(Ordering::Relaxed),
-        c.stabilizes.load(Ordering::Relaxed),
+        "stress: {elapsed:.1}s, {phases} phases, {ops} writes ({:.0}/s): links {} replaces {} \
+         frees {} cleans {} relocations {} nexts {} reuses {} stabilizes {} flushes {} early seals {}; \
+         tip {} segments (max {}), truncated {} bytes ({} segments); final: free {} \
+         freeing {} inactive {} draining {}, {} pages, {} live bytes",
+        ops as f64 / elapsed,
+        get(&c.links),
+        get(&c.replaces),
+        get(&c.frees),
+        get(&c.cleans),
+        get(&c.relocations),
+        get(&c.nexts),
+        get(&c.reuses),
+        get(&c.stabilizes),
+        get(&c.flushes),
+        get(&c.early_seals),
         stats.tip_segments,
-        stats.bytes_truncated
+        get(&c.max_tip) / SS,
+        stats.bytes_truncated,
+        stats.bytes_truncated / SS,
+        stats.free,
+        stats.freeing,
+        stats.inactive,
+        stats.draining,
+        stats.pages_present,
+        stats.live_bytes,
     );
-    assert!(
-        c.reuses.load(Ordering::Relaxed) > 0,
-        "no segment was reused: the run exercised nothing"
-    );
+    assert!(get(&c.reuses) > 0, "no segment was reused");
+    assert!(get(&c.relocations) > 0, "nothing was relocated");
+    if seconds >= 1.0 {
+        assert!(stats.bytes_truncated > 0, "the file never shrank");
+    }
 }
