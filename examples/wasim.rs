@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage};
+use segment_accountant::{policy, Accountant, Collector, Config, DiskPtr, Lsn, MemStorage};
 
 #[derive(Clone, Debug)]
 enum Workload {
@@ -26,6 +26,8 @@ enum Workload {
 }
 
 struct Options {
+    policy: String,
+    utilization: Option<f64>,
     workload: Workload,
     workload_name: String,
     segments: u64,
@@ -42,6 +44,8 @@ fn usage(msg: &str) -> ! {
 
 fn parse() -> Options {
     let mut o = Options {
+        policy: "spec".into(),
+        utilization: None,
         workload: Workload::Uniform,
         workload_name: "uniform".into(),
         segments: 2048,
@@ -57,16 +61,26 @@ fn parse() -> Options {
         };
         match flag.as_str() {
             "--policy" => {
-                let p = value();
-                if p != "spec" {
-                    usage(&format!("unknown policy {p}: only `spec` exists so far"));
+                o.policy = value();
+                if policy::by_name(&o.policy).is_none() {
+                    usage(&format!(
+                        "unknown policy {}: one of {}",
+                        o.policy,
+                        policy::NAMES.join(", ")
+                    ));
                 }
             }
             "--utilization" => {
                 let u = value();
-                if u != "none" {
-                    usage("space targets do not exist yet: only `--utilization none`");
-                }
+                o.utilization = if u == "none" {
+                    None
+                } else {
+                    let u: f64 = u.parse().unwrap_or_else(|_| usage("bad --utilization"));
+                    if !(0.05..=0.98).contains(&u) {
+                        usage("--utilization in [0.05, 0.98], or none");
+                    }
+                    Some(u)
+                };
             }
             "--workload" => {
                 let w = value();
@@ -226,19 +240,14 @@ impl Sim {
         self.location[pid as usize] = Some(ptr);
     }
 
-    /// A user write, then relocation of what `clean` suggests (at most a
-    /// few per write, as a store's writers would).
+    /// A user write, then relocation of everything `clean` suggests (so
+    /// cleaning keeps up whatever the write amplification).
     fn user_write(&mut self, pid: u64) {
         self.write(pid);
         self.writes += 1;
-        for _ in 0..4 {
-            match self.acc.clean(pid) {
-                Some(victim) => {
-                    self.write(victim);
-                    self.relocations += 1;
-                }
-                None => break,
-            }
+        while let Some(victim) = self.acc.clean(pid) {
+            self.write(victim);
+            self.relocations += 1;
         }
     }
 }
@@ -247,8 +256,14 @@ fn main() {
     let o = parse();
     let ss = 1u64 << 20;
     let page_size = ss / o.pages_per_segment;
-    let pages = (o.segments * o.pages_per_segment) * 8 / 10;
-    let config = Config::builder().segment_size(ss).build().expect("config");
+    let u = o.utilization.unwrap_or(0.8);
+    let pages = ((o.segments * o.pages_per_segment) as f64 * u) as u64;
+    let config = Config::builder()
+        .segment_size(ss)
+        .policy_arc(policy::by_name(&o.policy).expect("checked"))
+        .space_target(o.utilization.map(|u| 1.0 / u))
+        .build()
+        .unwrap_or_else(|e| usage(&e.to_string()));
     let mut sim = Sim {
         acc: Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new()),
         ss,
@@ -290,8 +305,10 @@ fn main() {
     let writes = sim.writes - w0;
     let relocations = sim.relocations - r0;
     println!(
-        "policy=spec workload={} utilization=none wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}",
+        "policy={} workload={} utilization={} wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}",
+        o.policy,
         o.workload_name,
+        o.utilization.map_or("none".into(), |u| format!("{u}")),
         (writes + relocations) as f64 / writes as f64,
         amp_sum / amp_samples.max(1) as f64,
         sim.reuses - reuse0,

@@ -142,13 +142,14 @@ impl Accountant {
         storage: StdArc<dyn Storage>,
         collector: Collector,
     ) -> Accountant {
+        let combiner = Combiner::new(config.segment_size);
         Self::assemble(
             config,
             storage,
             collector,
             SegmentTable::new(),
             0,
-            Combiner::new(),
+            combiner,
             -1,
         )
     }

@@ -118,7 +118,9 @@ impl Accountant {
     /// the live fragments; free segments hold nothing; sealed segments hold
     /// no deferred work and lie below the stabilized lsn; live segment lsns
     /// are distinct; every Active segment is registered for deactivation;
-    /// the state counters match.
+    /// the state counters match; the cleaning index holds exactly the Inactive
+    /// segments, in the buckets of their live bytes, and the live-byte totals
+    /// the space target uses match the table.
     pub fn audit(&self) -> Result<(), AuditError> {
         let shared = &self.shared;
         let fail = |msg: String| Err(AuditError(msg));
@@ -128,6 +130,8 @@ impl Accountant {
         let mut lsns: HashMap<Lsn, usize> = HashMap::new();
         let mut counted = [0usize; 6];
         let mut active = Vec::new();
+        let mut inactive = Vec::new();
+        let (mut sealed_live, mut draining_live) = (0u64, 0u64);
         for index in 0..shared.table.capacity() {
             let segment = shared.table.segment(index);
             let word = segment.load();
@@ -192,6 +196,12 @@ impl Accountant {
                     }
                 }
                 SegmentState::Inactive | SegmentState::Draining => {
+                    sealed_live += live_bytes;
+                    if word.state == SegmentState::Draining {
+                        draining_live += live_bytes;
+                    } else {
+                        inactive.push((index, word.segno.unwrap_or(0), live_bytes));
+                    }
                     if deferred != 0 {
                         return fail(format!("{here} is sealed with deferred work left"));
                     }
@@ -247,7 +257,9 @@ impl Accountant {
                     "Active segments {active:?} but registered for deactivation {registered:?}"
                 ));
             }
-            Ok(())
+            state
+                .cleaning
+                .check(&inactive, sealed_live, draining_live)
         });
         match checked {
             None => fail("a stabilize is in progress: not quiescent".into()),

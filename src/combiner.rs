@@ -21,17 +21,72 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::accountant::Shared;
+use crate::config::Mode;
 use crate::error::{Error, Result};
-use crate::policy;
+use crate::policy::{self, SegmentFacts};
 use crate::segment::{Deferred, SegmentState, Word};
 use crate::sync::{lock, AtomicBool, AtomicU64, Ordering, Queue, UnsafeCell};
 use crate::table::Bits;
 use crate::types::Lsn;
+use crate::victims::VictimIndex;
 
 const BUSY: u64 = 1;
 
+/// What cleaning decisions need, kept by the combiner as it seals
+/// segments and applies replacements (so no decision scans the table).
+#[derive(Debug)]
+pub(crate) struct Cleaning {
+    /// The Inactive segments, for victim picks.
+    pub(crate) victims: VictimIndex,
+    /// Live bytes in Inactive and Draining segments.
+    pub(crate) sealed_live: u64,
+    /// Live bytes in Draining segments (still to relocate).
+    pub(crate) draining_live: u64,
+}
+
+impl Cleaning {
+    pub(crate) fn new(segment_size: u64) -> Cleaning {
+        Cleaning {
+            victims: VictimIndex::new(segment_size),
+            sealed_live: 0,
+            draining_live: 0,
+        }
+    }
+
+    /// Checks the totals and the index against the table's Inactive
+    /// segments `(index, segno, live bytes)` and live-byte sums (audit).
+    pub(crate) fn check(
+        &self,
+        inactive: &[(usize, u64, u64)],
+        sealed_live: u64,
+        draining_live: u64,
+    ) -> Result<(), String> {
+        if (self.sealed_live, self.draining_live) != (sealed_live, draining_live) {
+            return Err(format!(
+                "cleaning totals (sealed {}, draining {}) disagree with the table (sealed {sealed_live}, draining {draining_live})",
+                self.sealed_live, self.draining_live
+            ));
+        }
+        if self.victims.len() != inactive.len() {
+            return Err(format!(
+                "the victim index holds {} segments, the table {} Inactive ones",
+                self.victims.len(),
+                inactive.len()
+            ));
+        }
+        for &(index, segno, live) in inactive {
+            if !self.victims.holds(index, segno, live) {
+                return Err(format!(
+                    "Inactive segment {index} (segno {segno}, {live} live bytes) is not indexed as such"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// State owned by whichever thread holds the combiner token.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CombinerState {
     /// Registered Active segments, by segment number: `(segno, index)`.
     active: BinaryHeap<Reverse<(u64, u32)>>,
@@ -45,6 +100,7 @@ pub(crate) struct CombinerState {
     /// Errors met while combining on behalf of others, reported by the
     /// next `stabilize` that combines.
     unreported: Vec<Error>,
+    pub(crate) cleaning: Cleaning,
 }
 
 impl CombinerState {
@@ -71,17 +127,19 @@ pub(crate) struct Combiner {
 unsafe impl Sync for Combiner {}
 
 impl Combiner {
-    pub(crate) fn new() -> Combiner {
-        Self::recovered(0, Vec::new(), Vec::new())
+    pub(crate) fn new(segment_size: u64) -> Combiner {
+        Self::recovered(0, Vec::new(), Vec::new(), Cleaning::new(segment_size))
     }
 
     /// A combiner that has stabilized every segment numbered below `done`,
-    /// with registered Active segments `(segno, index)` and frees waiting
-    /// for the stable lsn to pass `(index, lsn)` (recovery).
+    /// with registered Active segments `(segno, index)`, frees waiting for
+    /// the stable lsn to pass `(index, lsn)`, and the sealed segments'
+    /// cleaning facts (recovery).
     pub(crate) fn recovered(
         done: u64,
         active: Vec<(u64, u32)>,
         waiting_stable: Vec<(u32, Lsn)>,
+        cleaning: Cleaning,
     ) -> Combiner {
         Combiner {
             word: AtomicU64::new(done << 1),
@@ -89,7 +147,10 @@ impl Combiner {
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
-                ..CombinerState::default()
+                scratch: Deferred::default(),
+                touched: Vec::new(),
+                unreported: Vec::new(),
+                cleaning,
             }),
             activations: Queue::new(),
             has_errors: AtomicBool::new(false),
@@ -248,16 +309,20 @@ fn token_orders() -> (Ordering, Ordering) {
 ///    considering every touched segment for freeing or draining;
 /// 2. publish the new stabilized lsn;
 /// 3. start the epoch deferral of frees whose lsn is now below it;
-/// 4. apply the tip-shrinking heuristic.
+/// 4. under a space target, drain the policy's best victims until the
+///    projected file fits;
+/// 5. apply the tip-shrinking heuristics.
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let ss = shared.config.segment_size;
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
+    let mut sealed = 0;
     while let Some(&Reverse((segno, index))) = state.active.peek() {
         if segno >= goal {
             break;
         }
         state.active.pop();
         deactivate(shared, state, index as usize, segno, stable_lsn);
+        sealed += 1;
     }
     state.done = goal;
     // Release: `next`'s stale-lsn check and statistics read it.
@@ -272,7 +337,8 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
             i += 1;
         }
     }
-    drain_top_if_worthwhile(shared);
+    enforce_space_target(shared, state, stable_lsn, sealed);
+    drain_top_if_worthwhile(shared, state);
 }
 
 fn deactivate(
@@ -294,6 +360,7 @@ fn deactivate(
         .moved(SegmentState::Active, SegmentState::Inactive);
     shared.active_lsns.remove(segno);
     segment.seal_bytes();
+    state.cleaning.sealed_live += segment.live_bytes(SegmentState::Inactive);
     {
         // Writers into this segment record under this lock only while it is
         // Active (they re-check under the lock), so after the CAS above the
@@ -319,7 +386,12 @@ fn deactivate(
         }
         match old_word.state {
             SegmentState::Inactive | SegmentState::Draining => {
-                old.remove_replaced(r.pid);
+                if let Some(bytes) = old.remove_replaced(r.pid) {
+                    state.cleaning.sealed_live -= bytes;
+                    if old_word.state == SegmentState::Draining {
+                        state.cleaning.draining_live -= bytes;
+                    }
+                }
             }
             SegmentState::Active => panic!(
                 "replacement of page {} applied to Active segment {} (deactivation out of lsn order)",
@@ -340,21 +412,43 @@ fn deactivate(
     state.touched.clear();
 }
 
-/// Frees a sealed segment that emptied, or drains one the policy picks.
+/// The policy's facts about sealed segment `index`.
+fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
+    let segment = shared.table.segment(index);
+    let ss = shared.config.segment_size;
+    SegmentFacts::new(
+        index as u64,
+        word.lsn(ss).expect("a sealed segment has an lsn"),
+        segment.present.len() as u64,
+        // Relaxed: only the combiner writes a sealed segment's counters.
+        segment.removed.load(Ordering::Relaxed),
+        segment.live_bytes(word.state),
+        ss,
+    )
+}
+
+/// Frees a sealed segment that emptied, or drains one the policy picks
+/// unprompted; otherwise (re)indexes it as a victim candidate.
 fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn: Lsn) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
         SegmentState::Inactive if segment.present.is_empty() => {
+            state.cleaning.victims.remove(index);
             free(shared, state, index, word, stable_lsn)
         }
         SegmentState::Inactive => {
+            let config = &shared.config;
             let tip = shared.sequencer.tip() as u64;
-            let present = segment.present.len() as u64;
-            // Relaxed: only the combiner writes `removed` of sealed segments.
-            let removed = segment.removed.load(Ordering::Relaxed);
-            if policy::drainable(&shared.config, index as u64, tip, present, removed) {
-                start_draining(shared, index, word);
+            let facts = facts_of(shared, index, word);
+            if config.mode == Mode::Gc && config.policy.drain_unprompted(config, &facts, tip) {
+                start_draining(shared, state, index, word);
+            } else {
+                let segno = word.segno.expect("a sealed segment has an lsn");
+                state
+                    .cleaning
+                    .victims
+                    .upsert(index, segno, facts.live_bytes);
             }
         }
         SegmentState::Draining if segment.present.is_empty() => {
@@ -371,11 +465,11 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
     }
 }
 
-fn start_draining(shared: &Shared, index: usize, word: Word) {
-    shared
-        .table
-        .segment(index)
-        .must_transition(word, word.with_state(SegmentState::Draining));
+fn start_draining(shared: &Shared, state: &mut CombinerState, index: usize, word: Word) {
+    let segment = shared.table.segment(index);
+    segment.must_transition(word, word.with_state(SegmentState::Draining));
+    state.cleaning.victims.remove(index);
+    state.cleaning.draining_live += segment.live_bytes(SegmentState::Draining);
     shared
         .counts
         .moved(SegmentState::Inactive, SegmentState::Draining);
@@ -397,6 +491,7 @@ pub(crate) fn fill_drain_list(table: &crate::table::SegmentTable, index: usize) 
 }
 
 fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, stable_lsn: Lsn) {
+    debug_assert_eq!(shared.table.segment(index).live_bytes(word.state), 0);
     shared
         .table
         .segment(index)
@@ -412,20 +507,79 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     }
 }
 
-/// The tip-shrinking heuristic of spec section 5: when enough of the file
-/// is free, drain its highest inactive segment so its pages move down.
-fn drain_top_if_worthwhile(shared: &Shared) {
+/// Under a space target: while the file, as it will be once the draining
+/// segments are relocated, exceeds the target, drain the policy's best
+/// victim (one that frees something worth its relocations), pacing the
+/// relocations in flight to the `sealed` segments this pass sealed.
+fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: Lsn, sealed: u64) {
+    let config = &shared.config;
+    let Some(target) = config.space_target else {
+        return;
+    };
+    if config.mode != Mode::Gc {
+        return;
+    }
+    let ss = config.segment_size;
+    loop {
+        let counts = shared.counts.snapshot();
+        let c = &state.cleaning;
+        if !policy::over_target(
+            target,
+            ss,
+            c.sealed_live,
+            counts.active as u64,
+            counts.inactive as u64,
+            c.draining_live,
+        ) {
+            return;
+        }
+        let best = c.victims.best(&*config.policy, stable_lsn, |i| {
+            facts_of(shared, i, shared.table.segment(i).load())
+        });
+        let Some(victim) = best else {
+            return;
+        };
+        let word = shared.table.segment(victim).load();
+        debug_assert_eq!(word.state, SegmentState::Inactive);
+        let live = shared.table.segment(victim).live_bytes(word.state);
+        if !policy::worth_draining(live, ss)
+            || !policy::room_to_drain(state.cleaning.draining_live, live, ss, sealed)
+        {
+            return;
+        }
+        start_draining(shared, state, victim, word);
+    }
+}
+
+/// The tip-shrinking heuristics: the spec's (section 5: when enough of the
+/// file is free, drain its highest Inactive segment so its pages move
+/// down), and under a space target, the same when the file is above the
+/// target by more than the segments in flight and has free room below.
+fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
+    let config = &shared.config;
     let tip = shared.sequencer.tip();
     let counts = shared.counts.snapshot();
     let live = counts.active + counts.inactive + counts.draining;
     let free = tip.saturating_sub(live) as u64;
-    if !policy::should_drain_top(&shared.config, free, counts.inactive as u64) {
+    let spec_rule = policy::should_drain_top(config, free, counts.inactive as u64);
+    let target_rule = config.mode == Mode::Gc
+        && free > 0
+        && config.space_target.is_some_and(|target| {
+            policy::shrink_needed(
+                target,
+                config.segment_size,
+                state.cleaning.sealed_live,
+                tip as u64,
+                (counts.active + counts.draining) as u64,
+            )
+        });
+    if !(spec_rule || target_rule) {
         return;
     }
     for index in (0..tip).rev() {
         let word = shared.table.segment(index).load();
         if word.state == SegmentState::Inactive {
-            start_draining(shared, index, word);
+            start_draining(shared, state, index, word);
             return;
         }
     }

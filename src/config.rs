@@ -1,5 +1,9 @@
 //! Configuration, built and validated once.
 
+use std::sync::Arc;
+
+use crate::policy::{CleaningPolicy, Spec};
+
 /// The smallest segment size accepted in production.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 
@@ -19,7 +23,7 @@ pub enum Mode {
 }
 
 /// A configuration value that was rejected.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The segment size is not a power of two.
@@ -39,6 +43,12 @@ pub enum ConfigError {
     /// The skew is not in 0..=100 percentage points.
     #[error("cleanup skew {0} is outside 0..=100 percentage points")]
     Skew(u8),
+    /// The space target is not a finite ratio above 1.
+    #[error("space target {0} is not a finite ratio of file bytes to live bytes above 1")]
+    SpaceTarget(f64),
+    /// The policy only ranks victims and needs a space target to act.
+    #[error("cleaning policy `{0}` drains only under a space target; set one")]
+    PolicyNeedsSpaceTarget(String),
 }
 
 /// A validated configuration. Build one with [`Config::builder`].
@@ -57,6 +67,8 @@ pub struct Config {
     pub(crate) skew: u8,
     pub(crate) mode: Mode,
     pub(crate) temporary: bool,
+    pub(crate) policy: Arc<dyn CleaningPolicy>,
+    pub(crate) space_target: Option<f64>,
 }
 
 impl Default for Config {
@@ -67,13 +79,16 @@ impl Default for Config {
             skew: 10,
             mode: Mode::Gc,
             temporary: false,
+            policy: Arc::new(Spec),
+            space_target: None,
         }
     }
 }
 
 impl Config {
     /// A builder starting from the defaults: 1 MiB segments, threshold
-    /// 40%, skew 10 points, [`Mode::Gc`], durable.
+    /// 40%, skew 10 points, [`Mode::Gc`], durable, the [`Spec`] cleaning
+    /// policy, no space target.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
             config: Config::default(),
@@ -104,6 +119,16 @@ impl Config {
     /// Whether syncs are skipped (for temporary stores).
     pub fn temporary(&self) -> bool {
         self.temporary
+    }
+
+    /// The cleaning policy.
+    pub fn policy(&self) -> &dyn CleaningPolicy {
+        &*self.policy
+    }
+
+    /// The bound on file bytes over live bytes, if any.
+    pub fn space_target(&self) -> Option<f64> {
+        self.space_target
     }
 }
 
@@ -146,6 +171,29 @@ impl ConfigBuilder {
         self
     }
 
+    /// The cleaning policy (default [`Spec`]); see [`crate::policy`].
+    pub fn policy(mut self, policy: impl CleaningPolicy + 'static) -> Self {
+        self.config.policy = Arc::new(policy);
+        self
+    }
+
+    /// The cleaning policy, shared (as [`crate::policy::by_name`] returns it).
+    pub fn policy_arc(mut self, policy: Arc<dyn CleaningPolicy>) -> Self {
+        self.config.policy = policy;
+        self
+    }
+
+    /// Bound the file to `ratio` × the live bytes of sealed segments (for
+    /// instance 1.25; above 1), plus the segments in flight (Active,
+    /// Draining, Freeing, and one in reserve). When the file would exceed
+    /// it, the accountant drains the policy's best victims until it fits,
+    /// and drains its highest segments so the tip can come down. Default:
+    /// none (the policy's own rule alone decides).
+    pub fn space_target(mut self, ratio: Option<f64>) -> Self {
+        self.config.space_target = ratio;
+        self
+    }
+
     /// Skip syncs (default false).
     pub fn temporary(mut self, temporary: bool) -> Self {
         self.config.temporary = temporary;
@@ -174,6 +222,15 @@ impl ConfigBuilder {
         }
         if c.skew > 100 {
             return Err(ConfigError::Skew(c.skew));
+        }
+        match c.space_target {
+            Some(t) if !(t.is_finite() && t > 1.0) => return Err(ConfigError::SpaceTarget(t)),
+            None if !c.policy.cleans_without_target() && c.mode == Mode::Gc => {
+                return Err(ConfigError::PolicyNeedsSpaceTarget(
+                    c.policy.name().to_owned(),
+                ))
+            }
+            _ => {}
         }
         Ok(c)
     }
@@ -218,6 +275,23 @@ mod tests {
             ConfigError::CleanupThreshold(100)
         );
         assert_eq!(b().skew(101).build().unwrap_err(), ConfigError::Skew(101));
+        assert_eq!(
+            b().space_target(Some(1.0)).build().unwrap_err(),
+            ConfigError::SpaceTarget(1.0)
+        );
+        assert!(matches!(
+            b().space_target(Some(f64::NAN)).build().unwrap_err(),
+            ConfigError::SpaceTarget(_)
+        ));
+        assert_eq!(
+            b().policy(crate::policy::Greedy).build().unwrap_err(),
+            ConfigError::PolicyNeedsSpaceTarget("greedy".into())
+        );
+        assert!(b()
+            .policy(crate::policy::Greedy)
+            .space_target(Some(1.25))
+            .build()
+            .is_ok());
         assert!(b().build().is_ok());
     }
 }

@@ -146,12 +146,14 @@ pub mod storage;
 mod sync;
 mod table;
 mod types;
+mod victims;
 
 pub use accountant::Accountant;
 pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::Collector;
 pub use error::{Error, Result};
+pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
 pub use storage::{FileStorage, MemStorage, Storage};

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::policy;
+use crate::policy::{self, SegmentFacts};
 use crate::segment::{SegmentState, MAX_SEGMENT_NUMBER};
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
@@ -378,6 +378,7 @@ impl Model {
             })
             .collect();
         sealing.sort();
+        let sealed = sealing.len() as u64;
         for (_, t) in sealing {
             self.seg(t).state = Some(SegmentState::Inactive);
             let blobs = std::mem::take(&mut self.seg(t).blobs);
@@ -422,18 +423,31 @@ impl Model {
                 s.epoch_waiting = true;
             }
         }
-        let live = (0..self.tip)
-            .filter(|&i| {
-                matches!(
-                    self.state(i),
-                    Some(SegmentState::Active | SegmentState::Inactive | SegmentState::Draining)
+        self.enforce_space_target(target, sealed);
+        let count = |states: &[SegmentState]| {
+            (0..self.tip)
+                .filter(|&i| self.state(i).is_some_and(|s| states.contains(&s)))
+                .count() as u64
+        };
+        let (active, inactive, draining) = (
+            count(&[SegmentState::Active]),
+            count(&[SegmentState::Inactive]),
+            count(&[SegmentState::Draining]),
+        );
+        let free = self.tip as u64 - active - inactive - draining;
+        let spec_rule = policy::should_drain_top(&self.config, free, inactive);
+        let target_rule = self.config.mode == Mode::Gc
+            && free > 0
+            && self.config.space_target.is_some_and(|t| {
+                policy::shrink_needed(
+                    t,
+                    self.ss(),
+                    self.sealed_live().0,
+                    self.tip as u64,
+                    active + draining,
                 )
-            })
-            .count();
-        let inactive = (0..self.tip)
-            .filter(|&i| self.state(i) == Some(SegmentState::Inactive))
-            .count();
-        if policy::should_drain_top(&self.config, (self.tip - live) as u64, inactive as u64) {
+            });
+        if spec_rule || target_rule {
             if let Some(top) = (0..self.tip)
                 .rev()
                 .find(|&i| self.state(i) == Some(SegmentState::Inactive))
@@ -444,20 +458,111 @@ impl Model {
         Ok(())
     }
 
+    /// The policy's facts about sealed segment `index`.
+    fn facts(&self, index: usize) -> SegmentFacts {
+        let s = &self.segments[index];
+        SegmentFacts::new(
+            index as u64,
+            s.lsn.expect("a sealed segment has an lsn"),
+            s.present.len() as u64,
+            s.removed,
+            s.live_bytes,
+            self.ss(),
+        )
+    }
+
+    /// How many segments are Draining.
+    pub fn draining_count(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.state == Some(SegmentState::Draining))
+            .count()
+    }
+
+    /// `(live bytes in Inactive and Draining segments, in Draining ones)`.
+    pub fn sealed_live(&self) -> (u64, u64) {
+        let mut sealed = 0;
+        let mut draining = 0;
+        for s in &self.segments {
+            match s.state {
+                Some(SegmentState::Inactive) => sealed += s.live_bytes,
+                Some(SegmentState::Draining) => {
+                    sealed += s.live_bytes;
+                    draining += s.live_bytes;
+                }
+                _ => {}
+            }
+        }
+        (sealed, draining)
+    }
+
+    /// The policy's best victim among the Inactive segments, by a scan:
+    /// the oldest segment of each live-bytes bucket is a candidate.
+    pub fn best_victim(&self, now: Lsn) -> Option<usize> {
+        let mut oldest: BTreeMap<usize, (Lsn, usize)> = BTreeMap::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.state == Some(SegmentState::Inactive) {
+                let b = policy::bucket(s.live_bytes, self.ss());
+                let lsn = s.lsn.expect("sealed");
+                let e = oldest.entry(b).or_insert((lsn, i));
+                if lsn < e.0 {
+                    *e = (lsn, i);
+                }
+            }
+        }
+        let candidates = oldest.values().map(|&(_, i)| self.facts(i));
+        policy::choose(&*self.config.policy, now, candidates).map(|f| f.index as usize)
+    }
+
+    fn enforce_space_target(&mut self, now: Lsn, sealed_now: u64) {
+        let Some(target) = self.config.space_target else {
+            return;
+        };
+        if self.config.mode != Mode::Gc {
+            return;
+        }
+        loop {
+            let count = |state| {
+                self.segments
+                    .iter()
+                    .filter(|s| s.state == Some(state))
+                    .count() as u64
+            };
+            let (sealed, draining) = self.sealed_live();
+            if !policy::over_target(
+                target,
+                self.ss(),
+                sealed,
+                count(SegmentState::Active),
+                count(SegmentState::Inactive),
+                draining,
+            ) {
+                return;
+            }
+            let Some(victim) = self.best_victim(now) else {
+                return;
+            };
+            let live = self.segments[victim].live_bytes;
+            if !policy::worth_draining(live, self.ss())
+                || !policy::room_to_drain(draining, live, self.ss(), sealed_now)
+            {
+                return;
+            }
+            self.seg(victim).state = Some(SegmentState::Draining);
+        }
+    }
+
     fn consider(&mut self, index: usize, stable: Lsn) {
         let tip = self.tip as u64;
         let config = self.config.clone();
+        let facts =
+            matches!(self.state(index), Some(SegmentState::Inactive)).then(|| self.facts(index));
         let s = self.seg(index);
         let free = match s.state {
             Some(SegmentState::Inactive) if s.present.is_empty() => true,
             Some(SegmentState::Inactive) => {
-                if policy::drainable(
-                    &config,
-                    index as u64,
-                    tip,
-                    s.present.len() as u64,
-                    s.removed,
-                ) {
+                let facts = facts.expect("computed above");
+                if config.mode == Mode::Gc && config.policy.drain_unprompted(&config, &facts, tip) {
                     s.state = Some(SegmentState::Draining);
                 }
                 false

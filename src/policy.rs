@@ -1,9 +1,296 @@
-//! The cleaning rule (spec section 6) and the tip-shrinking heuristic.
+//! Cleaning policies: which sealed segments to drain, and in what order.
 //!
-//! Pure functions of a segment's counts, shared by the concurrent
-//! accountant and the reference model.
+//! A [`CleaningPolicy`] sees only facts the accountant keeps cheaply for
+//! every sealed segment ([`SegmentFacts`]: live and removed pages, live
+//! bytes, the segment lsn as its age, its index). It answers two
+//! questions, both asked by the single combiner thread, never by writers:
+//!
+//! - [`drain_unprompted`](CleaningPolicy::drain_unprompted): drain this
+//!   segment now, whatever the file's size? Asked whenever a sealed
+//!   segment's counts change. The specification's rule ([`Spec`]) says yes
+//!   below a skewed live threshold; the ranked policies never do.
+//! - [`benefit`](CleaningPolicy::benefit): how much is draining this
+//!   segment worth? Asked only under a space target
+//!   ([`ConfigBuilder::space_target`](crate::ConfigBuilder::space_target)),
+//!   when the file would exceed it: the accountant drains the best victims
+//!   until the projected file fits.
+//!
+//! Victims are picked from an index of Inactive segments bucketed by live
+//! bytes (256 buckets per segment size), each bucket ordered by lsn. A
+//! benefit must therefore not grow with live bytes and not shrink with age
+//! (older is never worse): then the best victim is always the oldest
+//! segment of some bucket, and a pick looks at one candidate per non-empty
+//! bucket, never at every segment. Segments in one bucket differ by less
+//! than 1/256 of a segment in live bytes; the pick treats them as equal
+//! and takes the oldest.
+//!
+//! | policy | drains unprompted | benefit |
+//! |---|---|---|
+//! | [`Spec`] (default) | live share ≤ skewed threshold | `1 − u` |
+//! | [`Greedy`] | never | `1 − u` |
+//! | [`Fifo`] | never | age |
+//! | [`CostBenefit`] | never | `(1 − u) × age / (1 + u)` (LFS) |
+//!
+//! (`u` is the live share `live_bytes / segment_size`, `age` the distance
+//! from the segment's lsn to the stable lsn.)
+
+use std::fmt;
+use std::sync::Arc;
 
 use crate::config::{Config, Mode};
+use crate::types::Lsn;
+
+/// What the accountant knows about one sealed segment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SegmentFacts {
+    /// The segment's index (its offset over the segment size).
+    pub index: u64,
+    /// The segment's base lsn: lower is older.
+    pub lsn: Lsn,
+    /// Pages with a live fragment here.
+    pub live_pages: u64,
+    /// Pages whose fragments here were replaced since it was written.
+    pub removed_pages: u64,
+    /// Bytes of the live fragments.
+    pub live_bytes: u64,
+    /// The segment size in bytes.
+    pub segment_size: u64,
+}
+
+impl SegmentFacts {
+    /// Facts about a segment (for custom policies' tests and simulators).
+    pub fn new(
+        index: u64,
+        lsn: Lsn,
+        live_pages: u64,
+        removed_pages: u64,
+        live_bytes: u64,
+        segment_size: u64,
+    ) -> SegmentFacts {
+        SegmentFacts {
+            index,
+            lsn,
+            live_pages,
+            removed_pages,
+            live_bytes,
+            segment_size,
+        }
+    }
+
+    /// The live share `u` in `[0, 1]`.
+    pub fn utilization(&self) -> f64 {
+        (self.live_bytes as f64 / self.segment_size as f64).min(1.0)
+    }
+
+    /// The age at stable lsn `now`, in bytes of log (0 if not older).
+    pub fn age(&self, now: Lsn) -> f64 {
+        now.saturating_sub(self.lsn).max(0) as f64
+    }
+}
+
+/// Decides which sealed segments to drain. See the [module docs](self) for
+/// when each method is asked and the contract on `benefit`.
+pub trait CleaningPolicy: Send + Sync + fmt::Debug {
+    /// A short name (`spec`, `greedy`, ...).
+    fn name(&self) -> &str;
+
+    /// Whether to drain this Inactive segment at once, with the file tip at
+    /// `tip` segments, whatever the space target. Default: never.
+    fn drain_unprompted(&self, config: &Config, facts: &SegmentFacts, tip: u64) -> bool {
+        let _ = (config, facts, tip);
+        false
+    }
+
+    /// Whether the policy cleans on its own without a space target; if
+    /// not, [`ConfigBuilder::build`](crate::ConfigBuilder::build) requires
+    /// one. Default: no.
+    fn cleans_without_target(&self) -> bool {
+        false
+    }
+
+    /// The value of draining this segment at stable lsn `now`: higher is
+    /// better. Must not increase with `live_bytes` nor decrease with age.
+    fn benefit(&self, facts: &SegmentFacts, now: Lsn) -> f64;
+}
+
+/// The specification's rule (section 6): drain a segment whose live share
+/// is at most the skewed threshold, or that holds very few pages. Under a
+/// space target its victims are ranked as [`Greedy`]'s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spec;
+
+impl CleaningPolicy for Spec {
+    fn name(&self) -> &str {
+        "spec"
+    }
+
+    fn drain_unprompted(&self, config: &Config, facts: &SegmentFacts, tip: u64) -> bool {
+        drainable(
+            config,
+            facts.index,
+            tip,
+            facts.live_pages,
+            facts.removed_pages,
+        )
+    }
+
+    fn cleans_without_target(&self) -> bool {
+        true
+    }
+
+    fn benefit(&self, facts: &SegmentFacts, _now: Lsn) -> f64 {
+        1.0 - facts.utilization()
+    }
+}
+
+/// Greedy: the segment with the fewest live bytes first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Greedy;
+
+impl CleaningPolicy for Greedy {
+    fn name(&self) -> &str {
+        "greedy"
+    }
+
+    fn benefit(&self, facts: &SegmentFacts, _now: Lsn) -> f64 {
+        1.0 - facts.utilization()
+    }
+}
+
+/// FIFO: the oldest sealed segment first, whatever it holds (the circular
+/// log).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fifo;
+
+impl CleaningPolicy for Fifo {
+    fn name(&self) -> &str {
+        "fifo"
+    }
+
+    fn benefit(&self, facts: &SegmentFacts, now: Lsn) -> f64 {
+        facts.age(now)
+    }
+}
+
+/// Cost-benefit (Rosenblum and Ousterhout's LFS): maximise
+/// `(1 − u) × age / (1 + u)`, so cold segments are cleaned at a higher
+/// live share than hot ones.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CostBenefit;
+
+impl CleaningPolicy for CostBenefit {
+    fn name(&self) -> &str {
+        "cost-benefit"
+    }
+
+    fn benefit(&self, facts: &SegmentFacts, now: Lsn) -> f64 {
+        let u = facts.utilization();
+        (1.0 - u) * facts.age(now) / (1.0 + u)
+    }
+}
+
+/// The built-in policies' names, for command lines.
+pub const NAMES: [&str; 4] = ["spec", "greedy", "fifo", "cost-benefit"];
+
+/// The built-in policy called `name` (one of [`NAMES`]).
+///
+/// ```
+/// let p = segment_accountant::policy::by_name("greedy").unwrap();
+/// assert_eq!(p.name(), "greedy");
+/// assert!(segment_accountant::policy::by_name("lru").is_none());
+/// ```
+pub fn by_name(name: &str) -> Option<Arc<dyn CleaningPolicy>> {
+    Some(match name {
+        "spec" => Arc::new(Spec),
+        "greedy" => Arc::new(Greedy),
+        "fifo" => Arc::new(Fifo),
+        "cost-benefit" => Arc::new(CostBenefit),
+        _ => return None,
+    })
+}
+
+/// Number of live-byte buckets in the victim index.
+pub const BUCKETS: usize = 256;
+
+/// The victim-index bucket of a segment with `live_bytes` live.
+pub fn bucket(live_bytes: u64, segment_size: u64) -> usize {
+    ((live_bytes as u128 * BUCKETS as u128 / segment_size as u128) as usize).min(BUCKETS - 1)
+}
+
+/// Chooses among the candidates (the oldest segment of each non-empty
+/// bucket, in ascending bucket order): the highest benefit, the lowest
+/// bucket on ties. The accountant's index and the reference model share
+/// this rule, so they pick the same victim.
+pub fn choose(
+    policy: &dyn CleaningPolicy,
+    now: Lsn,
+    candidates: impl IntoIterator<Item = SegmentFacts>,
+) -> Option<SegmentFacts> {
+    let mut best: Option<(f64, SegmentFacts)> = None;
+    for facts in candidates {
+        let value = policy.benefit(&facts, now);
+        if best.map_or(true, |(b, _)| value > b) {
+            best = Some((value, facts));
+        }
+    }
+    best.map(|(_, facts)| facts)
+}
+
+/// Whether draining a victim with `live_bytes` live frees enough to be
+/// worth its relocations: at least 1/64 of a segment. (Early on every
+/// sealed segment is nearly full, and draining one would only move it.)
+pub fn worth_draining(live_bytes: u64, segment_size: u64) -> bool {
+    live_bytes < segment_size - segment_size / 64
+}
+
+/// Whether the file, as it will be once the draining segments are
+/// relocated, exceeds the space target: with `active` Active and
+/// `inactive` Inactive segments, `draining_live` bytes still to relocate
+/// and `sealed_live` live bytes in sealed segments, whether
+/// `(active + inactive + RESERVE) × segment_size + draining_live`
+/// exceeds `target × sealed_live`. One segment is kept in reserve so the
+/// next `next` finds a free one.
+pub fn over_target(
+    target: f64,
+    segment_size: u64,
+    sealed_live: u64,
+    active: u64,
+    inactive: u64,
+    draining_live: u64,
+) -> bool {
+    let projected =
+        (active + inactive + RESERVE_SEGMENTS) as f64 * segment_size as f64 + draining_live as f64;
+    projected > target * sealed_live as f64
+}
+
+/// Whether a target-driven drain of a victim with `victim_live` live bytes
+/// may start while `draining_live` bytes still wait to be relocated: the
+/// relocations in flight are paced to `sealed` segments' worth (the
+/// segments the pass just sealed, at least one), so a burst of drains
+/// cannot outrun the writes that relocate them (their pages would then be
+/// counted twice, in the Draining segments and at the head, and drive
+/// still more drains).
+pub fn room_to_drain(draining_live: u64, victim_live: u64, segment_size: u64, sealed: u64) -> bool {
+    draining_live == 0 || draining_live + victim_live <= sealed.max(1) * segment_size
+}
+
+/// Free segments kept in reserve under a space target.
+pub const RESERVE_SEGMENTS: u64 = 1;
+
+/// Whether, under a space target, the file is so far above its bound (by
+/// more than the segments in flight, `in_flight`) that its highest
+/// Inactive segment should be drained so the tip can come down.
+pub fn shrink_needed(
+    target: f64,
+    segment_size: u64,
+    sealed_live: u64,
+    tip: u64,
+    in_flight: u64,
+) -> bool {
+    (tip.saturating_sub(in_flight + RESERVE_SEGMENTS)) as f64 * segment_size as f64
+        > target * sealed_live as f64
+}
 
 /// A segment with fewer live pages than `MIN_ITEMS_PER_SEGMENT × 100 / t`
 /// is drained whatever its live share.

@@ -262,6 +262,7 @@ impl crate::Accountant {
         let mut active = Vec::new();
         let mut waiting = Vec::new();
         let mut counts = [0usize; 3]; // active, inactive, draining
+        let mut cleaning = crate::combiner::Cleaning::new(ss);
         let drain_limit = ss * config.cleanup_threshold as u64 / 100;
         for index in 0..tip as usize {
             let segment = table.segment(index);
@@ -297,6 +298,12 @@ impl crate::Accountant {
             };
             if state != SegmentState::Active {
                 segment.seal_bytes();
+                cleaning.sealed_live += seg.bytes;
+            }
+            match state {
+                SegmentState::Inactive => cleaning.victims.upsert(index, seg.segno, seg.bytes),
+                SegmentState::Draining => cleaning.draining_live += seg.bytes,
+                _ => {}
             }
             segment.must_transition(
                 Word::VACANT,
@@ -313,7 +320,8 @@ impl crate::Accountant {
                 crate::combiner::fill_drain_list(&table, index);
             }
         }
-        let combiner = crate::combiner::Combiner::recovered(done, active.clone(), waiting);
+        let combiner =
+            crate::combiner::Combiner::recovered(done, active.clone(), waiting, cleaning);
         let acc = crate::Accountant::assemble(
             config,
             storage,

@@ -239,8 +239,8 @@ impl Segment {
     }
 
     /// Applies a stable replacement: the pid's fragments here are garbage.
-    /// Returns whether the pid was present.
-    pub(crate) fn remove_replaced(&self, pid: PageId) -> bool {
+    /// Returns their bytes if the pid was present.
+    pub(crate) fn remove_replaced(&self, pid: PageId) -> Option<u64> {
         match self.present.remove(pid) {
             Some(bytes) => {
                 // Plain stores: the combiner is the only writer of a sealed
@@ -251,9 +251,9 @@ impl Segment {
                 self.live_bytes.store(live - bytes, Ordering::Relaxed);
                 let removed = self.removed.load(Ordering::Relaxed);
                 self.removed.store(removed + 1, Ordering::Release);
-                true
+                Some(bytes)
             }
-            None => false,
+            None => None,
         }
     }
 

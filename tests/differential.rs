@@ -39,6 +39,8 @@ static MISTAKES: AtomicU64 = AtomicU64::new(0);
 static STALE: AtomicU64 = AtomicU64::new(0);
 static FROM_FREE: AtomicU64 = AtomicU64::new(0);
 static DRAIN_TOP: AtomicU64 = AtomicU64::new(0);
+static RANKED_DRAINS: AtomicU64 = AtomicU64::new(0);
+static TARGET_CASES: AtomicU64 = AtomicU64::new(0);
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -189,18 +191,41 @@ fn configs(
     thresholds: std::ops::Range<u8>,
     skews: std::ops::Range<u8>,
 ) -> impl Strategy<Value = Config> {
-    (0u32..3, thresholds, skews, prop::bool::weighted(0.15)).prop_map(
-        |(size, threshold, skew, linear)| {
+    // Mostly the specification's rule (the only one that acts without a
+    // target), then each ranked policy.
+    let policies =
+        prop_oneof![5 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)];
+    // No target, or one of 1.05 to 3.0 (the ranked policies need one).
+    let targets = prop_oneof![
+        Just(None),
+        (105u32..300).prop_map(|t| Some(t as f64 / 100.0))
+    ];
+    (
+        0u32..3,
+        thresholds,
+        skews,
+        prop::bool::weighted(0.15),
+        policies,
+        targets,
+    )
+        .prop_map(|(size, threshold, skew, linear, p, target)| {
+            let policy = policy::by_name(policy::NAMES[p]).unwrap();
+            let target = if policy.cleans_without_target() {
+                target
+            } else {
+                target.or(Some(1.25))
+            };
             Config::builder()
                 .segment_size(64 << size)
                 .allow_small_segments(true)
                 .cleanup_threshold(threshold)
                 .skew(skew)
                 .mode(if linear { Mode::Linear } else { Mode::Gc })
+                .policy_arc(policy)
+                .space_target(target)
                 .build()
                 .unwrap()
-        },
-    )
+        })
 }
 
 // ---- the simulated log store ---------------------------------------------
@@ -372,7 +397,15 @@ impl Harness {
 
     fn stabilize(&mut self, x: Lsn) -> Result<(), String> {
         let removed = self.model.removed_blobs.len();
+        let draining_before = self.model.draining_count();
         self.both("stabilize", |a| a.stabilize(x), |m| m.stabilize(x))?;
+        // Segments a ranked policy drains come from the space target (or
+        // the tip-shrinking rules): the victim index at work.
+        if !self.acc.config().policy().cleans_without_target()
+            && self.model.draining_count() > draining_before
+        {
+            bump(&RANKED_DRAINS);
+        }
         if self.model.removed_blobs.len() > removed {
             bump(&BLOBS_REMOVED);
         }
@@ -935,6 +968,9 @@ fn cases() -> u32 {
 
 fn run(config: Config, ops: &[Op]) -> Result<(), String> {
     bump(&CASES);
+    if config.space_target().is_some() {
+        bump(&TARGET_CASES);
+    }
     let mut h = Harness::new(config);
     let result = ops
         .iter()
@@ -974,6 +1010,8 @@ fn accountant_refines_the_model() {
         ("replaces from a reused segment (stale)", &STALE),
         ("replace-from-free mistakes", &FROM_FREE),
         ("stabilizes meeting the drain-top condition", &DRAIN_TOP),
+        ("drains by a ranked policy", &RANKED_DRAINS),
+        ("cases with a space target", &TARGET_CASES),
     ]
     .map(|(what, c)| (what, c.load(Ordering::Relaxed)));
     eprintln!(
@@ -1295,4 +1333,56 @@ fn model_linear_mode() {
         m.segment_snapshot_iter_from(64).unwrap(),
         vec![(64, 64), (192, 128)]
     );
+}
+
+/// A case the generator found: the model once passed the bytes sealed
+/// where the number of segments sealed belonged (pacing of target drains).
+#[test]
+fn greedy_under_a_space_target_paces_its_drains() {
+    let config = Config::builder()
+        .segment_size(128)
+        .allow_small_segments(true)
+        .cleanup_threshold(5)
+        .skew(0)
+        .policy(policy::Greedy)
+        .space_target(Some(1.25))
+        .build()
+        .unwrap();
+    let ops = vec![
+        Op::Next { skip: false },
+        Op::Next { skip: false },
+        Op::Next { skip: false },
+        Op::Link {
+            pid: 0,
+            head: 0,
+            size: 32,
+        },
+        Op::Close { head: 0 },
+        Op::Close { head: 0 },
+        Op::Bulk {
+            first: 1,
+            count: 16,
+            head: 0,
+            replace: false,
+        },
+        Op::Bulk {
+            first: 0,
+            count: 33,
+            head: 0,
+            replace: false,
+        },
+        Op::Close { head: 0 },
+        Op::Clean {
+            ignore: 0,
+            relocate: false,
+            head: 0,
+        },
+        Op::Stabilize { back: 1, within: 0 },
+        Op::Link {
+            pid: 0,
+            head: 0,
+            size: 1,
+        },
+    ];
+    run(config, &ops).unwrap();
 }
