@@ -536,25 +536,37 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
         let best = c.victims.best(&*config.policy, stable_lsn, |i| {
             facts_of(shared, i, shared.table.segment(i).load())
         });
-        let Some(victim) = best else {
+        let Some(mut victim) = best else {
             return;
         };
-        let word = shared.table.segment(victim).load();
-        debug_assert_eq!(word.state, SegmentState::Inactive);
-        let live = shared.table.segment(victim).live_bytes(word.state);
+        let live_of = |index: usize| {
+            shared
+                .table
+                .segment(index)
+                .live_bytes(SegmentState::Inactive)
+        };
+        if !policy::worth_draining(live_of(victim), ss) {
+            // The policy's pick (FIFO's oldest, say) is full: fall back to
+            // the emptiest segment rather than stall.
+            victim = c.victims.emptiest().expect("the index is not empty");
+        }
+        let live = live_of(victim);
         if !policy::worth_draining(live, ss)
-            || !policy::room_to_drain(state.cleaning.draining_live, live, ss, sealed)
+            || !policy::room_to_drain(c.draining_live, live, ss, sealed)
         {
             return;
         }
+        let word = shared.table.segment(victim).load();
+        debug_assert_eq!(word.state, SegmentState::Inactive);
         start_draining(shared, state, victim, word);
     }
 }
 
 /// The tip-shrinking heuristics: the spec's (section 5: when enough of the
 /// file is free, drain its highest Inactive segment so its pages move
-/// down), and under a space target, the same when the file is above the
-/// target by more than the segments in flight and has free room below.
+/// down), and under a space target, the same when the occupied segments fit
+/// the target but the file, with its free holes, exceeds it by more than
+/// the segments in flight.
 fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     let config = &shared.config;
     let tip = shared.sequencer.tip();
@@ -562,16 +574,22 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     let live = counts.active + counts.inactive + counts.draining;
     let free = tip.saturating_sub(live) as u64;
     let spec_rule = policy::should_drain_top(config, free, counts.inactive as u64);
+    let c = &state.cleaning;
     let target_rule = config.mode == Mode::Gc
         && free > 0
         && config.space_target.is_some_and(|target| {
-            policy::shrink_needed(
-                target,
-                config.segment_size,
-                state.cleaning.sealed_live,
-                tip as u64,
-                (counts.active + counts.draining) as u64,
-            )
+            let ss = config.segment_size;
+            let (active, inactive) = (counts.active as u64, counts.inactive as u64);
+            // Only once the victims fit: until then, moving the top
+            // segment would just land it in the space cleaning frees.
+            !policy::over_target(target, ss, c.sealed_live, active, inactive, c.draining_live)
+                && policy::shrink_needed(
+                    target,
+                    ss,
+                    c.sealed_live,
+                    tip as u64,
+                    active + counts.draining as u64,
+                )
         });
     if !(spec_rule || target_rule) {
         return;

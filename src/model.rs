@@ -436,16 +436,13 @@ impl Model {
         );
         let free = self.tip as u64 - active - inactive - draining;
         let spec_rule = policy::should_drain_top(&self.config, free, inactive);
+        let (sealed_live, draining_live) = self.sealed_live();
         let target_rule = self.config.mode == Mode::Gc
             && free > 0
             && self.config.space_target.is_some_and(|t| {
-                policy::shrink_needed(
-                    t,
-                    self.ss(),
-                    self.sealed_live().0,
-                    self.tip as u64,
-                    active + draining,
-                )
+                let ss = self.ss();
+                !policy::over_target(t, ss, sealed_live, active, inactive, draining_live)
+                    && policy::shrink_needed(t, ss, sealed_live, self.tip as u64, active + draining)
             });
         if spec_rule || target_rule {
             if let Some(top) = (0..self.tip)
@@ -514,6 +511,16 @@ impl Model {
         policy::choose(&*self.config.policy, now, candidates).map(|f| f.index as usize)
     }
 
+    /// The oldest Inactive segment of the lowest live-bytes bucket.
+    pub fn emptiest_victim(&self) -> Option<usize> {
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == Some(SegmentState::Inactive))
+            .min_by_key(|(_, s)| (policy::bucket(s.live_bytes, self.ss()), s.lsn))
+            .map(|(i, _)| i)
+    }
+
     fn enforce_space_target(&mut self, now: Lsn, sealed_now: u64) {
         let Some(target) = self.config.space_target else {
             return;
@@ -539,9 +546,12 @@ impl Model {
             ) {
                 return;
             }
-            let Some(victim) = self.best_victim(now) else {
+            let Some(mut victim) = self.best_victim(now) else {
                 return;
             };
+            if !policy::worth_draining(self.segments[victim].live_bytes, self.ss()) {
+                victim = self.emptiest_victim().expect("a victim exists");
+            }
             let live = self.segments[victim].live_bytes;
             if !policy::worth_draining(live, self.ss())
                 || !policy::room_to_drain(draining, live, self.ss(), sealed_now)

@@ -240,6 +240,9 @@ pub fn choose(
 /// Whether draining a victim with `live_bytes` live frees enough to be
 /// worth its relocations: at least 1/64 of a segment. (Early on every
 /// sealed segment is nearly full, and draining one would only move it.)
+/// When the policy's pick is not worth it, the accountant falls back to
+/// the emptiest Inactive segment (the oldest of the lowest bucket), and
+/// stops if that is not worth it either.
 pub fn worth_draining(live_bytes: u64, segment_size: u64) -> bool {
     live_bytes < segment_size - segment_size / 64
 }

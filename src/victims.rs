@@ -98,6 +98,13 @@ impl VictimIndex {
         policy::choose(policy, now, candidates).map(|f| f.index as usize)
     }
 
+    /// The oldest segment of the lowest non-empty bucket: the fallback
+    /// when the policy's victim would free too little.
+    pub(crate) fn emptiest(&self) -> Option<usize> {
+        let b = self.nonempty_buckets().next()?;
+        self.buckets[b].first().map(|&(_, index)| index as usize)
+    }
+
     fn nonempty_buckets(&self) -> impl Iterator<Item = usize> + '_ {
         self.nonempty.iter().enumerate().flat_map(|(w, &word)| {
             let mut bits = word;
