@@ -20,7 +20,8 @@ use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGME
 use crate::sequencer::Sequencer;
 use crate::storage::Storage;
 use crate::sync::epoch::Collector;
-use crate::sync::{lock, Arc, AtomicI64, AtomicUsize, Ordering};
+use crate::placement::{self, Relocation, StreamId};
+use crate::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use crate::table::{Bits, SegmentTable};
 use crate::types::{DiskPtr, Lid, Lsn, PageId};
 
@@ -101,6 +102,10 @@ pub(crate) struct Shared {
     pub(crate) active_lsns: LsnSet,
     pub(crate) clean_counter: AtomicUsize,
     pub(crate) clean_cursor: AtomicUsize,
+    /// Average lifetime (lsn bytes from activation to free) of the stream-0
+    /// segments freed lately; `u64::MAX` until one is. Written by the
+    /// combiner only; placement advice reads it.
+    pub(crate) user_lifetime: AtomicU64,
 }
 
 /// Tracks which segments of one log file hold which pages, hands out
@@ -178,6 +183,7 @@ impl Accountant {
                 active_lsns: LsnSet::new(),
                 clean_counter: AtomicUsize::new(0),
                 clean_cursor: AtomicUsize::new(0),
+                user_lifetime: AtomicU64::new(u64::MAX),
                 config,
             },
         }
@@ -293,6 +299,20 @@ impl Accountant {
     /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] when an
     /// earlier asynchronous truncation failed (reported once; retry).
     pub fn next(&self, lsn: Lsn) -> Result<Lid> {
+        self.next_in(lsn, 0)
+    }
+
+    /// [`next`](Self::next) for write head `stream` (see
+    /// [`placement`](crate::placement)): the segment remembers its stream,
+    /// so relocation advice and lifetime statistics can follow it.
+    ///
+    /// # Errors
+    /// Those of `next`, and first [`Error::UnknownStream`].
+    pub fn next_in(&self, lsn: Lsn, stream: StreamId) -> Result<Lid> {
+        let streams = self.shared.config.stream_count();
+        if stream >= streams {
+            return Err(Error::UnknownStream { stream, streams });
+        }
         let segno = self.segno_of(lsn)?;
         if lsn as u64 & (self.segment_size() - 1) != 0 {
             return Err(Error::UnalignedLsn {
@@ -308,7 +328,7 @@ impl Accountant {
         if !self.shared.active_lsns.insert_new(segno) {
             return Err(Error::LsnInUse { lsn });
         }
-        match self.place(segno) {
+        match self.place(segno, stream) {
             Ok(index) => Ok(index as u64 * self.segment_size()),
             Err(e) => {
                 self.shared.active_lsns.remove(segno);
@@ -317,22 +337,22 @@ impl Accountant {
         }
     }
 
-    fn place(&self, segno: u64) -> Result<usize> {
+    fn place(&self, segno: u64, stream: StreamId) -> Result<usize> {
         let shared = &self.shared;
         if shared.gate.enter() {
-            let reused = self.reuse(segno);
+            let reused = self.reuse(segno, stream);
             shared.gate.exit();
             if let Some(index) = reused? {
                 return Ok(index);
             }
         }
         shared.sequencer.extend(&shared.table, |index, word| {
-            self.activate(index, word, segno);
+            self.activate(index, word, segno, stream);
         })
     }
 
     /// The reuse path, inside the rewrite gate.
-    fn reuse(&self, segno: u64) -> Result<Option<usize>> {
+    fn reuse(&self, segno: u64, stream: StreamId) -> Result<Option<usize>> {
         let shared = &self.shared;
         shared.sequencer.try_shrink(
             &shared.table,
@@ -354,16 +374,18 @@ impl Accountant {
         if let Some(index) = claimed {
             let word = shared.table.segment(index).load();
             debug_assert_eq!(word.state, SegmentState::Free);
-            self.activate(index, word, segno);
+            self.activate(index, word, segno, stream);
         }
         Ok(claimed)
     }
 
     /// Makes a claimed segment Active for `segno` and registers it with the
     /// combiner before `next` returns.
-    fn activate(&self, index: usize, word: Word, segno: u64) {
+    fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId) {
         let segment = self.shared.table.segment(index);
         segment.reset();
+        // Relaxed: published by the activation CAS (release) below.
+        segment.stream.store(stream, Ordering::Relaxed);
         segment.must_transition(word, word.activated(segno));
         self.shared.counts.moved(word.state, SegmentState::Active);
         self.shared.combiner.register(segno, index);
@@ -519,6 +541,63 @@ impl Accountant {
     /// replaced; a returned page was, at some instant during the call, not
     /// yet replaced in a to-clean segment.
     pub fn clean(&self, ignore_pid: PageId) -> Option<PageId> {
+        self.pick_relocation(ignore_pid).map(|(pid, _)| pid)
+    }
+
+    /// [`clean`](Self::clean), with the stream the page should be
+    /// rewritten in (see [`placement`](crate::placement)).
+    pub fn clean_placed(&self, ignore_pid: PageId) -> Option<Relocation> {
+        let (pid, index) = self.pick_relocation(ignore_pid)?;
+        let config = &self.shared.config;
+        // Relaxed: the stream was published with the segment's activation,
+        // which the pick's Acquire load of the word saw.
+        let from = self.shared.table.segment(index).stream.load(Ordering::Relaxed);
+        let stream =
+            placement::relocation_stream(config.user_streams, config.relocation_streams, from);
+        Some(Relocation { pid, stream })
+    }
+
+    /// The user stream a full rewrite of a page at `lsn` should go to,
+    /// given the fragments it replaces (empty for a new page): by how long
+    /// the replaced version lived, against the recent lifetime of stream-0
+    /// segments (see [`placement`](crate::placement)). Always 0 with one
+    /// user stream. Reads only the old segments' words.
+    pub fn stream_for_write(&self, lsn: Lsn, old_ptrs: &[DiskPtr]) -> StreamId {
+        let user_streams = self.shared.config.user_streams;
+        if user_streams == 1 {
+            return 0;
+        }
+        let ss = self.segment_size();
+        let newest = old_ptrs
+            .iter()
+            .filter_map(|p| {
+                let segment = self.shared.table.get((p.lid() / ss) as usize)?;
+                segment.load().lsn(ss)
+            })
+            .filter(|&old| old <= lsn)
+            .max();
+        // Relaxed: a heuristic input.
+        let threshold = self.shared.user_lifetime.load(Ordering::Relaxed);
+        placement::user_stream(user_streams, newest.map(|old| (lsn - old) as u64), threshold)
+    }
+
+    /// The stream of the segment at `index`'s current incarnation.
+    pub fn segment_stream(&self, index: usize) -> Option<StreamId> {
+        // Relaxed: a statistic.
+        Some(self.shared.table.get(index)?.stream.load(Ordering::Relaxed))
+    }
+
+    /// The average lifetime (lsn bytes) of stream-0 segments freed lately,
+    /// if any was: the threshold [`stream_for_write`](Self::stream_for_write)
+    /// uses.
+    pub fn user_lifetime(&self) -> Option<u64> {
+        // Relaxed: a statistic.
+        let l = self.shared.user_lifetime.load(Ordering::Relaxed);
+        (l != u64::MAX).then_some(l)
+    }
+
+    /// Picks a page to relocate and its segment's index.
+    fn pick_relocation(&self, ignore_pid: PageId) -> Option<(PageId, usize)> {
         let shared = &self.shared;
         let draining = shared.counts.snapshot().draining;
         if draining == 0 {
@@ -550,7 +629,7 @@ impl Accountant {
                     if segment.load() == word {
                         drop(list);
                         shared.clean_cursor.store(index + 1, Ordering::Relaxed);
-                        return (pid != ignore_pid).then_some(pid);
+                        return (pid != ignore_pid).then_some((pid, index));
                     }
                     break;
                 }

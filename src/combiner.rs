@@ -491,7 +491,14 @@ pub(crate) fn fill_drain_list(table: &crate::table::SegmentTable, index: usize) 
 }
 
 fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, stable_lsn: Lsn) {
-    debug_assert_eq!(shared.table.segment(index).live_bytes(word.state), 0);
+    let segment = shared.table.segment(index);
+    debug_assert_eq!(segment.live_bytes(word.state), 0);
+    // Relaxed: the stream was set before the activation this combiner saw.
+    if segment.stream.load(Ordering::Relaxed) == 0 {
+        if let Some(lsn) = word.lsn(shared.config.segment_size) {
+            record_user_lifetime(shared, crate::placement::lifetime(stable_lsn, lsn));
+        }
+    }
     shared
         .table
         .segment(index)
@@ -505,6 +512,19 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     } else {
         state.waiting_stable.push((index as u32, lsn));
     }
+}
+
+/// Folds a freed stream-0 segment's lifetime into the running average
+/// (weight 1/16) that user-write placement compares lifetimes against.
+fn record_user_lifetime(shared: &Shared, lifetime: u64) {
+    // Relaxed: only the combiner writes it; readers take it as a hint.
+    let old = shared.user_lifetime.load(Ordering::Relaxed);
+    let new = if old == u64::MAX {
+        lifetime
+    } else {
+        old - old / 16 + lifetime / 16
+    };
+    shared.user_lifetime.store(new, Ordering::Relaxed);
 }
 
 /// Under a space target: while the file, as it will be once the draining

@@ -46,6 +46,15 @@ pub enum ConfigError {
     /// The space target is not a finite ratio above 1.
     #[error("space target {0} is not a finite ratio of file bytes to live bytes above 1")]
     SpaceTarget(f64),
+    /// Stream counts out of range: 1 to 16 user streams, 0 to 16
+    /// relocation streams.
+    #[error("{user} user streams and {relocation} relocation streams: need 1..=16 and 0..=16")]
+    Streams {
+        /// User streams requested.
+        user: u8,
+        /// Relocation streams requested.
+        relocation: u8,
+    },
     /// The policy only ranks victims and needs a space target to act.
     #[error("cleaning policy `{0}` drains only under a space target; set one")]
     PolicyNeedsSpaceTarget(String),
@@ -69,6 +78,8 @@ pub struct Config {
     pub(crate) temporary: bool,
     pub(crate) policy: Arc<dyn CleaningPolicy>,
     pub(crate) space_target: Option<f64>,
+    pub(crate) user_streams: u8,
+    pub(crate) relocation_streams: u8,
 }
 
 impl Default for Config {
@@ -81,6 +92,8 @@ impl Default for Config {
             temporary: false,
             policy: Arc::new(Spec),
             space_target: None,
+            user_streams: 1,
+            relocation_streams: 0,
         }
     }
 }
@@ -129,6 +142,16 @@ impl Config {
     /// The bound on file bytes over live bytes, if any.
     pub fn space_target(&self) -> Option<f64> {
         self.space_target
+    }
+
+    /// `(user streams, relocation streams)`; see [`crate::placement`].
+    pub fn streams(&self) -> (u8, u8) {
+        (self.user_streams, self.relocation_streams)
+    }
+
+    /// How many write heads the store may use: streams `0..stream_count()`.
+    pub fn stream_count(&self) -> u8 {
+        self.user_streams + self.relocation_streams
     }
 }
 
@@ -194,6 +217,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Write heads (default 1 user stream, 0 relocation streams): user
+    /// writes are spread over `user` streams by the lifetime of the
+    /// version they replace, relocated pages over `relocation` streams by
+    /// how many cleanings they survived (0: with the user writes). See
+    /// [`crate::placement`].
+    pub fn streams(mut self, user: u8, relocation: u8) -> Self {
+        self.config.user_streams = user;
+        self.config.relocation_streams = relocation;
+        self
+    }
+
     /// Skip syncs (default false).
     pub fn temporary(mut self, temporary: bool) -> Self {
         self.config.temporary = temporary;
@@ -222,6 +256,13 @@ impl ConfigBuilder {
         }
         if c.skew > 100 {
             return Err(ConfigError::Skew(c.skew));
+        }
+        let max = crate::placement::MAX_STREAMS;
+        if !(1..=max).contains(&c.user_streams) || c.relocation_streams > max {
+            return Err(ConfigError::Streams {
+                user: c.user_streams,
+                relocation: c.relocation_streams,
+            });
         }
         match c.space_target {
             Some(t) if !(t.is_finite() && t > 1.0) => return Err(ConfigError::SpaceTarget(t)),
@@ -275,6 +316,14 @@ mod tests {
             ConfigError::CleanupThreshold(100)
         );
         assert_eq!(b().skew(101).build().unwrap_err(), ConfigError::Skew(101));
+        assert_eq!(
+            b().streams(0, 1).build().unwrap_err(),
+            ConfigError::Streams {
+                user: 0,
+                relocation: 1
+            }
+        );
+        assert!(b().streams(2, 3).build().is_ok());
         assert_eq!(
             b().space_target(Some(1.0)).build().unwrap_err(),
             ConfigError::SpaceTarget(1.0)

@@ -106,6 +106,14 @@ pub enum Error {
         /// The segment's base lid.
         lid: Lid,
     },
+    /// A stream number at or beyond the configured stream count.
+    #[error("stream {stream} does not exist: the configuration has {streams} streams")]
+    UnknownStream {
+        /// The stream asked for.
+        stream: u8,
+        /// How many streams there are.
+        streams: u8,
+    },
     /// Resuming rewriting without a matching pause, or iterating segments
     /// while rewriting is not paused.
     #[error("rewriting is not paused")]

@@ -135,6 +135,7 @@ pub mod format;
 mod freelist;
 pub mod model;
 mod pidset;
+pub mod placement;
 pub mod policy;
 pub mod recovery;
 pub mod scan;

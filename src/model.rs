@@ -43,6 +43,8 @@ pub struct ModelSegment {
     /// Whether a Freeing segment waits on the epoch (else on the stable
     /// lsn).
     pub epoch_waiting: bool,
+    /// The write head of the last activation.
+    pub stream: u8,
 }
 
 /// The reference model of an accountant.
@@ -227,8 +229,29 @@ impl Model {
     /// not at all (never while paused), then one of
     /// [`next_choices`](Self::next_choices). Nothing changes on error.
     pub fn next_with(&mut self, lsn: Lsn, chosen: Lid, truncated_after: u64) -> Result<(), String> {
+        self.next_in_with(lsn, 0, chosen, truncated_after)
+    }
+
+    /// `next_in(lsn, stream)`'s caller-mistake checks: `UnknownStream`,
+    /// then those of [`check_next`](Self::check_next).
+    pub fn check_next_in(&self, lsn: Lsn, stream: u8) -> Result<(), Error> {
+        let streams = self.config.stream_count();
+        if stream >= streams {
+            return Err(Error::UnknownStream { stream, streams });
+        }
         self.check_next(lsn)
-            .map_err(|e| format!("next({lsn}) should fail: {e:?}"))?;
+    }
+
+    /// [`next_with`](Self::next_with) for `next_in(lsn, stream)`.
+    pub fn next_in_with(
+        &mut self,
+        lsn: Lsn,
+        stream: u8,
+        chosen: Lid,
+        truncated_after: u64,
+    ) -> Result<(), String> {
+        self.check_next_in(lsn, stream)
+            .map_err(|e| format!("next_in({lsn}, {stream}) should fail: {e:?}"))?;
         let ss = self.ss();
         if chosen % ss != 0 {
             return Err(format!("next returned unaligned lid {chosen}"));
@@ -283,6 +306,7 @@ impl Model {
         s.removed = 0;
         s.live_bytes = 0;
         s.epoch_waiting = false;
+        s.stream = stream;
         Ok(())
     }
 
@@ -598,6 +622,38 @@ impl Model {
             Err(format!(
                 "segment {index} became Free from {:?} (epoch waiting: {})",
                 s.state, s.epoch_waiting
+            ))
+        }
+    }
+
+    /// Checks a `clean_placed(ignore)` result: the page as
+    /// [`check_clean`](Self::check_clean), and the stream as
+    /// [`placement::relocation_stream`](crate::placement::relocation_stream)
+    /// of a Draining segment holding it not yet replaced.
+    pub fn check_clean_placed(
+        &self,
+        ignore: PageId,
+        got: Option<crate::placement::Relocation>,
+    ) -> Result<(), String> {
+        self.check_clean(ignore, got.map(|r| r.pid))?;
+        let Some(r) = got else {
+            return Ok(());
+        };
+        let (user, relocation) = self.config.streams();
+        let allowed: Vec<u8> = self
+            .segments
+            .iter()
+            .filter(|s| {
+                s.state == Some(SegmentState::Draining) && s.not_yet_replaced.contains(&r.pid)
+            })
+            .map(|s| crate::placement::relocation_stream(user, relocation, s.stream))
+            .collect();
+        if allowed.contains(&r.stream) {
+            Ok(())
+        } else {
+            Err(format!(
+                "clean_placed suggested stream {} for page {}; allowed {allowed:?}",
+                r.stream, r.pid
             ))
         }
     }

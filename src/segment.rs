@@ -23,7 +23,7 @@
 //!   bytes and no deferred work.
 
 use crate::pidset::PageMap;
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::types::{BlobId, Lsn, PageId};
 
 /// The life-cycle state of one segment.
@@ -172,6 +172,9 @@ pub(crate) struct Segment {
     /// segment gains no new ones). Stale entries are dropped as `clean`
     /// meets them, so each costs O(1) amortized.
     pub(crate) drain_list: Mutex<Vec<PageId>>,
+    /// The write head (stream) of the current incarnation, set before the
+    /// activation CAS publishes it.
+    pub(crate) stream: AtomicU8,
 }
 
 impl Segment {
@@ -183,6 +186,7 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             deferred: Mutex::new(Deferred::default()),
             drain_list: Mutex::new(Vec::new()),
+            stream: AtomicU8::new(0),
         }
     }
 

@@ -207,8 +207,9 @@ fn configs(
         prop::bool::weighted(0.15),
         policies,
         targets,
+        (1u8..4, 0u8..3),
     )
-        .prop_map(|(size, threshold, skew, linear, p, target)| {
+        .prop_map(|(size, threshold, skew, linear, p, target, streams)| {
             let policy = policy::by_name(policy::NAMES[p]).unwrap();
             let target = if policy.cleans_without_target() {
                 target
@@ -223,6 +224,7 @@ fn configs(
                 .mode(if linear { Mode::Linear } else { Mode::Gc })
                 .policy_arc(policy)
                 .space_target(target)
+                .streams(streams.0, streams.1)
                 .build()
                 .unwrap()
         })
@@ -328,7 +330,8 @@ impl Harness {
     fn next(&mut self, lsn: Lsn) -> Result<(), String> {
         let tip = self.model.tip;
         let truncated = self.model.bytes_truncated;
-        match self.acc.next(lsn) {
+        let stream = ((lsn / self.ss as Lsn) % self.acc.config().stream_count() as Lsn) as u8;
+        match self.acc.next_in(lsn, stream) {
             Ok(lid) => {
                 let truncated_now = self.acc.stats().bytes_truncated;
                 let tip_after = if truncated_now > truncated {
@@ -348,13 +351,13 @@ impl Harness {
                 if lid < tip_after as u64 * self.ss {
                     bump(&REUSES);
                 }
-                self.model.next_with(lsn, lid, truncated_now)?;
+                self.model.next_in_with(lsn, stream, lid, truncated_now)?;
                 self.open.push(Head { lsn, lid, used: 0 });
                 Ok(())
             }
             Err(e) => {
                 let before = format!("{:?}", self.model);
-                match self.model.check_next(lsn) {
+                match self.model.check_next_in(lsn, stream) {
                     Err(m) if format!("{m:?}") == format!("{e:?}") => {
                         bump(&MISTAKES);
                         assert_eq!(before, format!("{:?}", self.model));
@@ -541,8 +544,9 @@ impl Harness {
                 relocate,
                 head,
             } => {
-                let got = self.acc.clean(ignore);
-                self.model.check_clean(ignore, got)?;
+                let placed = self.acc.clean_placed(ignore);
+                self.model.check_clean_placed(ignore, placed)?;
+                let got = placed.map(|r| r.pid);
                 if let (Some(pid), true) = (got, relocate) {
                     if let Some((lsn, lid)) = self.place(head, 16) {
                         if self.rewrite(pid, lsn, DiskPtr::Inline(lid), 16)? {
@@ -842,6 +846,17 @@ impl Harness {
             let a_state = info.as_ref().map_or(SegmentState::Vacant, |s| s.state);
             let a_lsn = info.as_ref().and_then(|s| s.lsn);
             let a_gen = info.as_ref().map_or(0, |s| s.generation);
+            let live = matches!(
+                state(&m),
+                SegmentState::Active | SegmentState::Inactive | SegmentState::Draining
+            );
+            if live && self.acc.segment_stream(i) != Some(m.stream) {
+                return Err(format!(
+                    "segment {i}: accountant stream {:?}, model {}",
+                    self.acc.segment_stream(i),
+                    m.stream
+                ));
+            }
             if a_state != state(&m) || a_lsn != m.lsn || a_gen != m.generation {
                 return Err(format!(
                     "segment {i}: accountant {a_state:?} lsn {a_lsn:?} gen {a_gen}, model {:?} lsn {:?} gen {}",
