@@ -18,6 +18,10 @@
 //! ```text
 //! cargo run --release --example crashsim -- --seed S --cycles N [--heads H]
 //! ```
+//!
+//! With `--heads H` above 1 the store writes through H heads (H − 1 user
+//! streams and one relocation stream) whose segments interleave in the
+//! log.
 
 mod store;
 
@@ -72,6 +76,7 @@ fn usage(msg: &str) -> ! {
 fn main() {
     let mut seed = 1u64;
     let mut cycles = 200u64;
+    let mut heads = 1u8;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -82,17 +87,21 @@ fn main() {
             "--seed" => seed = value().parse().unwrap_or_else(|_| usage("bad --seed")),
             "--cycles" => cycles = value().parse().unwrap_or_else(|_| usage("bad --cycles")),
             "--heads" => {
-                let heads: u64 = value().parse().unwrap_or_else(|_| usage("bad --heads"));
-                if heads != 1 {
-                    usage("only one write head is supported yet");
+                heads = value().parse().unwrap_or_else(|_| usage("bad --heads"));
+                if !(1..=8).contains(&heads) {
+                    usage("--heads from 1 to 8");
                 }
             }
             other => usage(&format!("unknown option {other}")),
         }
     }
+    // One head: everything in one stream. More: one relocation stream,
+    // the rest user streams (placed by the lifetime of what they replace).
+    let streams = if heads == 1 { (1, 0) } else { (heads - 1, 1) };
     let config = Config::builder()
         .segment_size(SEGMENT_SIZE)
         .allow_small_segments(true)
+        .streams(streams.0, streams.1)
         .build()
         .expect("config");
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -216,7 +225,6 @@ fn main() {
         let tip_before = store.acc.tip();
         loop {
             let pid = rng.below(PAGES);
-            let lsn_before = store.head_lsn();
             // Syncs are rare (one op in 200 on average), so several
             // segments are written, emptied and reused between them.
             let result = match rng.below(1000) {
@@ -240,13 +248,10 @@ fn main() {
                     }
                 }),
                 650..=994 => store.relocate(pid).map(|moved| {
-                    if let Some(p) = moved {
+                    if let Some((p, lsn)) = moved {
                         let page = &store.pages[&p];
                         let state = (!page.deleted).then_some(page.version);
-                        history
-                            .entry(p)
-                            .or_default()
-                            .push((lsn_before.max(0), state));
+                        history.entry(p).or_default().push((lsn, state));
                     }
                 }),
                 _ => store.flush(),

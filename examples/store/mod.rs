@@ -2,13 +2,18 @@
 //! segment format, shared by the crash simulation (and the demo's write
 //! path).
 //!
-//! One write head: each segment is built in memory with
-//! `format::SegmentBuilder` and written whole when it is full. Full page
-//! images replace every earlier fragment of the page (`mark_replace`);
-//! deletes write a free record. `flush` syncs the file; a segment header
-//! written after a sync vouches that everything before it is durable, and
-//! once that header is itself durable the store calls `stabilize` with it.
-//! `relocate` asks `clean` for a page and rewrites it at the head.
+//! One write head per stream of the configuration (one by default): each
+//! head's segment is built in memory with `format::SegmentBuilder` and
+//! written whole when it is full; segment lsns come from one counter, so
+//! heads interleave in the log. Full page images replace every earlier
+//! fragment of the page (`mark_replace`); deletes write a free record.
+//! User writes go to the stream `stream_for_write` advises, relocations to
+//! the one `clean_placed` advises; a page's writes keep increasing lsns
+//! (a head whose segment is older than the page's newest fragment is
+//! rolled first). `flush` syncs the file: every segment below the lowest
+//! open head is then durable, a segment header written after the sync
+//! vouches for that, and once such a header is itself durable the store
+//! calls `stabilize` with it (the slowest head holds the stable lsn back).
 
 #![allow(dead_code)]
 
@@ -64,13 +69,21 @@ pub fn check_payload(pid: PageId, bytes: &[u8]) -> Option<u64> {
     (payload(pid, version, bytes.len()) == bytes).then_some(version)
 }
 
+/// One write head: the segment being filled.
+#[derive(Clone)]
+struct Head {
+    builder: SegmentBuilder,
+    lsn: Lsn,
+    lid: Lid,
+}
+
 pub struct Store {
     pub acc: Accountant,
     storage: Arc<dyn Storage>,
     ss: u64,
-    head: SegmentBuilder,
-    head_lsn: Lsn,
-    head_lid: Lid,
+    heads: Vec<Head>,
+    /// The lsn the next rolled segment gets (one counter for all heads).
+    next_lsn: Lsn,
     /// End of the consecutive log known durable (the next header vouches
     /// for it).
     durable_end: Lsn,
@@ -111,14 +124,23 @@ impl Store {
         pages: HashMap<PageId, Page>,
     ) -> Result<Store> {
         let ss = config.segment_size();
-        let head_lid = acc.next(resume_lsn)?;
+        let mut heads = Vec::new();
+        let mut lsn = resume_lsn;
+        for stream in 0..config.stream_count() {
+            let lid = acc.next_in(lsn, stream)?;
+            heads.push(Head {
+                builder: SegmentBuilder::new(ss, lsn, resume_lsn),
+                lsn,
+                lid,
+            });
+            lsn += ss as Lsn;
+        }
         Ok(Store {
             acc,
             storage,
             ss,
-            head: SegmentBuilder::new(ss, resume_lsn, resume_lsn),
-            head_lsn: resume_lsn,
-            head_lid,
+            heads,
+            next_lsn: lsn,
             durable_end: resume_lsn,
             unsynced_headers: Vec::new(),
             vouched,
@@ -162,54 +184,89 @@ impl Store {
         Ok((store, found))
     }
 
-    /// Appends a message at the head, rolling to a new segment when full;
-    /// returns its lsn, pointer and size.
+    /// Appends a message at head `stream`, rolling it to a new segment
+    /// when full or when its segment is older than `after` (the lsn of the
+    /// page's newest fragment); returns its lsn, pointer and size.
     fn append(
         &mut self,
+        stream: u8,
+        after: Lsn,
         kind: MessageKind,
         pid: PageId,
         data: &[u8],
     ) -> Result<(Lsn, DiskPtr, u64)> {
-        let (lsn, offset) = match self.head.append(kind, pid, data) {
+        let s = stream as usize;
+        if self.heads[s].lsn < after {
+            self.roll(stream)?;
+        }
+        let (lsn, offset) = match self.heads[s].builder.append(kind, pid, data) {
             Some(at) => at,
             None => {
-                self.roll()?;
-                self.head
+                self.roll(stream)?;
+                self.heads[s]
+                    .builder
                     .append(kind, pid, data)
                     .ok_or("a message larger than a segment")?
             }
         };
         let size = format::message_size(data.len() as u64);
-        Ok((lsn, DiskPtr::Inline(self.head_lid + offset), size))
+        Ok((lsn, DiskPtr::Inline(self.heads[s].lid + offset), size))
     }
 
-    /// Writes the head segment whole and starts the next one.
-    pub fn roll(&mut self) -> Result<()> {
-        let next_lsn = self.head_lsn + self.ss as Lsn;
+    /// Writes head `stream`'s segment whole and starts its next one at the
+    /// log's next segment lsn.
+    pub fn roll(&mut self, stream: u8) -> Result<()> {
+        let next_lsn = self.next_lsn;
         let tip = self.acc.tip();
-        let next_lid = self.acc.next(next_lsn)?;
+        let next_lid = self.acc.next_in(next_lsn, stream)?;
+        self.next_lsn += self.ss as Lsn;
         if next_lid + self.ss <= tip {
             self.reuses += 1;
         }
+        let head = &mut self.heads[stream as usize];
         let full = std::mem::replace(
-            &mut self.head,
+            &mut head.builder,
             SegmentBuilder::new(self.ss, next_lsn, self.durable_end),
         );
+        let lid = std::mem::replace(&mut head.lid, next_lid);
+        head.lsn = next_lsn;
         let header_vouches = full_header_stable(&full);
         let bytes = full.finish();
-        self.storage.write_at(self.head_lid, &bytes)?;
+        self.storage.write_at(lid, &bytes)?;
         self.bytes_written += bytes.len() as u64;
         self.unsynced_headers.push(header_vouches);
-        self.head_lsn = next_lsn;
-        self.head_lid = next_lid;
         Ok(())
+    }
+
+    /// The lowest lsn of an open head: every segment below it is written.
+    fn lowest_open(&self) -> Lsn {
+        self.heads.iter().map(|h| h.lsn).min().expect("a head")
+    }
+
+    /// The lsn of the newest fragment of `pid` (−1 for a new page).
+    fn newest_fragment(&self, pid: PageId) -> Lsn {
+        let ss = self.ss;
+        self.pages.get(&pid).map_or(-1, |page| {
+            page.ptrs
+                .iter()
+                .filter_map(|p| self.acc.segment_info((p.lid() / ss) as usize)?.lsn)
+                .max()
+                .unwrap_or(-1)
+        })
+    }
+
+    /// The stream for a full rewrite of `pid`, as the accountant advises.
+    fn user_stream(&self, pid: PageId) -> u8 {
+        let old = self.pages.get(&pid).map_or(&[][..], |p| &p.ptrs[..]);
+        self.acc.stream_for_write(self.next_lsn, old)
     }
 
     /// Syncs the file; stabilizes with what durable headers now vouch for.
     pub fn flush(&mut self) -> Result<()> {
         self.storage.sync()?;
-        // Every segment before the head is written and now durable.
-        self.durable_end = self.head_lsn;
+        // Every segment below the lowest open head is written and now
+        // durable.
+        self.durable_end = self.lowest_open();
         if let Some(&max) = self.unsynced_headers.iter().max() {
             self.vouched = self.vouched.max(max);
         }
@@ -224,7 +281,8 @@ impl Store {
     /// Writes version `version` of page `pid` (a full image).
     pub fn put(&mut self, pid: PageId, version: u64) -> Result<Lsn> {
         let data = payload(pid, version, self.value_size);
-        let (lsn, ptr, size) = self.append(MessageKind::Full, pid, &data)?;
+        let (stream, after) = (self.user_stream(pid), self.newest_fragment(pid));
+        let (lsn, ptr, size) = self.append(stream, after, MessageKind::Full, pid, &data)?;
         self.user_bytes += size;
         self.record(pid, lsn, ptr, size)?;
         self.pages.insert(
@@ -247,7 +305,8 @@ impl Store {
             _ => return Ok(None),
         }
         let data = payload(pid, version, 24);
-        let (lsn, ptr, size) = self.append(MessageKind::Delta, pid, &data)?;
+        let after = self.newest_fragment(pid);
+        let (lsn, ptr, size) = self.append(0, after, MessageKind::Delta, pid, &data)?;
         self.user_bytes += size;
         self.acc.mark_link(pid, lsn, ptr, size)?;
         let page = self.pages.get_mut(&pid).expect("known page");
@@ -261,7 +320,8 @@ impl Store {
         if !self.pages.contains_key(&pid) {
             return Ok(None);
         }
-        let (lsn, ptr, size) = self.append(MessageKind::Free, pid, &[])?;
+        let (stream, after) = (self.user_stream(pid), self.newest_fragment(pid));
+        let (lsn, ptr, size) = self.append(stream, after, MessageKind::Free, pid, &[])?;
         self.record(pid, lsn, ptr, size)?;
         self.pages.insert(
             pid,
@@ -282,39 +342,44 @@ impl Store {
         Ok(())
     }
 
-    /// Asks `clean` for a page and rewrites it at the head; returns it.
-    pub fn relocate(&mut self, ignore: PageId) -> Result<Option<PageId>> {
-        let Some(pid) = self.acc.clean(ignore) else {
+    /// Asks `clean_placed` for a page and rewrites it in the stream it
+    /// advises; returns the page and the lsn of its new copy.
+    pub fn relocate(&mut self, ignore: PageId) -> Result<Option<(PageId, Lsn)>> {
+        let Some(placed) = self.acc.clean_placed(ignore) else {
             return Ok(None);
         };
+        let pid = placed.pid;
         let Some(page) = self.pages.get(&pid).cloned() else {
             return Err(format!("clean suggested unknown page {pid}").into());
         };
-        if page.deleted {
-            let (lsn, ptr, size) = self.append(MessageKind::Free, pid, &[])?;
-            self.record(pid, lsn, ptr, size)?;
-            self.pages.get_mut(&pid).expect("known").ptrs = vec![ptr];
+        let after = self.newest_fragment(pid);
+        let (kind, data) = if page.deleted {
+            (MessageKind::Free, Vec::new())
         } else {
-            let data = payload(pid, page.version, self.value_size);
-            let (lsn, ptr, size) = self.append(MessageKind::Full, pid, &data)?;
-            self.record(pid, lsn, ptr, size)?;
-            self.pages.get_mut(&pid).expect("known").ptrs = vec![ptr];
-        }
-        Ok(Some(pid))
+            (
+                MessageKind::Full,
+                payload(pid, page.version, self.value_size),
+            )
+        };
+        let (lsn, ptr, size) = self.append(placed.stream, after, kind, pid, &data)?;
+        self.record(pid, lsn, ptr, size)?;
+        self.pages.get_mut(&pid).expect("known").ptrs = vec![ptr];
+        Ok(Some((pid, lsn)))
     }
 
-    /// Simulates a torn write of the segment being filled: writes the first
-    /// half of it over the file (a crash during its write).
+    /// Simulates a torn write of the segment being filled (the lowest
+    /// open head's): writes the first half of it over the file (a crash
+    /// during its write).
     pub fn tear_head(&self) -> Result<()> {
-        let bytes = self.head.clone().finish();
-        self.storage
-            .write_at(self.head_lid, &bytes[..bytes.len() / 2])?;
+        let head = self.heads.iter().min_by_key(|h| h.lsn).expect("a head");
+        let bytes = head.builder.clone().finish();
+        self.storage.write_at(head.lid, &bytes[..bytes.len() / 2])?;
         Ok(())
     }
 
-    /// The lsn the next message will get (for the caller's history).
+    /// The lowest lsn a message may get next (for the caller's history).
     pub fn head_lsn(&self) -> Lsn {
-        self.head_lsn
+        self.lowest_open()
     }
 }
 
