@@ -16,11 +16,11 @@ use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::freelist::{Epochs, RewriteGate};
 use crate::pidset::LsnSet;
+use crate::placement::{self, Relocation, StreamId};
 use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER};
 use crate::sequencer::Sequencer;
 use crate::storage::Storage;
 use crate::sync::epoch::Collector;
-use crate::placement::{self, Relocation, StreamId};
 use crate::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use crate::table::{Bits, SegmentTable};
 use crate::types::{DiskPtr, Lid, Lsn, PageId};
@@ -551,7 +551,12 @@ impl Accountant {
         let config = &self.shared.config;
         // Relaxed: the stream was published with the segment's activation,
         // which the pick's Acquire load of the word saw.
-        let from = self.shared.table.segment(index).stream.load(Ordering::Relaxed);
+        let from = self
+            .shared
+            .table
+            .segment(index)
+            .stream
+            .load(Ordering::Relaxed);
         let stream =
             placement::relocation_stream(config.user_streams, config.relocation_streams, from);
         Some(Relocation { pid, stream })
@@ -578,7 +583,11 @@ impl Accountant {
             .max();
         // Relaxed: a heuristic input.
         let threshold = self.shared.user_lifetime.load(Ordering::Relaxed);
-        placement::user_stream(user_streams, newest.map(|old| (lsn - old) as u64), threshold)
+        placement::user_stream(
+            user_streams,
+            newest.map(|old| (lsn - old) as u64),
+            threshold,
+        )
     }
 
     /// The stream of the segment at `index`'s current incarnation.
