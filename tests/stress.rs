@@ -31,7 +31,9 @@
 //!   set alternates between a large and a small phase (freeing the large
 //!   phase's extra pages) so that the file grows and shrinks.
 //!
-//! The same run repeats with each cleaning policy under a space target.
+//! The same run repeats with each cleaning policy under a space target,
+//! and with four interleaving write heads (`next_in`, `clean_placed`,
+//! `stream_for_write`; the stable bound is held back by the slowest head).
 //! `STRESS_SECONDS` overrides the run time (default 4 s for each test).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -52,6 +54,11 @@ const LARGE: u64 = 2000;
 const PHASE: Duration = Duration::from_millis(400);
 /// Bytes of a free record (a header-sized fragment).
 const FREE_RECORD: u64 = 8;
+
+/// The lsn of a page's newest fragment (−1 for none).
+fn newest(page: &Page) -> Lsn {
+    page.fragments.iter().map(|f| f.lsn).max().unwrap_or(-1)
+}
 
 fn index_of(lid: Lid) -> usize {
     (lid / SS) as usize
@@ -84,12 +91,21 @@ struct Page {
     freed: bool,
 }
 
-/// The log head.
-struct Log {
-    /// Segment number (lsn / SS) of the segment being filled.
+/// One write head: the segment it fills.
+#[derive(Clone, Copy)]
+struct HeadSegment {
+    /// Segment number (lsn / SS).
     segno: u64,
     lid: Lid,
     used: u64,
+}
+
+/// The log: one head per stream of the configuration; segment numbers come
+/// from one counter, so the heads' segments interleave.
+struct Log {
+    heads: Vec<HeadSegment>,
+    /// The segment number the next roll gets.
+    next_segno: u64,
     /// Segments not yet known complete, oldest first, with their writes in
     /// flight.
     window: VecDeque<(u64, Arc<AtomicU64>)>,
@@ -159,9 +175,8 @@ impl Harness {
         let harness = Harness {
             acc,
             log: Mutex::new(Log {
-                segno: 0,
-                lid: 0,
-                used: 0,
+                heads: Vec::new(),
+                next_segno: 0,
                 window: VecDeque::new(),
                 incarnations: HashMap::new(),
             }),
@@ -174,7 +189,9 @@ impl Harness {
         };
         {
             let mut log = lock(&harness.log);
-            harness.roll(&mut log, 0);
+            for stream in 0..harness.acc.config().stream_count() {
+                harness.roll(&mut log, stream);
+            }
         }
         harness
     }
@@ -183,12 +200,15 @@ impl Harness {
         lock(&self.live[index % SHARDS])
     }
 
-    /// Hands out the segment for `segno` and checks the lid is not in use.
-    fn roll(&self, log: &mut Log, segno: u64) {
+    /// Rolls head `stream` to the log's next segment and checks the lid
+    /// is not in use.
+    fn roll(&self, log: &mut Log, stream: u8) {
+        let segno = log.next_segno;
+        log.next_segno += 1;
         let lsn = (segno * SS) as Lsn;
         let lid = self
             .acc
-            .next(lsn)
+            .next_in(lsn, stream)
             .unwrap_or_else(|e| panic!("next({lsn}): {e}"));
         self.counts.nexts.fetch_add(1, Ordering::Relaxed);
         assert_eq!(lid % SS, 0, "next({lsn}) returned unaligned lid {lid}");
@@ -235,29 +255,56 @@ impl Harness {
             self.counts.reuses.fetch_add(1, Ordering::Relaxed);
         }
         self.counts.max_tip.fetch_max(tip, Ordering::Relaxed);
-        log.segno = segno;
-        log.lid = lid;
-        log.used = 0;
+        let head = HeadSegment {
+            segno,
+            lid,
+            used: 0,
+        };
+        match log.heads.get_mut(stream as usize) {
+            Some(h) => *h = head,
+            None => log.heads.push(head),
+        }
         log.window.push_back((segno, Arc::new(AtomicU64::new(0))));
     }
 
-    /// Reserves `size` bytes at the log head, rolling to a new segment if
-    /// they do not fit.
-    fn reserve(&self, size: u64) -> Reservation {
+    /// Reserves `size` bytes at head `stream`, rolling it to a new segment
+    /// if they do not fit or if its segment is older than `after` (the
+    /// page's newest fragment: a page's writes keep increasing lsns).
+    fn reserve(&self, size: u64, stream: u8, after: Lsn) -> Reservation {
         let mut log = lock(&self.log);
-        if log.used + size > SS {
-            let segno = log.segno + 1;
-            self.roll(&mut log, segno);
+        let s = stream as usize;
+        if log.heads[s].used + size > SS || ((log.heads[s].segno * SS) as Lsn) < after {
+            self.roll(&mut log, stream);
         }
-        let in_flight = log.window.back().unwrap().1.clone();
+        let head = log.heads[s];
+        let in_flight = log
+            .window
+            .iter()
+            .find(|(segno, _)| *segno == head.segno)
+            .expect("an open segment is in the window")
+            .1
+            .clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
         let reservation = Reservation {
-            ptr: DiskPtr::Inline(log.lid + log.used),
-            lsn: (log.segno * SS + log.used) as Lsn,
+            ptr: DiskPtr::Inline(head.lid + head.used),
+            lsn: (head.segno * SS + head.used) as Lsn,
             in_flight,
         };
-        log.used += size;
+        log.heads[s].used += size;
         reservation
+    }
+
+    /// Rolls every head to a new segment (its buffer written as it is).
+    fn roll_all(&self) {
+        let mut log = lock(&self.log);
+        for stream in 0..log.heads.len() as u8 {
+            self.roll(&mut log, stream);
+        }
+    }
+
+    /// The lsn the log has reached (all segments below it are handed out).
+    fn frontier(&self) -> Lsn {
+        (lock(&self.log).next_segno * SS) as Lsn
     }
 
     /// Rolls the head to a new segment now, as a store flushing a
@@ -265,9 +312,10 @@ impl Harness {
     /// segment holds no fragment.
     fn seal_early(&self, twice: bool) {
         let mut log = lock(&self.log);
+        let streams = log.heads.len() as u64;
+        let stream = (log.next_segno % streams) as u8;
         for _ in 0..1 + twice as u64 {
-            let segno = log.segno + 1;
-            self.roll(&mut log, segno);
+            self.roll(&mut log, stream);
         }
         self.counts.early_seals.fetch_add(1, Ordering::Relaxed);
     }
@@ -278,7 +326,8 @@ impl Harness {
         let mut log = lock(&self.log);
         while let Some((segno, in_flight)) = log.window.front() {
             // Acquire: pairs with the release in `Reservation::drop`.
-            if *segno < log.segno && in_flight.load(Ordering::Acquire) == 0 {
+            let open = log.heads.iter().any(|h| h.segno == *segno);
+            if !open && in_flight.load(Ordering::Acquire) == 0 {
                 log.window.pop_front();
             } else {
                 break;
@@ -313,9 +362,9 @@ impl Harness {
         page.fragments.push(fragment);
     }
 
-    /// Links a fragment of `pid` at the head.
+    /// Links a fragment of `pid` at head 0.
     fn link(&self, pid: PageId, page: &mut Page, size: u64) {
-        let r = self.reserve(size);
+        let r = self.reserve(size, 0, newest(page));
         self.acc
             .mark_link(pid, r.lsn, r.ptr, size)
             .unwrap_or_else(|e| panic!("mark_link({pid}, {}, {:?}): {e}", r.lsn, r.ptr));
@@ -333,7 +382,14 @@ impl Harness {
     /// Writes `pid` completely at the head, replacing every old fragment
     /// (a full image, a free record, or a relocation).
     fn rewrite(&self, pid: PageId, page: &mut Page, size: u64) {
-        let r = self.reserve(size);
+        let old: Vec<DiskPtr> = page.fragments.iter().map(|f| f.ptr).collect();
+        let stream = self.acc.stream_for_write(self.frontier(), &old);
+        self.rewrite_in(pid, page, size, stream);
+    }
+
+    /// [`rewrite`](Self::rewrite) at head `stream`.
+    fn rewrite_in(&self, pid: PageId, page: &mut Page, size: u64, stream: u8) {
+        let r = self.reserve(size, stream, newest(page));
         let old: Vec<DiskPtr> = page.fragments.iter().map(|f| f.ptr).collect();
         if old.is_empty() {
             self.acc.mark_link(pid, r.lsn, r.ptr, size)
@@ -426,7 +482,8 @@ fn writer(h: Arc<Harness>, t: usize, barrier: Arc<Barrier>) {
             80..=97 => {
                 c.cleans.fetch_add(1, Ordering::Relaxed);
                 let ignore = if r & 1 == 0 { pid } else { u64::MAX };
-                if let Some(victim) = h.acc.clean(ignore) {
+                if let Some(placed) = h.acc.clean_placed(ignore) {
+                    let victim = placed.pid;
                     assert_ne!(victim, ignore, "clean returned the ignored page");
                     assert!(victim < LARGE, "clean returned unknown page {victim}");
                     let mut page = lock(&h.pages[victim as usize]);
@@ -436,7 +493,7 @@ fn writer(h: Arc<Harness>, t: usize, barrier: Arc<Barrier>) {
                         } else {
                             16 + (r >> 8) % 48
                         };
-                        h.rewrite(victim, &mut page, size);
+                        h.rewrite_in(victim, &mut page, size, placed.stream);
                         c.relocations.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -503,6 +560,25 @@ fn four_writers_and_a_stabilizer_with_each_policy_and_a_space_target() {
     }
 }
 
+/// Four interleaving write heads (two user streams placed by lifetime, two
+/// relocation streams), with the spec rule, then cost-benefit under a
+/// space target, half the time each.
+#[test]
+fn four_writers_and_a_stabilizer_with_several_heads() {
+    println!("4 heads, spec rule:");
+    stress(config().streams(2, 2).build().unwrap(), seconds() / 2.0);
+    println!("4 heads, cost-benefit, space target 1.5:");
+    stress(
+        config()
+            .streams(2, 2)
+            .policy(segment_accountant::policy::CostBenefit)
+            .space_target(Some(1.5))
+            .build()
+            .unwrap(),
+        seconds() / 2.0,
+    );
+}
+
 fn stress(config: Config, seconds: f64) {
     let h = Arc::new(Harness::new(config));
     let barrier = Arc::new(Barrier::new(WRITERS + 2));
@@ -532,7 +608,7 @@ fn stress(config: Config, seconds: f64) {
     let elapsed = start.elapsed().as_secs_f64();
 
     // Every write is complete: the last segment is sealed too.
-    let end = ((lock(&h.log).segno + 1) * SS) as Lsn;
+    let end = h.frontier();
     h.requested.fetch_max(end, Ordering::SeqCst);
     h.acc.stabilize(end).unwrap();
     let mut waiting = h.acc.flush();
@@ -648,14 +724,14 @@ fn stress(config: Config, seconds: f64) {
     // and `next` truncates the free segments at the top.
     let truncated = stats.bytes_truncated;
     for _ in 0..64 {
-        // The head was sealed by the last `stabilize`: roll to a new one.
-        h.seal_early(false);
-        while let Some(victim) = h.acc.clean(u64::MAX) {
-            let mut page = lock(&h.pages[victim as usize]);
+        // The heads were sealed by the last `stabilize`: roll them.
+        h.roll_all();
+        while let Some(placed) = h.acc.clean_placed(u64::MAX) {
+            let mut page = lock(&h.pages[placed.pid as usize]);
             let size = if page.freed { FREE_RECORD } else { 32 };
-            h.rewrite(victim, &mut page, size);
+            h.rewrite_in(placed.pid, &mut page, size, placed.stream);
         }
-        h.seal_early(false);
+        h.roll_all();
         h.stabilize();
         h.flush();
     }
