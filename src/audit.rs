@@ -257,9 +257,12 @@ impl Accountant {
                     "Active segments {active:?} but registered for deactivation {registered:?}"
                 ));
             }
-            state
-                .cleaning
-                .check(&inactive, sealed_live, draining_live)
+            state.cleaning.check(
+                &inactive,
+                sealed_live,
+                draining_live,
+                counted[SegmentState::Draining as usize],
+            )
         });
         match checked {
             None => fail("a stabilize is in progress: not quiescent".into()),

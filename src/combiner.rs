@@ -40,8 +40,10 @@ pub(crate) struct Cleaning {
     pub(crate) victims: VictimIndex,
     /// Live bytes in Inactive and Draining segments.
     pub(crate) sealed_live: u64,
-    /// Live bytes in Draining segments (still to relocate).
+    /// Live bytes in Draining segments.
     pub(crate) draining_live: u64,
+    /// The Draining segments, in the order they started draining.
+    pub(crate) draining: Vec<u32>,
 }
 
 impl Cleaning {
@@ -50,7 +52,25 @@ impl Cleaning {
             victims: VictimIndex::new(segment_size),
             sealed_live: 0,
             draining_live: 0,
+            draining: Vec::new(),
         }
+    }
+
+    /// Bytes the Draining segments still have to relocate (pages not yet
+    /// replaced): relocated pages whose new copy is not stable yet are
+    /// still live in their Draining segment, but already take space at a
+    /// head, and must not count twice.
+    fn unrelocated(&self, shared: &Shared) -> u64 {
+        self.draining
+            .iter()
+            .map(|&i| {
+                shared
+                    .table
+                    .segment(i as usize)
+                    .present
+                    .not_yet_replaced_bytes()
+            })
+            .sum()
     }
 
     /// Checks the totals and the index against the table's Inactive
@@ -60,11 +80,18 @@ impl Cleaning {
         inactive: &[(usize, u64, u64)],
         sealed_live: u64,
         draining_live: u64,
+        draining: usize,
     ) -> Result<(), String> {
         if (self.sealed_live, self.draining_live) != (sealed_live, draining_live) {
             return Err(format!(
                 "cleaning totals (sealed {}, draining {}) disagree with the table (sealed {sealed_live}, draining {draining_live})",
                 self.sealed_live, self.draining_live
+            ));
+        }
+        if self.draining.len() != draining {
+            return Err(format!(
+                "the combiner lists {} Draining segments, the table holds {draining}",
+                self.draining.len()
             ));
         }
         if self.victims.len() != inactive.len() {
@@ -452,6 +479,12 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
             }
         }
         SegmentState::Draining if segment.present.is_empty() => {
+            let draining = &mut state.cleaning.draining;
+            let at = draining
+                .iter()
+                .position(|&i| i as usize == index)
+                .expect("a Draining segment is listed");
+            draining.remove(at);
             let was_set = shared.table.clear_bit(Bits::Drain, index);
             debug_assert!(was_set);
             {
@@ -470,6 +503,7 @@ fn start_draining(shared: &Shared, state: &mut CombinerState, index: usize, word
     segment.must_transition(word, word.with_state(SegmentState::Draining));
     state.cleaning.victims.remove(index);
     state.cleaning.draining_live += segment.live_bytes(SegmentState::Draining);
+    state.cleaning.draining.push(index as u32);
     shared
         .counts
         .moved(SegmentState::Inactive, SegmentState::Draining);
@@ -540,6 +574,7 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
         return;
     }
     let ss = config.segment_size;
+    let mut unrelocated = state.cleaning.unrelocated(shared);
     loop {
         let counts = shared.counts.snapshot();
         let c = &state.cleaning;
@@ -549,7 +584,7 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
             c.sealed_live,
             counts.active as u64,
             counts.inactive as u64,
-            c.draining_live,
+            unrelocated,
         ) {
             return;
         }
@@ -571,14 +606,20 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
             victim = c.victims.emptiest().expect("the index is not empty");
         }
         let live = live_of(victim);
+        let to_relocate = shared
+            .table
+            .segment(victim)
+            .present
+            .not_yet_replaced_bytes();
         if !policy::worth_draining(live, ss)
-            || !policy::room_to_drain(c.draining_live, live, ss, sealed)
+            || !policy::room_to_drain(unrelocated, to_relocate, ss, sealed)
         {
             return;
         }
         let word = shared.table.segment(victim).load();
         debug_assert_eq!(word.state, SegmentState::Inactive);
         start_draining(shared, state, victim, word);
+        unrelocated += to_relocate;
     }
 }
 
@@ -595,6 +636,7 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     let free = tip.saturating_sub(live) as u64;
     let spec_rule = policy::should_drain_top(config, free, counts.inactive as u64);
     let c = &state.cleaning;
+    let unrelocated = c.unrelocated(shared);
     let target_rule = config.mode == Mode::Gc
         && free > 0
         && config.space_target.is_some_and(|target| {
@@ -602,7 +644,7 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
             let (active, inactive) = (counts.active as u64, counts.inactive as u64);
             // Only once the victims fit: until then, moving the top
             // segment would just land it in the space cleaning frees.
-            !policy::over_target(target, ss, c.sealed_live, active, inactive, c.draining_live)
+            !policy::over_target(target, ss, c.sealed_live, active, inactive, unrelocated)
                 && policy::shrink_needed(
                     target,
                     ss,

@@ -18,6 +18,16 @@ use crate::policy::{self, SegmentFacts};
 use crate::segment::{SegmentState, MAX_SEGMENT_NUMBER};
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
+impl ModelSegment {
+    /// Bytes of the pages not yet replaced here.
+    pub fn not_yet_replaced_bytes(&self) -> u64 {
+        self.not_yet_replaced
+            .iter()
+            .map(|p| self.present.get(p).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
 /// One segment of the model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelSegment {
@@ -460,7 +470,8 @@ impl Model {
         );
         let free = self.tip as u64 - active - inactive - draining;
         let spec_rule = policy::should_drain_top(&self.config, free, inactive);
-        let (sealed_live, draining_live) = self.sealed_live();
+        let sealed_live = self.sealed_live().0;
+        let draining_live = self.unrelocated();
         let target_rule = self.config.mode == Mode::Gc
             && free > 0
             && self.config.space_target.is_some_and(|t| {
@@ -535,6 +546,16 @@ impl Model {
         policy::choose(&*self.config.policy, now, candidates).map(|f| f.index as usize)
     }
 
+    /// Bytes the Draining segments still have to relocate: their pages not
+    /// yet replaced.
+    pub fn unrelocated(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.state == Some(SegmentState::Draining))
+            .map(|s| s.not_yet_replaced_bytes())
+            .sum()
+    }
+
     /// The oldest Inactive segment of the lowest live-bytes bucket.
     pub fn emptiest_victim(&self) -> Option<usize> {
         self.segments
@@ -559,7 +580,8 @@ impl Model {
                     .filter(|s| s.state == Some(state))
                     .count() as u64
             };
-            let (sealed, draining) = self.sealed_live();
+            let sealed = self.sealed_live().0;
+            let draining = self.unrelocated();
             if !policy::over_target(
                 target,
                 self.ss(),
@@ -577,8 +599,9 @@ impl Model {
                 victim = self.emptiest_victim().expect("a victim exists");
             }
             let live = self.segments[victim].live_bytes;
+            let to_relocate = self.segments[victim].not_yet_replaced_bytes();
             if !policy::worth_draining(live, self.ss())
-                || !policy::room_to_drain(draining, live, self.ss(), sealed_now)
+                || !policy::room_to_drain(draining, to_relocate, self.ss(), sealed_now)
             {
                 return;
             }

@@ -169,6 +169,16 @@ impl PageMap {
             .collect()
     }
 
+    /// The bytes of the pages not yet replaced here (not an atomic
+    /// snapshot): what draining this segment still has to relocate.
+    pub(crate) fn not_yet_replaced_bytes(&self) -> u64 {
+        self.raw_entries()
+            .iter()
+            .filter(|&&(_, v)| v & NYR != 0)
+            .map(|&(_, v)| v & !NYR)
+            .sum()
+    }
+
     /// The bytes of every page here (not an atomic snapshot).
     pub(crate) fn bytes(&self) -> u64 {
         self.raw_entries().iter().map(|&(_, v)| v & !NYR).sum()

@@ -249,9 +249,10 @@ pub fn worth_draining(live_bytes: u64, segment_size: u64) -> bool {
 
 /// Whether the file, as it will be once the draining segments are
 /// relocated, exceeds the space target: with `active` Active and
-/// `inactive` Inactive segments, `draining_live` bytes still to relocate
-/// and `sealed_live` live bytes in sealed segments, whether
-/// `(active + inactive + RESERVE) × segment_size + draining_live`
+/// `inactive` Inactive segments, `unrelocated` bytes the Draining segments
+/// still have to relocate (pages not yet replaced) and `sealed_live` live
+/// bytes in sealed segments, whether
+/// `(active + inactive + RESERVE) × segment_size + unrelocated`
 /// exceeds `target × sealed_live`. One segment is kept in reserve so the
 /// next `next` finds a free one.
 pub fn over_target(
@@ -260,15 +261,15 @@ pub fn over_target(
     sealed_live: u64,
     active: u64,
     inactive: u64,
-    draining_live: u64,
+    unrelocated: u64,
 ) -> bool {
     let projected =
-        (active + inactive + RESERVE_SEGMENTS) as f64 * segment_size as f64 + draining_live as f64;
+        (active + inactive + RESERVE_SEGMENTS) as f64 * segment_size as f64 + unrelocated as f64;
     projected > target * sealed_live as f64
 }
 
-/// Whether a target-driven drain of a victim with `victim_live` live bytes
-/// may start while `draining_live` bytes still wait to be relocated: the
+/// Whether a target-driven drain of a victim with `victim_live` bytes to
+/// relocate may start while `draining_live` bytes still wait to be: the
 /// relocations in flight are paced to `sealed` segments' worth (the
 /// segments the pass just sealed, at least one), so a burst of drains
 /// cannot outrun the writes that relocate them (their pages would then be

@@ -302,7 +302,10 @@ impl crate::Accountant {
             }
             match state {
                 SegmentState::Inactive => cleaning.victims.upsert(index, seg.segno, seg.bytes),
-                SegmentState::Draining => cleaning.draining_live += seg.bytes,
+                SegmentState::Draining => {
+                    cleaning.draining_live += seg.bytes;
+                    cleaning.draining.push(index as u32);
+                }
                 _ => {}
             }
             segment.must_transition(

@@ -66,13 +66,21 @@ fn parse() -> Mode {
             "--sweep" => sweep = Some(value()),
             "--policy" => {
                 o.policy = value();
-                if policy::by_name(&o.policy).is_none() {
+                if sim::scheme(&o.policy, None).is_err() {
                     usage(&format!(
-                        "unknown policy {}: one of {}",
+                        "unknown policy {}: one of {}, {}",
                         o.policy,
-                        policy::NAMES.join(", ")
+                        policy::NAMES.join(", "),
+                        sim::SCHEMES.join(", ")
                     ));
                 }
+            }
+            "--heads" => {
+                let h: u8 = value().parse().unwrap_or_else(|_| usage("bad --heads"));
+                if !(1..=16).contains(&h) {
+                    usage("--heads from 1 to 16");
+                }
+                o.heads = Some(h);
             }
             "--utilization" => {
                 let u = value();

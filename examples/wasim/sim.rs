@@ -1,5 +1,53 @@
-//! One simulation run: a page writer with one write head over the real
-//! accountant, relocating every page `clean` suggests.
+//! One simulation run: a page writer over the real accountant with one
+//! write head per stream of the scheme, relocating every page `clean`
+//! suggests where `clean_placed` advises.
+
+/// A scheme: the accountant's victim policy and its streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scheme {
+    /// A name from `policy::NAMES`.
+    pub policy: &'static str,
+    /// User streams (placed by `stream_for_write`).
+    pub user_streams: u8,
+    /// Relocation streams (placed by `clean_placed`).
+    pub relocation_streams: u8,
+}
+
+/// The schemes beyond the accountant's policies: `cost-benefit-sep`
+/// (cost-benefit victims, relocated pages to their own head) and
+/// `lifetime` (alias `best`): cost-benefit victims, user writes on two
+/// heads by the lifetime of the version they replace, relocated pages on
+/// heads by how many cleanings they survived.
+pub const SCHEMES: [&str; 3] = ["cost-benefit-sep", "lifetime", "best"];
+
+/// The scheme called `name` with `heads` heads (`None`: its default).
+pub fn scheme(name: &str, heads: Option<u8>) -> Result<Scheme, String> {
+    let split = |default: (u8, u8)| -> Result<(u8, u8), String> {
+        match heads {
+            None => Ok(default),
+            Some(h) if h >= 2 => Ok((default.0.min(h - 1), h - default.0.min(h - 1))),
+            Some(h) => Err(format!("{name} needs at least 2 heads, not {h}")),
+        }
+    };
+    let (policy, (user, relocation)) = match name {
+        "cost-benefit-sep" => ("cost-benefit", split((1, 1))?),
+        "lifetime" | "best" => ("cost-benefit", split((2, 2))?),
+        _ => {
+            let p = policy::NAMES
+                .iter()
+                .find(|&&p| p == name)
+                .ok_or_else(|| format!("unknown policy {name}"))?;
+            // A plain policy with several heads: one user stream, the rest
+            // relocation streams.
+            (*p, heads.map_or((1, 0), |h| (1, h.max(1) - 1)))
+        }
+    };
+    Ok(Scheme {
+        policy,
+        user_streams: user,
+        relocation_streams: relocation,
+    })
+}
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +108,8 @@ pub struct RunOptions {
     /// User writes per phase, in multiples of the live pages.
     pub writes: f64,
     pub seed: u64,
+    /// Write heads (`None`: the scheme's default).
+    pub heads: Option<u8>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +123,7 @@ impl Default for RunOptions {
             pages_per_segment: 256,
             writes: 4.0,
             seed: 1,
+            heads: None,
         }
     }
 }
@@ -97,20 +148,30 @@ pub struct Figures {
     pub ops_per_s: f64,
     /// The whole run's wall time, load and warm-up included, in seconds.
     pub seconds: f64,
+    /// Write heads used.
+    pub heads: u8,
+    /// Page slots left empty by heads rolled early (a lagging head, or one
+    /// older than the page written), over page writes.
+    pub padding: f64,
 }
 
 impl Figures {
     /// The single-run output line.
     pub fn line(&self, o: &RunOptions) -> String {
         format!(
-            "policy={} workload={} utilization={} wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}",
+            "policy={} workload={} utilization={} wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}{}",
             o.policy,
             o.workload_name,
             o.utilization_name(),
             self.wa,
             self.space_amp,
             self.cleaned_segments,
-            self.ops_per_s
+            self.ops_per_s,
+            if self.heads > 1 {
+                format!(" heads={} padding={:.4}", self.heads, self.padding)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -213,37 +274,92 @@ impl Head {
     }
 }
 
+/// A head whose segment falls this many segments behind the log's newest
+/// is rolled (its buffer written as it is), so it does not hold the stable
+/// lsn back for long.
+const MAX_LAG: i64 = 16;
+
 struct Sim {
     acc: Accountant,
     ss: u64,
     page_size: u64,
-    head: Head,
+    /// Open heads (`None`: closed until the next write to the stream).
+    heads: Vec<Option<Head>>,
+    /// The lsn the next rolled segment gets (one counter for all heads).
+    next_lsn: Lsn,
     location: Vec<Option<DiskPtr>>,
+    /// The segment lsn of each page's current copy.
+    written_at: Vec<Lsn>,
     writes: u64,
     relocations: u64,
     reuses: u64,
+    padded: u64,
 }
 
 impl Sim {
-    /// Seals the head's segment and starts the next one after it.
-    fn roll(&mut self) {
-        let next = self.head.lsn + self.ss as Lsn;
+    /// Closes head `stream`'s segment (if open) and opens its next one at
+    /// the log's next lsn; then closes the heads lagging too far behind, and
+    /// stabilizes below the lowest open head (everything below it is
+    /// written).
+    fn roll(&mut self, stream: usize) {
+        self.close(stream);
+        let next = self.next_lsn;
+        self.next_lsn += self.ss as Lsn;
         let tip = self.acc.tip();
-        let lid = self.acc.next(next).expect("next");
+        let lid = self.acc.next_in(next, stream as u8).expect("next");
         if lid < tip {
             self.reuses += 1;
         }
-        self.head = Head::new(next, lid);
-        // Everything before the head is written and durable.
-        self.acc.stabilize(next).expect("stabilize");
+        self.heads[stream] = Some(Head::new(next, lid));
+        let oldest_allowed = self.next_lsn - (MAX_LAG + 1) * self.ss as Lsn;
+        for s in 0..self.heads.len() {
+            if self.heads[s].is_some_and(|h| h.lsn < oldest_allowed) {
+                self.close(s);
+            }
+        }
+        let lowest = self
+            .heads
+            .iter()
+            .flatten()
+            .map(|h| h.lsn)
+            .min()
+            .unwrap_or(self.next_lsn);
+        self.acc.stabilize(lowest).expect("stabilize");
         self.acc.flush();
     }
 
-    fn write(&mut self, pid: u64) {
-        if !self.head.fits(self.page_size, self.ss) {
-            self.roll();
+    /// Closes head `stream`: its segment is written as it is, the rest of
+    /// it left empty (counted as padding).
+    fn close(&mut self, stream: usize) {
+        if let Some(head) = self.heads[stream].take() {
+            self.padded += (self.ss - head.used) / self.page_size;
         }
-        let (lsn, ptr) = self.head.place(self.page_size);
+    }
+
+    /// Writes `pid` at head `stream`, whose segment must be newer than the
+    /// page's current copy (its lsns must increase).
+    fn write(&mut self, stream: usize, pid: u64) {
+        let after = self.written_at[pid as usize];
+        let stream = match self.heads[stream] {
+            // The advised head's segment is older than the page's copy:
+            // rather than close it early, write to the newest open head.
+            Some(h) if h.lsn < after => self
+                .heads
+                .iter()
+                .enumerate()
+                .filter_map(|(s, h)| h.filter(|h| h.lsn >= after).map(|h| (h.lsn, s)))
+                .max()
+                .map_or(stream, |(_, s)| s),
+            _ => stream,
+        };
+        let usable =
+            self.heads[stream].is_some_and(|h| h.fits(self.page_size, self.ss) && h.lsn >= after);
+        if !usable {
+            self.roll(stream);
+        }
+        let head = self.heads[stream].as_mut().expect("an open head");
+        self.written_at[pid as usize] = head.lsn;
+        let (lsn, ptr) = head.place(self.page_size);
         match self.location[pid as usize] {
             Some(old) => self
                 .acc
@@ -260,10 +376,12 @@ impl Sim {
     /// A user write, then relocation of everything `clean` suggests (so
     /// cleaning keeps up whatever the write amplification).
     fn user_write(&mut self, pid: u64) {
-        self.write(pid);
+        let old = self.location[pid as usize];
+        let stream = self.acc.stream_for_write(self.next_lsn, old.as_slice());
+        self.write(stream as usize, pid);
         self.writes += 1;
-        while let Some(victim) = self.acc.clean(pid) {
-            self.write(victim);
+        while let Some(r) = self.acc.clean_placed(pid) {
+            self.write(r.stream as usize, r.pid);
             self.relocations += 1;
         }
     }
@@ -279,38 +397,41 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
     let page_size = ss / o.pages_per_segment;
     let u = o.utilization.unwrap_or(0.8);
     let pages = ((o.segments * o.pages_per_segment) as f64 * u) as u64;
+    let s = scheme(&o.policy, o.heads)?;
     let config = Config::builder()
         .segment_size(ss)
-        .policy_arc(
-            policy::by_name(&o.policy).ok_or_else(|| format!("unknown policy {}", o.policy))?,
-        )
+        .policy_arc(policy::by_name(s.policy).expect("a known policy"))
         .space_target(o.utilization.map(|u| 1.0 / u))
+        .streams(s.user_streams, s.relocation_streams)
         .build()
         .map_err(|e| e.to_string())?;
     let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
-    let first = acc.next(0).expect("next");
+    let streams = s.user_streams + s.relocation_streams;
     let mut sim = Sim {
         acc,
         ss,
         page_size,
-        head: Head::new(0, first),
+        heads: vec![None; streams as usize],
+        next_lsn: 0,
         location: vec![None; pages as usize],
+        written_at: vec![-1; pages as usize],
         writes: 0,
         relocations: 0,
         reuses: 0,
+        padded: 0,
     };
     let picker = Picker::new(o.workload.clone(), pages);
     let mut rng = Rng(o.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     // Load every page once, then warm up for `writes × pages` writes.
     for pid in 0..pages {
-        sim.write(pid);
+        sim.write(0, pid);
     }
     let per_phase = (o.writes * pages as f64) as u64;
     for _ in 0..per_phase {
         let pid = picker.pick(&mut rng);
         sim.user_write(pid);
     }
-    let (w0, r0, reuse0) = (sim.writes, sim.relocations, sim.reuses);
+    let (w0, r0, reuse0, pad0) = (sim.writes, sim.relocations, sim.reuses, sim.padded);
     let started = Instant::now();
     let mut amp_sum = 0.0;
     let mut amp_samples = 0u64;
@@ -333,5 +454,7 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
         cleaned_segments: sim.reuses - reuse0,
         ops_per_s: (writes + relocations) as f64 / elapsed,
         seconds: run_started.elapsed().as_secs_f64(),
+        heads: streams,
+        padding: (sim.padded - pad0) as f64 / (writes + relocations) as f64,
     })
 }

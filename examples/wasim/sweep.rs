@@ -67,6 +67,7 @@ fn options(policy: &str, workload: &str, utilization: Option<f64>, segments: u64
         pages_per_segment: 256,
         writes: 4.0,
         seed: 1,
+        heads: None,
     }
 }
 
