@@ -1,17 +1,28 @@
 //! Write-amplification simulator: drives the real accountant with a
-//! store-like page writer (one write head; every page `clean` suggests
-//! after a user write is relocated to the head) and reports write
-//! amplification and space amplification.
+//! store-like page writer (one write head per stream of the scheme; every
+//! page `clean_placed` suggests after a user write is relocated to the head
+//! it advises) and reports write amplification and space amplification.
 //!
 //! ```text
-//! cargo run --release --example wasim -- [--policy spec|greedy|fifo|cost-benefit]
-//!     [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none]
+//! cargo run --release --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|lifetime|best]
+//!     [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none]
 //!     [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
 //! cargo run --release --example wasim -- --sweep DIR
 //! ```
 //!
 //! A single run prints one line:
-//! `policy=.. workload=.. utilization=.. wa=.. space_amp=.. cleaned_segments=.. ops_per_s=..`.
+//! `policy=.. workload=.. utilization=.. wa=.. space_amp=.. cleaned_segments=.. ops_per_s=..`
+//! (with several heads, also `heads=.. padding=..`: page slots left empty
+//! by heads closed early, over page writes).
+//!
+//! Schemes with several heads: `cost-benefit-sep` (cost-benefit victims,
+//! relocated pages on their own head: 2 heads) and `lifetime`, alias
+//! `best` (cost-benefit victims; two user heads placed by
+//! `stream_for_write`, two relocation heads by `clean_placed`: 4 heads).
+//! `--heads H` changes the count (a plain policy with H heads gets H − 1
+//! relocation heads). Heads take segment lsns from one counter; the stable
+//! lsn waits for the lowest open head, and a head 32 segments behind the
+//! newest is closed.
 //! The live data is `U` (0.8 with `--utilization none`) of `segments ×
 //! pages-per-segment` pages; `--utilization U` also sets the accountant's
 //! space target to `1/U` of the live data. Only `spec` cleans without a
@@ -37,7 +48,7 @@ use segment_accountant::policy;
 
 use crate::sim::{simulate, RunOptions, Workload};
 
-const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
+const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|lifetime|best] [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
        wasim --sweep DIR";
 
 fn usage(msg: &str) -> ! {

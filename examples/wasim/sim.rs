@@ -275,9 +275,10 @@ impl Head {
 }
 
 /// A head whose segment falls this many segments behind the log's newest
-/// is rolled (its buffer written as it is), so it does not hold the stable
-/// lsn back for long.
-const MAX_LAG: i64 = 16;
+/// is closed (its buffer written as it is, the rest of the segment left
+/// empty), so it does not hold the stable lsn back for long. Shorter lags
+/// cost padding, longer ones keep more segments in flight.
+const MAX_LAG: i64 = 32;
 
 struct Sim {
     acc: Accountant,
