@@ -408,3 +408,86 @@ fn configuration_mistakes() {
     assert_eq!(b().skew(101).build().unwrap_err(), ConfigError::Skew(101));
     assert!(b().skew(100).cleanup_threshold(99).build().is_ok());
 }
+
+/// `next_in` with a stream the configuration does not have is refused
+/// before anything else; streams it has work, and each segment remembers
+/// its stream.
+#[test]
+fn unknown_stream() {
+    let config = Config::builder()
+        .segment_size(SS)
+        .streams(2, 1)
+        .build()
+        .unwrap();
+    let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+    let err = unchanged(&acc, |a| a.next_in(0, 3));
+    assert!(
+        matches!(
+            err,
+            Error::UnknownStream {
+                stream: 3,
+                streams: 3
+            }
+        ),
+        "{err}"
+    );
+    // Checked first: an unaligned lsn on an unknown stream reports the
+    // stream.
+    let err = unchanged(&acc, |a| a.next_in(1, 7));
+    assert!(
+        matches!(err, Error::UnknownStream { stream: 7, .. }),
+        "{err}"
+    );
+    for stream in 0..3 {
+        let lid = acc.next_in(stream as Lsn * L, stream).unwrap();
+        assert_eq!(acc.segment_stream((lid / SS) as usize), Some(stream));
+    }
+    // The default configuration has one stream.
+    let err = unchanged(&fresh(), |a| a.next_in(0, 1));
+    assert!(
+        matches!(
+            err,
+            Error::UnknownStream {
+                stream: 1,
+                streams: 1
+            }
+        ),
+        "{err}"
+    );
+    acc.audit().unwrap();
+}
+
+/// Placement advice: a relocation from a user segment goes to the first
+/// relocation stream and from there to the next; a rewrite of a page whose
+/// old version is young goes to user stream 0 once a lifetime is known.
+#[test]
+fn placement_advice() {
+    let config = Config::builder()
+        .segment_size(SS)
+        .streams(2, 2)
+        .build()
+        .unwrap();
+    let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+    // No lifetime known yet: every rewrite is "shorter" than it.
+    assert_eq!(acc.user_lifetime(), None);
+    let a = acc.next_in(0, 0).unwrap();
+    acc.mark_link(1, 0, DiskPtr::Inline(a), 100).unwrap();
+    assert_eq!(acc.stream_for_write(L, &[DiskPtr::Inline(a)]), 0);
+    // A new page goes to the last user stream.
+    assert_eq!(acc.stream_for_write(L, &[]), 1);
+    // Page 1 is rewritten at lsn L: segment 0 empties at the next
+    // stabilize, and its lifetime (L) becomes the threshold.
+    let b = acc.next_in(L, 0).unwrap();
+    acc.mark_replace(1, L, &[DiskPtr::Inline(a)], DiskPtr::Inline(b), 100)
+        .unwrap();
+    acc.stabilize(2 * L).unwrap();
+    assert_eq!(acc.user_lifetime(), Some(SS));
+    // A version that lived 4 segments is long-lived: stream 1; one that
+    // lived less than one, stream 0.
+    assert_eq!(acc.stream_for_write(5 * L, &[DiskPtr::Inline(b)]), 1);
+    assert_eq!(acc.stream_for_write(L + 10, &[DiskPtr::Inline(b)]), 0);
+    // Relocations: from a user stream to the first relocation stream.
+    let d = acc.next_in(2 * L, 2).unwrap();
+    assert_eq!(acc.segment_stream((d / SS) as usize), Some(2));
+    acc.audit().unwrap();
+}
