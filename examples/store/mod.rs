@@ -69,6 +69,10 @@ pub fn check_payload(pid: PageId, bytes: &[u8]) -> Option<u64> {
     (payload(pid, version, bytes.len()) == bytes).then_some(version)
 }
 
+/// A head whose segment falls this many segments behind the log's newest
+/// is written as it is and rolled.
+const MAX_LAG: i64 = 8;
+
 /// One write head: the segment being filled.
 #[derive(Clone)]
 struct Head {
@@ -214,8 +218,22 @@ impl Store {
     }
 
     /// Writes head `stream`'s segment whole and starts its next one at the
-    /// log's next segment lsn.
+    /// log's next segment lsn; then rolls every head left more than
+    /// [`MAX_LAG`] segments behind, so no head holds the stable lsn (and
+    /// with it every free) back for long.
     pub fn roll(&mut self, stream: u8) -> Result<()> {
+        self.roll_one(stream)?;
+        loop {
+            let oldest_allowed = self.next_lsn - (MAX_LAG + 1) * self.ss as Lsn;
+            let lagging = self.heads.iter().position(|h| h.lsn < oldest_allowed);
+            match lagging {
+                Some(s) => self.roll_one(s as u8)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn roll_one(&mut self, stream: u8) -> Result<()> {
         let next_lsn = self.next_lsn;
         let tip = self.acc.tip();
         let next_lid = self.acc.next_in(next_lsn, stream)?;
