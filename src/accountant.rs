@@ -590,12 +590,6 @@ impl Accountant {
         )
     }
 
-    /// The stream of the segment at `index`'s current incarnation.
-    pub fn segment_stream(&self, index: usize) -> Option<StreamId> {
-        // Relaxed: a statistic.
-        Some(self.shared.table.get(index)?.stream.load(Ordering::Relaxed))
-    }
-
     /// The average lifetime (lsn bytes) of stream-0 segments freed lately,
     /// if any was: the threshold [`stream_for_write`](Self::stream_for_write)
     /// uses.
@@ -722,6 +716,8 @@ impl Accountant {
             removed_pages: segment.removed.load(Ordering::Acquire),
             live_bytes: segment.live_bytes(word.state),
             to_clean: self.shared.table.bit(Bits::Drain, index),
+            // Relaxed: a statistic.
+            stream: segment.stream.load(Ordering::Relaxed),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct SegmentInfo {
     pub live_bytes: u64,
     /// Whether the segment is in the to-clean set.
     pub to_clean: bool,
+    /// The write head (stream) of its current incarnation.
+    pub stream: crate::placement::StreamId,
 }
 
 /// A snapshot of the accountant's figures.
@@ -131,7 +133,7 @@ impl Accountant {
         let mut counted = [0usize; 6];
         let mut active = Vec::new();
         let mut inactive = Vec::new();
-        let (mut sealed_live, mut draining_live) = (0u64, 0u64);
+        let mut sealed_live = 0u64;
         for index in 0..shared.table.capacity() {
             let segment = shared.table.segment(index);
             let word = segment.load();
@@ -197,9 +199,7 @@ impl Accountant {
                 }
                 SegmentState::Inactive | SegmentState::Draining => {
                     sealed_live += live_bytes;
-                    if word.state == SegmentState::Draining {
-                        draining_live += live_bytes;
-                    } else {
+                    if word.state == SegmentState::Inactive {
                         inactive.push((index, word.segno.unwrap_or(0), live_bytes));
                     }
                     if deferred != 0 {
@@ -260,7 +260,6 @@ impl Accountant {
             state.cleaning.check(
                 &inactive,
                 sealed_live,
-                draining_live,
                 counted[SegmentState::Draining as usize],
             )
         });

@@ -40,8 +40,6 @@ pub(crate) struct Cleaning {
     pub(crate) victims: VictimIndex,
     /// Live bytes in Inactive and Draining segments.
     pub(crate) sealed_live: u64,
-    /// Live bytes in Draining segments.
-    pub(crate) draining_live: u64,
     /// The Draining segments, in the order they started draining.
     pub(crate) draining: Vec<u32>,
 }
@@ -51,7 +49,6 @@ impl Cleaning {
         Cleaning {
             victims: VictimIndex::new(segment_size),
             sealed_live: 0,
-            draining_live: 0,
             draining: Vec::new(),
         }
     }
@@ -73,19 +70,19 @@ impl Cleaning {
             .sum()
     }
 
-    /// Checks the totals and the index against the table's Inactive
-    /// segments `(index, segno, live bytes)` and live-byte sums (audit).
+    /// Checks the total and the index against the table's Inactive
+    /// segments `(index, segno, live bytes)`, sealed live bytes and
+    /// Draining count (audit).
     pub(crate) fn check(
         &self,
         inactive: &[(usize, u64, u64)],
         sealed_live: u64,
-        draining_live: u64,
         draining: usize,
     ) -> Result<(), String> {
-        if (self.sealed_live, self.draining_live) != (sealed_live, draining_live) {
+        if self.sealed_live != sealed_live {
             return Err(format!(
-                "cleaning totals (sealed {}, draining {}) disagree with the table (sealed {sealed_live}, draining {draining_live})",
-                self.sealed_live, self.draining_live
+                "sealed live bytes {} disagree with the table's {sealed_live}",
+                self.sealed_live
             ));
         }
         if self.draining.len() != draining {
@@ -415,9 +412,6 @@ fn deactivate(
             SegmentState::Inactive | SegmentState::Draining => {
                 if let Some(bytes) = old.remove_replaced(r.pid) {
                     state.cleaning.sealed_live -= bytes;
-                    if old_word.state == SegmentState::Draining {
-                        state.cleaning.draining_live -= bytes;
-                    }
                 }
             }
             SegmentState::Active => panic!(
@@ -502,7 +496,6 @@ fn start_draining(shared: &Shared, state: &mut CombinerState, index: usize, word
     let segment = shared.table.segment(index);
     segment.must_transition(word, word.with_state(SegmentState::Draining));
     state.cleaning.victims.remove(index);
-    state.cleaning.draining_live += segment.live_bytes(SegmentState::Draining);
     state.cleaning.draining.push(index as u32);
     shared
         .counts
@@ -533,10 +526,7 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
             record_user_lifetime(shared, crate::placement::lifetime(stable_lsn, lsn));
         }
     }
-    shared
-        .table
-        .segment(index)
-        .must_transition(word, word.with_state(SegmentState::Freeing));
+    segment.must_transition(word, word.with_state(SegmentState::Freeing));
     shared.counts.moved(word.state, SegmentState::Freeing);
     let lsn = word
         .lsn(shared.config.segment_size)
@@ -636,7 +626,6 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     let free = tip.saturating_sub(live) as u64;
     let spec_rule = policy::should_drain_top(config, free, counts.inactive as u64);
     let c = &state.cleaning;
-    let unrelocated = c.unrelocated(shared);
     let target_rule = config.mode == Mode::Gc
         && free > 0
         && config.space_target.is_some_and(|target| {
@@ -644,6 +633,7 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
             let (active, inactive) = (counts.active as u64, counts.inactive as u64);
             // Only once the victims fit: until then, moving the top
             // segment would just land it in the space cleaning frees.
+            let unrelocated = c.unrelocated(shared);
             !policy::over_target(target, ss, c.sealed_live, active, inactive, unrelocated)
                 && policy::shrink_needed(
                     target,

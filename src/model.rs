@@ -470,13 +470,13 @@ impl Model {
         );
         let free = self.tip as u64 - active - inactive - draining;
         let spec_rule = policy::should_drain_top(&self.config, free, inactive);
-        let sealed_live = self.sealed_live().0;
-        let draining_live = self.unrelocated();
+        let sealed_live = self.sealed_live();
+        let unrelocated = self.unrelocated();
         let target_rule = self.config.mode == Mode::Gc
             && free > 0
             && self.config.space_target.is_some_and(|t| {
                 let ss = self.ss();
-                !policy::over_target(t, ss, sealed_live, active, inactive, draining_live)
+                !policy::over_target(t, ss, sealed_live, active, inactive, unrelocated)
                     && policy::shrink_needed(t, ss, sealed_live, self.tip as u64, active + draining)
             });
         if spec_rule || target_rule {
@@ -511,21 +511,18 @@ impl Model {
             .count()
     }
 
-    /// `(live bytes in Inactive and Draining segments, in Draining ones)`.
-    pub fn sealed_live(&self) -> (u64, u64) {
-        let mut sealed = 0;
-        let mut draining = 0;
-        for s in &self.segments {
-            match s.state {
-                Some(SegmentState::Inactive) => sealed += s.live_bytes,
-                Some(SegmentState::Draining) => {
-                    sealed += s.live_bytes;
-                    draining += s.live_bytes;
-                }
-                _ => {}
-            }
-        }
-        (sealed, draining)
+    /// Live bytes in Inactive and Draining segments.
+    pub fn sealed_live(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    Some(SegmentState::Inactive | SegmentState::Draining)
+                )
+            })
+            .map(|s| s.live_bytes)
+            .sum()
     }
 
     /// The policy's best victim among the Inactive segments, by a scan:
@@ -580,7 +577,7 @@ impl Model {
                     .filter(|s| s.state == Some(state))
                     .count() as u64
             };
-            let sealed = self.sealed_live().0;
+            let sealed = self.sealed_live();
             let draining = self.unrelocated();
             if !policy::over_target(
                 target,

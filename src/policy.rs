@@ -269,14 +269,14 @@ pub fn over_target(
 }
 
 /// Whether a target-driven drain of a victim with `victim_live` bytes to
-/// relocate may start while `draining_live` bytes still wait to be: the
+/// relocate may start while `unrelocated` bytes still wait to be: the
 /// relocations in flight are paced to `sealed` segments' worth (the
 /// segments the pass just sealed, at least one), so a burst of drains
 /// cannot outrun the writes that relocate them (their pages would then be
 /// counted twice, in the Draining segments and at the head, and drive
 /// still more drains).
-pub fn room_to_drain(draining_live: u64, victim_live: u64, segment_size: u64, sealed: u64) -> bool {
-    draining_live == 0 || draining_live + victim_live <= sealed.max(1) * segment_size
+pub fn room_to_drain(unrelocated: u64, victim_live: u64, segment_size: u64, sealed: u64) -> bool {
+    unrelocated == 0 || unrelocated + victim_live <= sealed.max(1) * segment_size
 }
 
 /// Free segments kept in reserve under a space target.

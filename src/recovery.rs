@@ -302,10 +302,7 @@ impl crate::Accountant {
             }
             match state {
                 SegmentState::Inactive => cleaning.victims.upsert(index, seg.segno, seg.bytes),
-                SegmentState::Draining => {
-                    cleaning.draining_live += seg.bytes;
-                    cleaning.draining.push(index as u32);
-                }
+                SegmentState::Draining => cleaning.draining.push(index as u32),
                 _ => {}
             }
             segment.must_transition(

@@ -850,10 +850,10 @@ impl Harness {
                 state(&m),
                 SegmentState::Active | SegmentState::Inactive | SegmentState::Draining
             );
-            if live && self.acc.segment_stream(i) != Some(m.stream) {
+            if live && info.as_ref().map(|s| s.stream) != Some(m.stream) {
                 return Err(format!(
                     "segment {i}: accountant stream {:?}, model {}",
-                    self.acc.segment_stream(i),
+                    info.as_ref().map(|s| s.stream),
                     m.stream
                 ));
             }

@@ -440,7 +440,10 @@ fn unknown_stream() {
     );
     for stream in 0..3 {
         let lid = acc.next_in(stream as Lsn * L, stream).unwrap();
-        assert_eq!(acc.segment_stream((lid / SS) as usize), Some(stream));
+        assert_eq!(
+            acc.segment_info((lid / SS) as usize).map(|i| i.stream),
+            Some(stream)
+        );
     }
     // The default configuration has one stream.
     let err = unchanged(&fresh(), |a| a.next_in(0, 1));
@@ -488,6 +491,9 @@ fn placement_advice() {
     assert_eq!(acc.stream_for_write(L + 10, &[DiskPtr::Inline(b)]), 0);
     // Relocations: from a user stream to the first relocation stream.
     let d = acc.next_in(2 * L, 2).unwrap();
-    assert_eq!(acc.segment_stream((d / SS) as usize), Some(2));
+    assert_eq!(
+        acc.segment_info((d / SS) as usize).map(|i| i.stream),
+        Some(2)
+    );
     acc.audit().unwrap();
 }
