@@ -10,6 +10,7 @@
 mod workload;
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,7 +153,10 @@ fn mix_background_stabilize(c: &mut Criterion) {
 }
 
 /// `mark_link` against its floor: one insert into the concurrent set type
-/// the accountant uses, and one atomic fetch-add.
+/// the accountant uses (through the entry API and through the raw shard API
+/// `mark_link` itself uses), and one atomic fetch-add. Both map sides link
+/// the same 4,096 keys in the same order into a fresh map per sample, as the
+/// accountant side does into a fresh segment.
 fn mark_link_floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("mark_link_floor");
     group.bench_function("accountant_mark_link", |b| {
@@ -187,12 +191,95 @@ fn mark_link_floor(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    // The same update through dashmap's raw shard API, as `mark_link` does
+    // it (`PageMap::link`). All of it is `#[inline]`, so it does not depend,
+    // as `entry` does, on whether the compiler inlines dashmap's `_entry`
+    // into this loop (which changes with unrelated code in this crate).
+    group.bench_function("dashmap_raw_insert", |b| {
+        b.iter_custom(|iters| {
+            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
+                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
+                    0,
+                    Default::default(),
+                    4,
+                );
+            let start = Instant::now();
+            for i in 0..iters {
+                let pid = i % 4096;
+                let hash = map.hasher().hash_one(pid);
+                let mut table = map.shards()[map.determine_shard(hash as usize)].write();
+                match table.get_mut(hash, |&(k, _)| k == pid) {
+                    Some((_, v)) => *v.get_mut() += 64,
+                    None => {
+                        table.insert(hash, (pid, dashmap::SharedValue::new(64)), |&(k, _)| {
+                            map.hasher().hash_one(k)
+                        });
+                    }
+                }
+            }
+            start.elapsed()
+        })
+    });
     group.bench_function("atomic_fetch_add", |b| {
         let counter = AtomicU64::new(0);
         b.iter(|| counter.fetch_add(black_box(64), Ordering::Relaxed))
     });
     group.finish();
 }
+
+/// The accountant and entry-API sides of `mark_link_floor` one call at a
+/// time: an `lfence` before each call keeps the CPU from starting a call
+/// before the previous one has finished, so these are latencies. In
+/// `mark_link_floor` consecutive calls overlap, and how much they overlap
+/// depends on how long each call's instruction stream is.
+#[cfg(target_arch = "x86_64")]
+fn mark_link_latency(c: &mut Criterion) {
+    // Safety: `lfence` has no preconditions (SSE2 is part of the x86_64
+    // baseline). The `unsafe` is needed before Rust 1.87 only.
+    #[allow(unused_unsafe)]
+    fn fence() {
+        unsafe { std::arch::x86_64::_mm_lfence() }
+    }
+    let mut group = c.benchmark_group("mark_link_latency");
+    group.bench_function("accountant_mark_link", |b| {
+        b.iter_custom(|iters| {
+            let acc = workload::accountant();
+            let lid = Accountant::next(&acc, 0).unwrap();
+            let start = Instant::now();
+            for i in 0..iters {
+                fence();
+                acc.mark_link(
+                    i % 4096,
+                    (i % 4096) as Lsn,
+                    DiskPtr::Inline(lid + i % 4096),
+                    64,
+                )
+                .unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("dashmap_insert", |b| {
+        b.iter_custom(|iters| {
+            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
+                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
+                    0,
+                    Default::default(),
+                    4,
+                );
+            let start = Instant::now();
+            for i in 0..iters {
+                fence();
+                *map.entry(i % 4096).or_insert(0) += 64;
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn mark_link_latency(_: &mut Criterion) {}
 
 /// Building the accountant from a snapshot of 1 million pages over 4,096
 /// segments, against the baseline rebuilt by linking every fragment.
@@ -257,6 +344,7 @@ criterion_group!(
     mix,
     mix_background_stabilize,
     mark_link_floor,
+    mark_link_latency,
     recovery
 );
 criterion_main!(benches);

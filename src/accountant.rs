@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::freelist::{Epochs, RewriteGate};
 use crate::pidset::LsnSet;
 use crate::placement::{self, Relocation, StreamId};
-use crate::segment::{DeferredReplacement, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER};
+use crate::segment::{
+    DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
+};
 use crate::sequencer::Sequencer;
 use crate::storage::Storage;
 use crate::sync::epoch::Collector;
@@ -221,6 +223,7 @@ impl Accountant {
         self.shared.max_stabilized.load(Ordering::Acquire)
     }
 
+    #[inline]
     fn segno_of(&self, lsn: Lsn) -> Result<u64> {
         if lsn < 0 {
             return Err(Error::NegativeLsn { lsn });
@@ -236,6 +239,7 @@ impl Accountant {
     }
 
     /// The segment of `lid`, which must be below the tip.
+    #[inline]
     fn segment_at(&self, lid: Lid) -> Result<(usize, &Segment)> {
         let index = lid >> self.segment_shift();
         let tip = self.shared.sequencer.tip();
@@ -250,36 +254,49 @@ impl Accountant {
     }
 
     /// Checks that `ptr` is in an Active segment whose base lsn is `lsn`
-    /// rounded down; returns its index, segment and word.
-    fn write_target(&self, lsn: Lsn, ptr: DiskPtr) -> Result<(usize, &Segment, Word)> {
+    /// rounded down; returns its index, segment and (raw) word.
+    #[inline(always)]
+    fn write_target(&self, lsn: Lsn, ptr: DiskPtr) -> Result<(usize, &Segment, RawWord)> {
         let segno = self.segno_of(lsn)?;
         let (index, segment) = self.segment_at(ptr.lid())?;
-        let word = segment.load();
+        let raw = segment.load_raw();
+        // One masked compare on the hot path; the error is told apart (and
+        // built) out of line.
+        if raw.is_active_at(segno) {
+            Ok((index, segment, raw))
+        } else {
+            Err(self.write_target_error(lsn, segno, index, raw.decode()))
+        }
+    }
+
+    /// Why `word` is not the Active segment of `segno`, checked in this
+    /// order: reused since, not Active, another lsn.
+    #[cold]
+    #[inline(never)]
+    fn write_target_error(&self, lsn: Lsn, segno: u64, index: usize, word: Word) -> Error {
         let lid = index as u64 * self.segment_size();
         let segment_lsn = word.lsn(self.segment_size());
         if let Some(segment_lsn) = segment_lsn {
             if word.segno > Some(segno) {
-                return Err(Error::StaleSegment {
+                return Error::StaleSegment {
                     lid,
                     lsn,
                     segment_lsn,
-                });
+                };
             }
         }
         if word.state != SegmentState::Active {
-            return Err(Error::SegmentNotActive {
+            return Error::SegmentNotActive {
                 lid,
                 state: word.state,
-            });
+            };
         }
-        if word.segno != Some(segno) {
-            return Err(Error::LsnMismatch {
-                lid,
-                lsn,
-                segment_lsn: segment_lsn.unwrap_or(-1),
-            });
+        debug_assert_ne!(word.segno, Some(segno), "the write target was valid");
+        Error::LsnMismatch {
+            lid,
+            lsn,
+            segment_lsn: segment_lsn.unwrap_or(-1),
         }
-        Ok((index, segment, word))
     }
 
     /// Hands out the file offset for the segment starting at log sequence
@@ -400,28 +417,49 @@ impl Accountant {
     /// [`Error::NegativeLsn`], and [`Error::LinkRacedStabilize`] if a
     /// concurrent `stabilize` covered the segment during the call (a broken
     /// caller contract; the link is undone). Nothing changes on error.
+    // Always inlined, with `write_target` and `link`: out of line, the call
+    // costs more than the work (docs/performance.md, `mark_link` against
+    // its floor). The error cases stay out of line (`#[cold]`).
+    #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
         let (index, segment, word) = self.write_target(lsn, ptr)?;
         self.link(pid, index, segment, word, size)
     }
 
+    #[inline(always)]
     fn link(
         &self,
         pid: PageId,
         index: usize,
         segment: &Segment,
-        word: Word,
+        word: RawWord,
         size: u64,
     ) -> Result<()> {
         let was_new = segment.link(pid, size);
-        if segment.load() != word {
-            segment.unlink(pid, size, was_new);
-            return Err(Error::LinkRacedStabilize {
-                pid,
-                lid: index as u64 * self.segment_size(),
-            });
+        // Any change of the word (state, generation or lsn) since
+        // `write_target` means a deactivation raced the link: undo it.
+        if segment.load_raw() != word {
+            return Err(self.unlink_raced(pid, index, segment, size, was_new));
         }
         Ok(())
+    }
+
+    /// Undoes a link that raced a deactivation.
+    #[cold]
+    #[inline(never)]
+    fn unlink_raced(
+        &self,
+        pid: PageId,
+        index: usize,
+        segment: &Segment,
+        size: u64,
+        was_new: bool,
+    ) -> Error {
+        segment.unlink(pid, size, was_new);
+        Error::LinkRacedStabilize {
+            pid,
+            lid: index as u64 * self.segment_size(),
+        }
     }
 
     /// Records that page `pid` was rewritten completely at `new_ptr`
@@ -486,7 +524,7 @@ impl Accountant {
             // Re-check under the lock the combiner takes after sealing the
             // segment: either we record before it collects, or we see it
             // sealed and record nothing.
-            if segment.load() != word {
+            if segment.load_raw() != word {
                 return Err(Error::LinkRacedStabilize {
                     pid,
                     lid: index as u64 * self.segment_size(),

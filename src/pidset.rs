@@ -2,7 +2,9 @@
 //!
 //! Normally these wrap [`dashmap`] maps with a small number of shards (a
 //! segment's sets are touched by the writers of that one segment, not by
-//! every thread, so a few shards suffice and keep memory low). dashmap's
+//! every thread, so a few shards suffice and keep memory low).
+//! [`PageMap::link`], the hot path of `mark_link`, uses dashmap's raw shard
+//! API (its `raw-api` feature) with dashmap's own hash and shard choice. dashmap's
 //! shard locks are invisible to loom, so under `--cfg loom` the same
 //! contract is met by a loom-visible stand-in with two locked shards:
 //! whole-set reads (`len`, iteration) then really are non-atomic across
@@ -42,6 +44,15 @@ pub(crate) struct PageMap {
 /// bytes.
 const NYR: u64 = 1 << 63;
 
+/// Runs `f` out of line: keeps the insert path of [`PageMap::link`] (a
+/// second probe for a free slot, sometimes a resize) and its register
+/// pressure out of the hit path that `mark_link` inlines.
+#[cfg(not(loom))]
+#[inline(never)]
+fn outlined<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 impl PageMap {
     pub(crate) fn new() -> Self {
         PageMap {
@@ -58,6 +69,39 @@ impl PageMap {
 
     /// Adds `bytes` to `pid` and flags it not yet replaced; returns whether
     /// the page is new here.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
+        use std::hash::BuildHasher;
+        // The hot path of `mark_link`, through dashmap's raw shard API:
+        // unlike `entry` (an out-of-line call returning the entry through
+        // memory) all of it inlines. The key is hashed and its shard chosen
+        // exactly as dashmap's own methods do (`hash_one` is dashmap's hash,
+        // `determine_shard` its shard choice), so every other method finds
+        // what this one inserts; the shard's write lock is held for the
+        // whole update, as with `entry`.
+        let hash = self.inner.hasher().hash_one(pid);
+        let shard = &self.inner.shards()[self.inner.determine_shard(hash as usize)];
+        let mut table = shard.write();
+        if let Some((_, v)) = table.get_mut(hash, |&(k, _)| k == pid) {
+            let v = v.get_mut();
+            *v = (*v + bytes) | NYR;
+            return false;
+        }
+        let hasher = self.inner.hasher();
+        outlined(|| {
+            table.insert(
+                hash,
+                (pid, dashmap::SharedValue::new(bytes | NYR)),
+                |&(k, _)| hasher.hash_one(k),
+            )
+        });
+        true
+    }
+
+    /// Adds `bytes` to `pid` and flags it not yet replaced; returns whether
+    /// the page is new here.
+    #[cfg(loom)]
     pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
         let mut new = false;
         self.update(pid, |v| match v {
@@ -283,5 +327,40 @@ impl LsnSet {
     }
     pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
         self.inner.entries()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `link` writes the shards directly; every dashmap method must find
+    /// what it wrote, across resizes (the insert path) and updates.
+    #[test]
+    fn link_is_seen_by_the_map_methods() {
+        let map = PageMap::new();
+        for pid in 0..3000 {
+            assert!(map.link(pid, 10));
+        }
+        for pid in (0..3000).step_by(3) {
+            assert!(!map.link(pid, 5));
+        }
+        assert_eq!(map.len(), 3000);
+        assert_eq!(map.bytes(), 3000 * 10 + 1000 * 5);
+        assert!(map.is_not_yet_replaced(2999));
+        map.mark_replaced(2999);
+        assert!(!map.is_not_yet_replaced(2999));
+        assert_eq!(map.not_yet_replaced().len(), 2999);
+        assert_eq!(map.remove(3), Some(15));
+        assert_eq!(map.remove(4), Some(10));
+        assert_eq!(map.remove(4), None);
+        // A removed page is new again; an undone link restores the bytes.
+        assert!(map.link(4, 7));
+        assert!(!map.link(6, 7));
+        map.unlink(6, 7, false);
+        assert_eq!(map.remove(6), Some(15));
+        map.unlink(4, 7, true);
+        assert_eq!(map.remove(4), None);
+        assert_eq!(map.len(), 2997);
     }
 }

@@ -129,6 +129,30 @@ impl Word {
     }
 }
 
+/// A segment word as loaded, not decoded. Two raw words are equal exactly
+/// when state, generation and lsn all are, so comparing them is how a
+/// writer detects that its segment changed under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RawWord(u64);
+
+/// The generation bits of a packed word.
+const GEN_MASK: u64 = ((1 << GEN_BITS) - 1) << STATE_BITS;
+
+impl RawWord {
+    pub(crate) fn decode(self) -> Word {
+        Word::unpack(self.0)
+    }
+
+    /// Whether this is an Active incarnation (of any generation) whose
+    /// segment number is `segno`: the one test on the write path. `segno`
+    /// must be at most [`MAX_SEGMENT_NUMBER`].
+    #[inline]
+    pub(crate) fn is_active_at(self, segno: u64) -> bool {
+        debug_assert!(segno <= MAX_SEGMENT_NUMBER);
+        self.0 & !GEN_MASK == ((segno + 1) << LSN_SHIFT) | SegmentState::Active.bits()
+    }
+}
+
 /// A replacement recorded in the segment that received the new fragment,
 /// applied to the old segment when the new one becomes stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +221,12 @@ impl Segment {
         Word::unpack(self.word.load(Ordering::Acquire))
     }
 
+    /// The current word, undecoded; Acquire as in [`Segment::load`].
+    #[inline]
+    pub(crate) fn load_raw(&self) -> RawWord {
+        RawWord(self.word.load(Ordering::Acquire))
+    }
+
     /// Moves from exactly `from` to `to`. AcqRel: the transition publishes
     /// what was done before it and sees what the previous transition
     /// published; a failed CAS is a load and needs Acquire as well.
@@ -217,6 +247,7 @@ impl Segment {
 
     /// Links `bytes` of page `pid` here. Returns whether the pid was new to
     /// `present` (needed to undo exactly).
+    #[inline]
     pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
         self.present.link(pid, bytes)
     }
@@ -294,6 +325,39 @@ mod tests {
                         segno,
                     };
                     assert_eq!(Word::unpack(w.pack()), w);
+                }
+            }
+        }
+    }
+
+    /// The write path's one masked compare agrees with the decoded word.
+    #[test]
+    fn is_active_at_matches_the_decoded_word() {
+        for state in [
+            SegmentState::Vacant,
+            SegmentState::Free,
+            SegmentState::Freeing,
+            SegmentState::Active,
+            SegmentState::Inactive,
+            SegmentState::Draining,
+        ] {
+            for generation in [0, 1, (1 << GEN_BITS) - 1] {
+                for segno in [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)] {
+                    let raw = RawWord(
+                        Word {
+                            state,
+                            generation,
+                            segno,
+                        }
+                        .pack(),
+                    );
+                    for target in [0, 6, 7, 8, MAX_SEGMENT_NUMBER] {
+                        assert_eq!(
+                            raw.is_active_at(target),
+                            state == SegmentState::Active && segno == Some(target),
+                            "{state:?} gen {generation} segno {segno:?} target {target}"
+                        );
+                    }
                 }
             }
         }

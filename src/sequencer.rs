@@ -69,6 +69,7 @@ impl Sequencer {
 
     /// The tip in segments. Acquire: a segment below the tip that a reader
     /// then looks at was set up before the tip was published.
+    #[inline]
     pub(crate) fn tip(&self) -> usize {
         self.tip.load(Ordering::Acquire)
     }

@@ -48,6 +48,9 @@ pub(crate) enum Bits {
 
 pub(crate) struct SegmentTable {
     chunks: [AtomicPtr<Chunk>; MAX_CHUNKS],
+    /// The first segment of each chunk (`chunks[k].segments`), so that the
+    /// hot path reaches a segment in one load instead of two.
+    segments: [AtomicPtr<Segment>; MAX_CHUNKS],
     /// Number of chunks allocated; only the sequencer raises it.
     allocated: AtomicUsize,
     /// Segments whose landing closure is deferred on the epoch collector.
@@ -62,6 +65,7 @@ impl std::fmt::Debug for SegmentTable {
     }
 }
 
+#[inline]
 fn locate(index: usize) -> (usize, usize) {
     let v = index / FIRST_CHUNK + 1;
     let k = (usize::BITS - 1 - v.leading_zeros()) as usize;
@@ -76,6 +80,7 @@ impl SegmentTable {
     pub(crate) fn new() -> SegmentTable {
         let table = SegmentTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            segments: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             allocated: AtomicUsize::new(0),
             epoch_waiting: AtomicUsize::new(0),
         };
@@ -103,9 +108,14 @@ impl SegmentTable {
                 drain: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 relocate: (0..words).map(|_| AtomicU64::new(0)).collect(),
             });
-            // Release: publishes the fully initialised chunk to every
-            // acquire load of this pointer.
+            // The slice's elements are reached through shared references
+            // only (their state is atomic), so a `*mut` is never written
+            // through.
+            let first = chunk.segments.as_ptr().cast_mut();
+            // Release (both): publishes the fully initialised chunk to every
+            // acquire load of either pointer.
             self.chunks[k].store(Box::into_raw(chunk), Ordering::Release);
+            self.segments[k].store(first, Ordering::Release);
             k += 1;
             // Release: a reader that sees the count sees the pointer.
             self.allocated.store(k, Ordering::Release);
@@ -126,14 +136,30 @@ impl SegmentTable {
     }
 
     /// The segment at `index`, if its chunk exists.
+    #[inline]
     pub(crate) fn get(&self, index: usize) -> Option<&Segment> {
         let (k, off) = locate(index);
-        self.chunk(k).map(|c| &c.segments[off])
+        if k >= MAX_CHUNKS {
+            return None;
+        }
+        // Acquire: pairs with the release store in `grow_to`.
+        let first = self.segments[k].load(Ordering::Acquire);
+        if first.is_null() {
+            return None;
+        }
+        // Safety: a non-null `segments[k]` points at the first element of
+        // chunk `k`'s boxed slice of `FIRST_CHUNK << k` segments, and
+        // `locate` returns `off < FIRST_CHUNK << k`, so the offset stays in
+        // that allocation. The slice is freed only in `Drop` (`&mut self`)
+        // and never moved, so the reference lives as long as `&self`; it is
+        // shared, as every reference to a segment is.
+        Some(unsafe { &*first.add(off) })
     }
 
     /// The segment at `index`; it must exist (an internal invariant: only
     /// indices below the tip, which the sequencer grew the table for, are
     /// used).
+    #[inline]
     pub(crate) fn segment(&self, index: usize) -> &Segment {
         self.get(index)
             .unwrap_or_else(|| panic!("segment {index} beyond the table"))
