@@ -102,7 +102,6 @@ pub(crate) struct Shared {
     /// out of lsn order). `next` inserts, the combiner removes on
     /// deactivation.
     pub(crate) active_lsns: LsnSet,
-    pub(crate) clean_counter: AtomicUsize,
     pub(crate) clean_cursor: AtomicUsize,
     /// Average lifetime (lsn bytes from activation to free) of the stream-0
     /// segments freed lately; `u64::MAX` until one is. Written by the
@@ -183,7 +182,6 @@ impl Accountant {
                 counts: Counts::default(),
                 max_stabilized: AtomicI64::new(max_stabilized),
                 active_lsns: LsnSet::new(),
-                clean_counter: AtomicUsize::new(0),
                 clean_cursor: AtomicUsize::new(0),
                 user_lifetime: AtomicU64::new(u64::MAX),
                 config,
@@ -645,8 +643,7 @@ impl Accountant {
             return None;
         }
         let tip = shared.sequencer.tip();
-        // Relaxed: round-robin counters need no ordering.
-        let k = shared.clean_counter.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a round-robin cursor needs no ordering.
         let mut cursor = shared.clean_cursor.load(Ordering::Relaxed);
         for _ in 0..=draining.min(tip) {
             let index = shared.table.next_set(Bits::Relocate, cursor, tip)?;
@@ -654,16 +651,17 @@ impl Accountant {
             let word = segment.load();
             if word.state == SegmentState::Draining {
                 let mut list = lock(&segment.drain_list);
-                while !list.is_empty() {
-                    let i = k % list.len();
-                    let pid = list[i];
+                // Round-robin over the segment's pages: the pick goes to
+                // the back, so a page the store is still relocating (or
+                // holds in a buffer) comes back only after every other.
+                while let Some(pid) = list.pop_front() {
                     if !segment.present.is_not_yet_replaced(pid) {
                         // Replaced since the segment started draining: it
                         // never becomes relocatable again in this
                         // generation.
-                        list.swap_remove(i);
                         continue;
                     }
+                    list.push_back(pid);
                     // Unchanged word: the segment stayed Draining in this
                     // generation while we picked (states never go back
                     // within a generation).

@@ -209,9 +209,10 @@ impl ConfigBuilder {
     /// Bound the file to `ratio` × the live bytes of sealed segments (for
     /// instance 1.25; above 1), plus the segments in flight (Active,
     /// Draining, Freeing, and one in reserve). When the file would exceed
-    /// it, the accountant drains the policy's best victims until it fits,
-    /// and drains its highest segments so the tip can come down. Default:
-    /// none (the policy's own rule alone decides).
+    /// it, the accountant drains the policy's best victims until it fits;
+    /// free holes left below the tip are reused by `next` (lowest first),
+    /// so the tip comes down as writes go on. Default: none (the policy's
+    /// own rule alone decides).
     pub fn space_target(mut self, ratio: Option<f64>) -> Self {
         self.config.space_target = ratio;
         self

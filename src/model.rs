@@ -469,17 +469,7 @@ impl Model {
             count(&[SegmentState::Draining]),
         );
         let free = self.tip as u64 - active - inactive - draining;
-        let spec_rule = policy::should_drain_top(&self.config, free, inactive);
-        let sealed_live = self.sealed_live();
-        let unrelocated = self.unrelocated();
-        let target_rule = self.config.mode == Mode::Gc
-            && free > 0
-            && self.config.space_target.is_some_and(|t| {
-                let ss = self.ss();
-                !policy::over_target(t, ss, sealed_live, active, inactive, unrelocated)
-                    && policy::shrink_needed(t, ss, sealed_live, self.tip as u64, active + draining)
-            });
-        if spec_rule || target_rule {
+        if policy::should_drain_top(&self.config, free, inactive) {
             if let Some(top) = (0..self.tip)
                 .rev()
                 .find(|&i| self.state(i) == Some(SegmentState::Inactive))
@@ -598,7 +588,13 @@ impl Model {
             let live = self.segments[victim].live_bytes;
             let to_relocate = self.segments[victim].not_yet_replaced_bytes();
             if !policy::worth_draining(live, self.ss())
-                || !policy::room_to_drain(draining, to_relocate, self.ss(), sealed_now)
+                || !policy::room_to_drain(
+                    draining,
+                    to_relocate,
+                    self.ss(),
+                    sealed_now,
+                    self.config.stream_count(),
+                )
             {
                 return;
             }

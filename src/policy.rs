@@ -270,31 +270,37 @@ pub fn over_target(
 
 /// Whether a target-driven drain of a victim with `victim_live` bytes to
 /// relocate may start while `unrelocated` bytes still wait to be: the
-/// relocations in flight are paced to `sealed` segments' worth (the
-/// segments the pass just sealed, at least one), so a burst of drains
-/// cannot outrun the writes that relocate them (their pages would then be
-/// counted twice, in the Draining segments and at the head, and drive
-/// still more drains).
-pub fn room_to_drain(unrelocated: u64, victim_live: u64, segment_size: u64, sealed: u64) -> bool {
-    unrelocated == 0 || unrelocated + victim_live <= sealed.max(1) * segment_size
+/// relocations in flight are paced to the segments the pass just sealed
+/// (`sealed`, at least one), so a burst of drains cannot outrun the writes
+/// that relocate them (their pages would then be counted twice, in the
+/// Draining segments and at the head, and drive still more drains). A
+/// store with `heads` write heads may hold up to a segment of rewritten
+/// pages at each head before telling the accountant (an open segment or a
+/// buffer), so each head beyond the first adds a segment to the pace.
+///
+/// ```
+/// use segment_accountant::policy::room_to_drain;
+/// let ss = 1 << 20;
+/// // Nothing in flight: any victim may start.
+/// assert!(room_to_drain(0, ss, ss, 0, 1));
+/// // One head, one segment sealed: at most a segment in flight.
+/// assert!(!room_to_drain(ss / 2, ss * 3 / 4, ss, 1, 1));
+/// // Two heads: one more segment's worth.
+/// assert!(room_to_drain(ss / 2, ss * 3 / 4, ss, 1, 2));
+/// ```
+pub fn room_to_drain(
+    unrelocated: u64,
+    victim_live: u64,
+    segment_size: u64,
+    sealed: u64,
+    heads: u8,
+) -> bool {
+    let budget = sealed.max(1) + u64::from(heads.max(1)) - 1;
+    unrelocated == 0 || unrelocated + victim_live <= budget * segment_size
 }
 
 /// Free segments kept in reserve under a space target.
 pub const RESERVE_SEGMENTS: u64 = 1;
-
-/// Whether, under a space target, the file is so far above its bound (by
-/// more than the segments in flight, `in_flight`) that its highest
-/// Inactive segment should be drained so the tip can come down.
-pub fn shrink_needed(
-    target: f64,
-    segment_size: u64,
-    sealed_live: u64,
-    tip: u64,
-    in_flight: u64,
-) -> bool {
-    (tip.saturating_sub(in_flight + RESERVE_SEGMENTS)) as f64 * segment_size as f64
-        > target * sealed_live as f64
-}
 
 /// A segment with fewer live pages than `MIN_ITEMS_PER_SEGMENT × 100 / t`
 /// is drained whatever its live share.

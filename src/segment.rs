@@ -22,6 +22,8 @@
 //! - a segment that is Freeing, Free or Vacant has empty sets, zero live
 //!   bytes and no deferred work.
 
+use std::collections::VecDeque;
+
 use crate::pidset::PageMap;
 use crate::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::types::{BlobId, Lsn, PageId};
@@ -193,9 +195,10 @@ pub(crate) struct Segment {
     pub(crate) deferred: Mutex<Deferred>,
     /// While Draining: the pages `clean` may still suggest (taken from the
     /// not-yet-replaced flags when the segment started draining; a sealed
-    /// segment gains no new ones). Stale entries are dropped as `clean`
-    /// meets them, so each costs O(1) amortized.
-    pub(crate) drain_list: Mutex<Vec<PageId>>,
+    /// segment gains no new ones), in the order `clean` suggests them: a
+    /// suggested page moves to the back. Stale entries are dropped as
+    /// `clean` meets them, so each costs O(1) amortized.
+    pub(crate) drain_list: Mutex<VecDeque<PageId>>,
     /// The write head (stream) of the current incarnation, set before the
     /// activation CAS publishes it.
     pub(crate) stream: AtomicU8,
@@ -209,7 +212,7 @@ impl Segment {
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             deferred: Mutex::new(Deferred::default()),
-            drain_list: Mutex::new(Vec::new()),
+            drain_list: Mutex::new(VecDeque::new()),
             stream: AtomicU8::new(0),
         }
     }

@@ -1401,3 +1401,38 @@ fn greedy_under_a_space_target_paces_its_drains() {
     ];
     run(config, &ops).unwrap();
 }
+
+/// `clean` goes round-robin over each Draining segment's pages, so a store
+/// that holds a suggested page (buffered, or still being relocated) is
+/// offered every other page before that one again. The pick used to be a
+/// global counter modulo the list's length; with the cursor alternating
+/// between two segments of four pages, each segment only ever saw two of
+/// its positions, and a store declining buffered pages stalled.
+#[test]
+fn clean_offers_every_page_before_repeating_one() {
+    const SS: u64 = 4096;
+    let config = Config::builder().segment_size(SS).build().unwrap();
+    let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+    // Two sealed segments of four 100-byte pages each: too few pages to
+    // keep, so the specification's rule drains both.
+    for (segment, lsn) in [(0u64, 0 as Lsn), (1, SS as Lsn)] {
+        let lid = acc.next(lsn).unwrap();
+        for i in 0..4u64 {
+            let pid = segment * 4 + i;
+            acc.mark_link(
+                pid,
+                lsn + (i * 100) as Lsn,
+                DiskPtr::Inline(lid + i * 100),
+                100,
+            )
+            .unwrap();
+        }
+    }
+    acc.stabilize(2 * SS as Lsn).unwrap();
+    assert_eq!(acc.stats().draining, 2);
+    for round in 0..3 {
+        let mut offered: Vec<u64> = (0..8).filter_map(|_| acc.clean(u64::MAX)).collect();
+        offered.sort_unstable();
+        assert_eq!(offered, (0..8).collect::<Vec<_>>(), "round {round}");
+    }
+}
