@@ -4,28 +4,31 @@
 //! it advises) and reports write amplification and space amplification.
 //!
 //! ```text
-//! cargo run --release --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|lifetime|best]
+//! cargo run --release --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best]
 //!     [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none]
-//!     [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
+//!     [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
 //! cargo run --release --example wasim -- --sweep DIR
 //! ```
 //!
 //! A single run prints one line:
 //! `policy=.. workload=.. utilization=.. wa=.. space_amp=.. cleaned_segments=.. ops_per_s=..`
-//! (with several heads, also `heads=.. padding=..`: page slots left empty
-//! by heads closed early, over page writes).
+//! (with several heads, also `heads=..`).
 //!
-//! Schemes with several heads: `cost-benefit-sep` (cost-benefit victims,
-//! relocated pages on their own head: 2 heads) and `lifetime`, alias
-//! `best` (cost-benefit victims; two user heads placed by
-//! `stream_for_write`, two relocation heads by `clean_placed`: 4 heads).
+//! Schemes with several heads, all with cost-benefit victims:
+//! `cost-benefit-sep` (relocated pages on their own head: 2 heads),
+//! `survival`, alias `best` (relocated pages on three heads by how many
+//! cleanings they survived: 4 heads) and `lifetime` (two user heads placed
+//! by `stream_for_write`, two relocation heads by `clean_placed`: 4 heads).
 //! `--heads H` changes the count (a plain policy with H heads gets H − 1
-//! relocation heads). Heads take segment lsns from one counter; the stable
-//! lsn waits for the lowest open head, and a head 32 segments behind the
-//! newest is closed.
+//! relocation heads). Each head is a segment-sized buffer written out as
+//! one segment when full, taking the log's next lsn then (one counter for
+//! all heads), so a page's copies keep increasing lsns and no head holds
+//! the stable lsn back.
 //! The live data is `U` (0.8 with `--utilization none`) of `segments ×
 //! pages-per-segment` pages; `--utilization U` also sets the accountant's
-//! space target to `1/U` of the live data. Only `spec` cleans without a
+//! space target to `1/U` of the live data (`--target R` sets it to `R`
+//! instead, to compare schemes at equal space amplification). Only `spec`
+//! cleans without a
 //! target; the other policies need one. Every page is written once, then
 //! `--writes X` multiples of the live data are written as warm-up and as
 //! many again measured: write amplification is (user writes + relocations)
@@ -48,7 +51,7 @@ use segment_accountant::policy;
 
 use crate::sim::{simulate, RunOptions, Workload};
 
-const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|lifetime|best] [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
+const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best] [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
        wasim --sweep DIR";
 
 fn usage(msg: &str) -> ! {
@@ -105,6 +108,13 @@ fn parse() -> Mode {
                     Some(u)
                 };
             }
+            "--target" => {
+                let t: f64 = value().parse().unwrap_or_else(|_| usage("bad --target"));
+                if !(1.01..=20.0).contains(&t) {
+                    usage("--target in [1.01, 20]");
+                }
+                o.target = Some(t);
+            }
             "--workload" => {
                 let w = value();
                 o.workload = Workload::parse(&w).unwrap_or_else(|e| usage(&e));
@@ -126,6 +136,9 @@ fn parse() -> Mode {
             }
             other => usage(&format!("unknown option {other}")),
         }
+    }
+    if o.target.is_some() && o.utilization.is_none() {
+        usage("--target needs --utilization (the live data)");
     }
     if let Some(dir) = sweep {
         if run_flags {

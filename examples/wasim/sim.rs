@@ -13,12 +13,15 @@ pub struct Scheme {
     pub relocation_streams: u8,
 }
 
-/// The schemes beyond the accountant's policies: `cost-benefit-sep`
-/// (cost-benefit victims, relocated pages to their own head) and
-/// `lifetime` (alias `best`): cost-benefit victims, user writes on two
-/// heads by the lifetime of the version they replace, relocated pages on
-/// heads by how many cleanings they survived.
-pub const SCHEMES: [&str; 3] = ["cost-benefit-sep", "lifetime", "best"];
+/// The schemes beyond the accountant's policies, all with cost-benefit
+/// victims:
+///
+/// - `cost-benefit-sep`: relocated pages on their own head (2 heads);
+/// - `survival`, alias `best`: relocated pages on three heads by how many
+///   cleanings they survived (1, 2, 3 or more; 4 heads);
+/// - `lifetime`: user writes on two heads by the lifetime of the version
+///   they replace, relocated pages on two heads by survivals (4 heads).
+pub const SCHEMES: [&str; 4] = ["cost-benefit-sep", "survival", "lifetime", "best"];
 
 /// The scheme called `name` with `heads` heads (`None`: its default).
 pub fn scheme(name: &str, heads: Option<u8>) -> Result<Scheme, String> {
@@ -31,7 +34,8 @@ pub fn scheme(name: &str, heads: Option<u8>) -> Result<Scheme, String> {
     };
     let (policy, (user, relocation)) = match name {
         "cost-benefit-sep" => ("cost-benefit", split((1, 1))?),
-        "lifetime" | "best" => ("cost-benefit", split((2, 2))?),
+        "survival" | "best" => ("cost-benefit", split((1, 3))?),
+        "lifetime" => ("cost-benefit", split((2, 2))?),
         _ => {
             let p = policy::NAMES
                 .iter()
@@ -52,7 +56,7 @@ pub fn scheme(name: &str, heads: Option<u8>) -> Result<Scheme, String> {
 use std::sync::Arc;
 use std::time::Instant;
 
-use segment_accountant::{policy, Accountant, Collector, Config, DiskPtr, Lid, Lsn, MemStorage};
+use segment_accountant::{policy, Accountant, Collector, Config, DiskPtr, Lsn, MemStorage};
 
 /// Which page each user write rewrites.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +114,9 @@ pub struct RunOptions {
     pub seed: u64,
     /// Write heads (`None`: the scheme's default).
     pub heads: Option<u8>,
+    /// The space target, if not `1 / utilization` (to compare schemes at
+    /// equal space amplification).
+    pub target: Option<f64>,
 }
 
 impl Default for RunOptions {
@@ -124,6 +131,7 @@ impl Default for RunOptions {
             writes: 4.0,
             seed: 1,
             heads: None,
+            target: None,
         }
     }
 }
@@ -150,25 +158,23 @@ pub struct Figures {
     pub seconds: f64,
     /// Write heads used.
     pub heads: u8,
-    /// Page slots left empty by heads rolled early (a lagging head, or one
-    /// older than the page written), over page writes.
-    pub padding: f64,
 }
 
 impl Figures {
     /// The single-run output line.
     pub fn line(&self, o: &RunOptions) -> String {
         format!(
-            "policy={} workload={} utilization={} wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}{}",
+            "policy={} workload={} utilization={}{} wa={:.3} space_amp={:.3} cleaned_segments={} ops_per_s={:.0}{}",
             o.policy,
             o.workload_name,
             o.utilization_name(),
+            o.target.map_or(String::new(), |t| format!(" target={t}")),
             self.wa,
             self.space_amp,
             self.cleaned_segments,
             self.ops_per_s,
             if self.heads > 1 {
-                format!(" heads={} padding={:.4}", self.heads, self.padding)
+                format!(" heads={}", self.heads)
             } else {
                 String::new()
             }
@@ -243,145 +249,104 @@ impl Picker {
     }
 }
 
-/// A write head: the segment it fills and how much of it is written.
-#[derive(Clone, Copy, Debug)]
+/// A write head: a segment-sized buffer of page writes, written out as one
+/// segment when full. The segment takes its lsn (the log's next) only
+/// then, so a page's copies keep increasing lsns whichever heads they go
+/// through, and an open buffer never holds the stable lsn back: every
+/// segment below the newest written one is durable.
+#[derive(Clone, Debug, Default)]
 struct Head {
-    /// The lsn of the segment's first byte.
-    lsn: Lsn,
-    /// The segment's place in the file (`next`'s answer).
-    lid: Lid,
-    /// Bytes written into the segment so far.
-    used: u64,
+    /// The pages written, in order; `None` is a slot voided by a later
+    /// write of its page (written out all the same, as garbage).
+    slots: Vec<Option<u64>>,
 }
-
-impl Head {
-    /// A head at the start of the segment `lid`, whose first byte is `lsn`.
-    fn new(lsn: Lsn, lid: Lid) -> Head {
-        Head { lsn, lid, used: 0 }
-    }
-
-    /// Whether `bytes` more fit in a segment of `ss` bytes.
-    fn fits(&self, bytes: u64, ss: u64) -> bool {
-        self.used + bytes <= ss
-    }
-
-    /// Takes `bytes` at the head: their lsn and where they are.
-    fn place(&mut self, bytes: u64) -> (Lsn, DiskPtr) {
-        let lsn = self.lsn + self.used as Lsn;
-        let ptr = DiskPtr::Inline(self.lid + self.used);
-        self.used += bytes;
-        (lsn, ptr)
-    }
-}
-
-/// A head whose segment falls this many segments behind the log's newest
-/// is closed (its buffer written as it is, the rest of the segment left
-/// empty), so it does not hold the stable lsn back for long. Shorter lags
-/// cost padding, longer ones keep more segments in flight.
-const MAX_LAG: i64 = 32;
 
 struct Sim {
     acc: Accountant,
     ss: u64,
     page_size: u64,
-    /// Open heads (`None`: closed until the next write to the stream).
-    heads: Vec<Option<Head>>,
-    /// The lsn the next rolled segment gets (one counter for all heads).
+    pages_per_segment: usize,
+    heads: Vec<Head>,
+    /// The lsn the next written segment gets (one counter for all heads).
     next_lsn: Lsn,
+    /// Each page's copy on disk.
     location: Vec<Option<DiskPtr>>,
-    /// The segment lsn of each page's current copy.
-    written_at: Vec<Lsn>,
+    /// Each page's newest write still in a buffer: (head, slot).
+    pending: Vec<Option<(u8, u32)>>,
     writes: u64,
     relocations: u64,
     reuses: u64,
-    padded: u64,
 }
 
 impl Sim {
-    /// Closes head `stream`'s segment (if open) and opens its next one at
-    /// the log's next lsn; then closes the heads lagging too far behind, and
-    /// stabilizes below the lowest open head (everything below it is
-    /// written).
-    fn roll(&mut self, stream: usize) {
-        self.close(stream);
-        let next = self.next_lsn;
+    /// Buffers a write of `pid` at head `stream` (voiding the page's
+    /// earlier buffered write, if any), and writes the head out when full.
+    fn write(&mut self, stream: usize, pid: u64) {
+        if let Some((head, slot)) = self.pending[pid as usize] {
+            self.heads[head as usize].slots[slot as usize] = None;
+        }
+        let head = &mut self.heads[stream];
+        self.pending[pid as usize] = Some((stream as u8, head.slots.len() as u32));
+        head.slots.push(Some(pid));
+        if head.slots.len() == self.pages_per_segment {
+            self.write_out(stream);
+        }
+    }
+
+    /// Writes head `stream`'s buffer as the segment at the log's next lsn,
+    /// tells the accountant where each page went, and stabilizes past it
+    /// (every segment written so far is durable).
+    fn write_out(&mut self, stream: usize) {
+        let lsn = self.next_lsn;
         self.next_lsn += self.ss as Lsn;
         let tip = self.acc.tip();
-        let lid = self.acc.next_in(next, stream as u8).expect("next");
+        let lid = self.acc.next_in(lsn, stream as u8).expect("next");
         if lid < tip {
             self.reuses += 1;
         }
-        self.heads[stream] = Some(Head::new(next, lid));
-        let oldest_allowed = self.next_lsn - (MAX_LAG + 1) * self.ss as Lsn;
-        for s in 0..self.heads.len() {
-            if self.heads[s].is_some_and(|h| h.lsn < oldest_allowed) {
-                self.close(s);
+        let slots = std::mem::take(&mut self.heads[stream].slots);
+        for (i, pid) in slots.iter().enumerate() {
+            let Some(pid) = *pid else { continue };
+            let offset = i as u64 * self.page_size;
+            let (lsn, ptr) = (lsn + offset as Lsn, DiskPtr::Inline(lid + offset));
+            match self.location[pid as usize] {
+                Some(old) => self
+                    .acc
+                    .mark_replace(pid, lsn, &[old], ptr, self.page_size)
+                    .expect("replace"),
+                None => self
+                    .acc
+                    .mark_link(pid, lsn, ptr, self.page_size)
+                    .expect("link"),
             }
+            self.location[pid as usize] = Some(ptr);
+            self.pending[pid as usize] = None;
         }
-        let lowest = self
-            .heads
-            .iter()
-            .flatten()
-            .map(|h| h.lsn)
-            .min()
-            .unwrap_or(self.next_lsn);
-        self.acc.stabilize(lowest).expect("stabilize");
+        self.heads[stream].slots = slots;
+        self.heads[stream].slots.clear();
+        self.acc.stabilize(self.next_lsn).expect("stabilize");
         self.acc.flush();
     }
 
-    /// Closes head `stream`: its segment is written as it is, the rest of
-    /// it left empty (counted as padding).
-    fn close(&mut self, stream: usize) {
-        if let Some(head) = self.heads[stream].take() {
-            self.padded += (self.ss - head.used) / self.page_size;
-        }
-    }
-
-    /// Writes `pid` at head `stream`, whose segment must be newer than the
-    /// page's current copy (its lsns must increase).
-    fn write(&mut self, stream: usize, pid: u64) {
-        let after = self.written_at[pid as usize];
-        let stream = match self.heads[stream] {
-            // The advised head's segment is older than the page's copy:
-            // rather than close it early, write to the newest open head.
-            Some(h) if h.lsn < after => self
-                .heads
-                .iter()
-                .enumerate()
-                .filter_map(|(s, h)| h.filter(|h| h.lsn >= after).map(|h| (h.lsn, s)))
-                .max()
-                .map_or(stream, |(_, s)| s),
-            _ => stream,
-        };
-        let usable =
-            self.heads[stream].is_some_and(|h| h.fits(self.page_size, self.ss) && h.lsn >= after);
-        if !usable {
-            self.roll(stream);
-        }
-        let head = self.heads[stream].as_mut().expect("an open head");
-        self.written_at[pid as usize] = head.lsn;
-        let (lsn, ptr) = head.place(self.page_size);
-        match self.location[pid as usize] {
-            Some(old) => self
-                .acc
-                .mark_replace(pid, lsn, &[old], ptr, self.page_size)
-                .expect("replace"),
-            None => self
-                .acc
-                .mark_link(pid, lsn, ptr, self.page_size)
-                .expect("link"),
-        }
-        self.location[pid as usize] = Some(ptr);
-    }
-
-    /// A user write, then relocation of everything `clean` suggests (so
-    /// cleaning keeps up whatever the write amplification).
+    /// A user write, then relocation of what `clean` suggests (so cleaning
+    /// keeps up whatever the write amplification). A suggested page whose
+    /// newest write is still buffered is not copied (its old copy is
+    /// replaced when the buffer is written out); after a few such
+    /// suggestions in a row the rest waits for the next user write.
     fn user_write(&mut self, pid: u64) {
         let old = self.location[pid as usize];
         let stream = self.acc.stream_for_write(self.next_lsn, old.as_slice());
         self.write(stream as usize, pid);
         self.writes += 1;
+        let mut buffered = 0;
         while let Some(r) = self.acc.clean_placed(pid) {
+            if self.pending[r.pid as usize].is_some() {
+                buffered += 1;
+                if buffered == 64 {
+                    break;
+                }
+                continue;
+            }
             self.write(r.stream as usize, r.pid);
             self.relocations += 1;
         }
@@ -402,7 +367,7 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
     let config = Config::builder()
         .segment_size(ss)
         .policy_arc(policy::by_name(s.policy).expect("a known policy"))
-        .space_target(o.utilization.map(|u| 1.0 / u))
+        .space_target(o.target.or(o.utilization.map(|u| 1.0 / u)))
         .streams(s.user_streams, s.relocation_streams)
         .build()
         .map_err(|e| e.to_string())?;
@@ -412,14 +377,14 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
         acc,
         ss,
         page_size,
-        heads: vec![None; streams as usize],
+        pages_per_segment: o.pages_per_segment as usize,
+        heads: vec![Head::default(); streams as usize],
         next_lsn: 0,
         location: vec![None; pages as usize],
-        written_at: vec![-1; pages as usize],
+        pending: vec![None; pages as usize],
         writes: 0,
         relocations: 0,
         reuses: 0,
-        padded: 0,
     };
     let picker = Picker::new(o.workload.clone(), pages);
     let mut rng = Rng(o.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
@@ -432,7 +397,7 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
         let pid = picker.pick(&mut rng);
         sim.user_write(pid);
     }
-    let (w0, r0, reuse0, pad0) = (sim.writes, sim.relocations, sim.reuses, sim.padded);
+    let (w0, r0, reuse0) = (sim.writes, sim.relocations, sim.reuses);
     let started = Instant::now();
     let mut amp_sum = 0.0;
     let mut amp_samples = 0u64;
@@ -456,6 +421,5 @@ pub fn simulate(o: &RunOptions) -> Result<Figures, String> {
         ops_per_s: (writes + relocations) as f64 / elapsed,
         seconds: run_started.elapsed().as_secs_f64(),
         heads: streams,
-        padding: (sim.padded - pad0) as f64 / (writes + relocations) as f64,
     })
 }
