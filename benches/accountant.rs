@@ -152,6 +152,46 @@ fn mix_background_stabilize(c: &mut Criterion) {
     mix_group(c, "mix_bg_stabilize", true);
 }
 
+/// The set type the accountant keeps a segment's pages in: a `DashMap`
+/// with 4 shards and the Fx hasher.
+fn page_set() -> dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> {
+    dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), 4)
+}
+
+/// Times `iters` links of pages `i % 4096` into a fresh segment, calling
+/// `before` ahead of each. Inlined so the loop is compiled in place, as
+/// each benchmark's own loop was.
+#[inline(always)]
+fn time_mark_link(iters: u64, before: impl Fn()) -> Duration {
+    let acc = workload::accountant();
+    let lid = Accountant::next(&acc, 0).unwrap();
+    let start = Instant::now();
+    for i in 0..iters {
+        before();
+        acc.mark_link(
+            i % 4096,
+            (i % 4096) as Lsn,
+            DiskPtr::Inline(lid + i % 4096),
+            64,
+        )
+        .unwrap();
+    }
+    start.elapsed()
+}
+
+/// Times `iters` entry-API updates of keys `i % 4096` in a fresh
+/// [`page_set`], calling `before` ahead of each.
+#[inline(always)]
+fn time_entry_update(iters: u64, before: impl Fn()) -> Duration {
+    let map = page_set();
+    let start = Instant::now();
+    for i in 0..iters {
+        before();
+        *map.entry(i % 4096).or_insert(0) += 64;
+    }
+    start.elapsed()
+}
+
 /// `mark_link` against its floor: one insert into the concurrent set type
 /// the accountant uses (through the entry API and through the raw shard API
 /// `mark_link` itself uses), and one atomic fetch-add. Both map sides link
@@ -160,36 +200,10 @@ fn mix_background_stabilize(c: &mut Criterion) {
 fn mark_link_floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("mark_link_floor");
     group.bench_function("accountant_mark_link", |b| {
-        b.iter_custom(|iters| {
-            let acc = workload::accountant();
-            let lid = Accountant::next(&acc, 0).unwrap();
-            let start = Instant::now();
-            for i in 0..iters {
-                acc.mark_link(
-                    i % 4096,
-                    (i % 4096) as Lsn,
-                    DiskPtr::Inline(lid + i % 4096),
-                    64,
-                )
-                .unwrap();
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| time_mark_link(iters, || {}))
     });
     group.bench_function("dashmap_insert", |b| {
-        b.iter_custom(|iters| {
-            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
-                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                    0,
-                    Default::default(),
-                    4,
-                );
-            let start = Instant::now();
-            for i in 0..iters {
-                *map.entry(i % 4096).or_insert(0) += 64;
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| time_entry_update(iters, || {}))
     });
     // The same update through dashmap's raw shard API, as `mark_link` does
     // it (`PageMap::link`). All of it is `#[inline]`, so it does not depend,
@@ -197,12 +211,7 @@ fn mark_link_floor(c: &mut Criterion) {
     // into this loop (which changes with unrelated code in this crate).
     group.bench_function("dashmap_raw_insert", |b| {
         b.iter_custom(|iters| {
-            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
-                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                    0,
-                    Default::default(),
-                    4,
-                );
+            let map = page_set();
             let start = Instant::now();
             for i in 0..iters {
                 let pid = i % 4096;
@@ -242,38 +251,10 @@ fn mark_link_latency(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("mark_link_latency");
     group.bench_function("accountant_mark_link", |b| {
-        b.iter_custom(|iters| {
-            let acc = workload::accountant();
-            let lid = Accountant::next(&acc, 0).unwrap();
-            let start = Instant::now();
-            for i in 0..iters {
-                fence();
-                acc.mark_link(
-                    i % 4096,
-                    (i % 4096) as Lsn,
-                    DiskPtr::Inline(lid + i % 4096),
-                    64,
-                )
-                .unwrap();
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| time_mark_link(iters, fence))
     });
     group.bench_function("dashmap_insert", |b| {
-        b.iter_custom(|iters| {
-            let map: dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher> =
-                dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                    0,
-                    Default::default(),
-                    4,
-                );
-            let start = Instant::now();
-            for i in 0..iters {
-                fence();
-                *map.entry(i % 4096).or_insert(0) += 64;
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iters| time_entry_update(iters, fence))
     });
     group.finish();
 }

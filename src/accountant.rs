@@ -454,6 +454,12 @@ impl Accountant {
         was_new: bool,
     ) -> Error {
         segment.unlink(pid, size, was_new);
+        self.raced(pid, index)
+    }
+
+    /// The error of a write into segment `index` that a deactivation raced.
+    #[cold]
+    fn raced(&self, pid: PageId, index: usize) -> Error {
         Error::LinkRacedStabilize {
             pid,
             lid: index as u64 * self.segment_size(),
@@ -523,10 +529,7 @@ impl Accountant {
             // segment: either we record before it collects, or we see it
             // sealed and record nothing.
             if segment.load_raw() != word {
-                return Err(Error::LinkRacedStabilize {
-                    pid,
-                    lid: index as u64 * self.segment_size(),
-                });
+                return Err(self.raced(pid, index));
             }
             for &(old_index, old_generation) in &olds {
                 deferred.replacements.push(DeferredReplacement {

@@ -310,58 +310,50 @@ impl Segment {
 mod tests {
     use super::*;
 
-    #[test]
-    fn word_round_trips() {
-        for state in [
+    /// Every state with a few generations and segment numbers, edges
+    /// included.
+    fn sample_words() -> impl Iterator<Item = Word> {
+        let states = [
             SegmentState::Vacant,
             SegmentState::Free,
             SegmentState::Freeing,
             SegmentState::Active,
             SegmentState::Inactive,
             SegmentState::Draining,
-        ] {
-            for generation in [0, 1, (1 << GEN_BITS) - 1] {
-                for segno in [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)] {
-                    let w = Word {
-                        state,
-                        generation,
-                        segno,
-                    };
-                    assert_eq!(Word::unpack(w.pack()), w);
-                }
-            }
+        ];
+        states.into_iter().flat_map(|state| {
+            [0, 1, (1 << GEN_BITS) - 1]
+                .into_iter()
+                .flat_map(move |generation| {
+                    [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)]
+                        .into_iter()
+                        .map(move |segno| Word {
+                            state,
+                            generation,
+                            segno,
+                        })
+                })
+        })
+    }
+
+    #[test]
+    fn word_round_trips() {
+        for w in sample_words() {
+            assert_eq!(Word::unpack(w.pack()), w);
         }
     }
 
     /// The write path's one masked compare agrees with the decoded word.
     #[test]
     fn is_active_at_matches_the_decoded_word() {
-        for state in [
-            SegmentState::Vacant,
-            SegmentState::Free,
-            SegmentState::Freeing,
-            SegmentState::Active,
-            SegmentState::Inactive,
-            SegmentState::Draining,
-        ] {
-            for generation in [0, 1, (1 << GEN_BITS) - 1] {
-                for segno in [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)] {
-                    let raw = RawWord(
-                        Word {
-                            state,
-                            generation,
-                            segno,
-                        }
-                        .pack(),
-                    );
-                    for target in [0, 6, 7, 8, MAX_SEGMENT_NUMBER] {
-                        assert_eq!(
-                            raw.is_active_at(target),
-                            state == SegmentState::Active && segno == Some(target),
-                            "{state:?} gen {generation} segno {segno:?} target {target}"
-                        );
-                    }
-                }
+        for w in sample_words() {
+            let raw = RawWord(w.pack());
+            for target in [0, 6, 7, 8, MAX_SEGMENT_NUMBER] {
+                assert_eq!(
+                    raw.is_active_at(target),
+                    w.state == SegmentState::Active && w.segno == Some(target),
+                    "{w:?} target {target}"
+                );
             }
         }
     }

@@ -304,9 +304,11 @@ impl Sim {
         if lid < tip {
             self.reuses += 1;
         }
-        let slots = std::mem::take(&mut self.heads[stream].slots);
-        for (i, pid) in slots.iter().enumerate() {
-            let Some(pid) = *pid else { continue };
+        // Taken out (and put back empty, keeping its capacity) so the
+        // loop can update the rest of `self`.
+        let mut slots = std::mem::take(&mut self.heads[stream].slots);
+        for (i, pid) in slots.drain(..).enumerate() {
+            let Some(pid) = pid else { continue };
             let offset = i as u64 * self.page_size;
             let (lsn, ptr) = (lsn + offset as Lsn, DiskPtr::Inline(lid + offset));
             match self.location[pid as usize] {
@@ -323,7 +325,6 @@ impl Sim {
             self.pending[pid as usize] = None;
         }
         self.heads[stream].slots = slots;
-        self.heads[stream].slots.clear();
         self.acc.stabilize(self.next_lsn).expect("stabilize");
         self.acc.flush();
     }
