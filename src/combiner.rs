@@ -219,6 +219,10 @@ impl Combiner {
     /// after it (setting `repass` for the busy combiner, or combining).
     /// Errors met while combining wait for the next `stabilize`.
     pub(crate) fn announce(&self, shared: &Shared, segno: u64) {
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::SkipAnnounce) {
+            return;
+        }
         // AcqRel read-modify-write (writing the word unchanged): every later
         // request's read-modify-write of the word reads after it, so the
         // pass it starts sees our registration; Acquire shows us the goal.

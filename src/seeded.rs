@@ -34,13 +34,17 @@ pub(crate) enum Bug {
     /// `next` checks the stabilized lsn before reserving its lsn in the
     /// in-use map: a seal between the two hands a sealed lsn out again.
     CheckBeforeReserve,
+    /// `next` does not announce its registration to the combiner: a
+    /// segment registered after a covering pass collected stays Active
+    /// below the stabilized lsn.
+    SkipAnnounce,
     /// The loom stand-in for crossbeam's queue orders every push before
     /// every later pop (a locked deque), more than crossbeam promises.
     QueueOrdersTooMuch,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 10] = [
+    const ALL: [(Bug, &'static str); 11] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -50,6 +54,7 @@ impl Bug {
         (Bug::CheckOutsideLock, "check-outside-lock"),
         (Bug::PublishAfterRemove, "publish-after-remove"),
         (Bug::CheckBeforeReserve, "check-before-reserve"),
+        (Bug::SkipAnnounce, "skip-announce"),
         (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
     ];
 }

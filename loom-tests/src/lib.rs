@@ -56,6 +56,8 @@ pub struct LoomStorage {
     pub truncating: AtomicBool,
     /// The shortest length any truncation set (u64::MAX: none).
     pub truncated_to: AtomicU64,
+    /// How many of the next `set_len` calls fail.
+    pub fail_set_len: AtomicU64,
 }
 
 impl LoomStorage {
@@ -65,6 +67,7 @@ impl LoomStorage {
             len: AtomicU64::new(len),
             truncating: AtomicBool::new(false),
             truncated_to: AtomicU64::new(u64::MAX),
+            fail_set_len: AtomicU64::new(0),
         }
     }
 }
@@ -82,6 +85,14 @@ impl Storage for LoomStorage {
         ))
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        // AcqRel: a test's setting of the count happens before the call.
+        let failing = self
+            .fail_set_len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(io::Error::other("injected set_len failure"));
+        }
         self.truncating.store(true, Ordering::Release);
         self.truncated_to.fetch_min(len, Ordering::AcqRel);
         self.len.store(len, Ordering::Release);
@@ -99,14 +110,32 @@ impl Storage for LoomStorage {
     }
 }
 
-/// A fresh accountant with a private collector over a [`LoomStorage`].
-pub fn accountant() -> (loom::sync::Arc<Accountant>, Collector, StdArc<LoomStorage>) {
-    let config = Config::builder()
+/// The models' configuration: tiny segments, one write head.
+pub fn config() -> Config {
+    config_with(|b| b)
+}
+
+/// The models' configuration, adjusted by `f`.
+pub fn config_with(
+    f: impl FnOnce(segment_accountant::ConfigBuilder) -> segment_accountant::ConfigBuilder,
+) -> Config {
+    f(Config::builder()
         .segment_size(SS)
         .allow_small_segments(true)
-        .temporary(false)
-        .build()
-        .expect("config");
+        .temporary(false))
+    .build()
+    .expect("config")
+}
+
+/// A fresh accountant with a private collector over a [`LoomStorage`].
+pub fn accountant() -> (loom::sync::Arc<Accountant>, Collector, StdArc<LoomStorage>) {
+    accountant_with(config())
+}
+
+/// [`accountant`] with the configuration `config`.
+pub fn accountant_with(
+    config: Config,
+) -> (loom::sync::Arc<Accountant>, Collector, StdArc<LoomStorage>) {
     let storage = StdArc::new(LoomStorage::new(16 * SS));
     let collector = Collector::new();
     let acc = Accountant::with_collector(config, storage.clone(), collector.clone());
