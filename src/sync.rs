@@ -216,9 +216,20 @@ pub mod loom_queue {
         /// Takes the oldest element, if any slot has been reserved and not
         /// yet taken (waiting for its write if needed).
         pub fn pop(&self) -> Option<T> {
+            self.pop_indexed().map(|(_, v)| v)
+        }
+
+        /// [`pop`](Self::pop), with the element's position in the queue's
+        /// order (0 for the first element ever pushed): what the litmus
+        /// model needs to know which push came first without synchronizing.
+        pub fn pop_indexed(&self) -> Option<(usize, T)> {
             #[cfg(seeded_bugs)]
             if let Some(locked) = &self.locked {
-                return super::lock(locked).pop_front();
+                let mut deque = super::lock(locked);
+                let taken = self.head.load(Ordering::Relaxed);
+                let value = deque.pop_front()?;
+                self.head.store(taken + 1, Ordering::Relaxed);
+                return Some((taken, value));
             }
             // Relaxed: the indices only hand out slots; the slot flag
             // carries the ordering.
@@ -244,7 +255,8 @@ pub mod loom_queue {
             }
             // Safety: see the `Sync` impl: our head CAS made this pop the
             // slot's only taker, and the flag shows the write is done.
-            slot.value.with_mut(|v| unsafe { (*v).take() })
+            let value = slot.value.with_mut(|v| unsafe { (*v).take() });
+            value.map(|v| (head, v))
         }
     }
 }

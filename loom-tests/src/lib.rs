@@ -22,8 +22,9 @@ pub const SS: u64 = 64;
 
 /// Runs `f` under loom with the environment's settings
 /// (`LOOM_MAX_PREEMPTIONS` and friends, the preemption bound capped at
-/// `max_preemptions` for models whose state space explodes beyond it) and
-/// prints how many interleavings were explored.
+/// `max_preemptions` for models whose state space explodes beyond it,
+/// unless `LOOM_DEEP` is set: `run.sh --deep`) and prints how many
+/// interleavings were explored.
 pub fn explore(name: &str, max_preemptions: usize, f: impl Fn() + Send + Sync + 'static) {
     let count = StdArc::new(AtomicUsize::new(0));
     let counter = count.clone();
@@ -33,10 +34,11 @@ pub fn explore(name: &str, max_preemptions: usize, f: impl Fn() + Send + Sync + 
     if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
         builder.max_branches = 100_000;
     }
-    let bound = builder
-        .preemption_bound
-        .unwrap_or(max_preemptions)
-        .min(max_preemptions);
+    let deep = std::env::var_os("LOOM_DEEP").is_some();
+    let bound = match builder.preemption_bound {
+        Some(env) if deep => env,
+        env => env.unwrap_or(max_preemptions).min(max_preemptions),
+    };
     builder.preemption_bound = Some(bound);
     builder.check(move || {
         counter.fetch_add(1, StdOrdering::Relaxed);
