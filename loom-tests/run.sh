@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
-export RUSTFLAGS="--cfg loom --cfg crossbeam_loom -C debug-assertions"
+export RUSTFLAGS="--cfg loom --cfg crossbeam_loom --cfg seeded_bugs -C debug-assertions"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 # loom prints its own backtraces on failure; keep them short.
 export RUST_BACKTRACE=0

@@ -1,5 +1,6 @@
-//! The single-mutex design this crate replaces, kept as a baseline for
-//! benchmarks (`benches/`, `examples/throughput.rs`).
+//! The single-mutex design this crate replaces, kept as a baseline for the
+//! benchmarks and the throughput comparison (feature `testing`; not part
+//! of the stable surface).
 //!
 //! One accountant struct holding, per segment, small hash sets of page ids
 //! (a fast non-cryptographic hasher), a FIFO free list, an ordered

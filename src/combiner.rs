@@ -318,7 +318,7 @@ impl Combiner {
 /// and Acquire, so each token holder's accesses to the combiner state
 /// happen before the next holder's.
 fn token_orders() -> (Ordering, Ordering) {
-    #[cfg(feature = "seeded-bugs")]
+    #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::RelaxedCombinerToken) {
         return (Ordering::Relaxed, Ordering::Relaxed);
     }

@@ -72,7 +72,7 @@ impl Epochs {
         // Relaxed: `flush` only uses the count to decide whether to retry;
         // the landing closure publishes with release.
         table.epoch_waiting.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "seeded-bugs")]
+        #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::SkipEpochDeferral) {
             land(table, index);
             return;
@@ -153,7 +153,7 @@ impl RewriteGate {
         // AcqRel: orders the pause in the word's modification order before
         // any later `enter`, which then sees the depth.
         self.word.fetch_add(PAUSE, Ordering::AcqRel);
-        #[cfg(feature = "seeded-bugs")]
+        #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::PauseWithoutWaiting) {
             return;
         }

@@ -1,7 +1,7 @@
-//! Deliberate bugs for the loom models to catch (feature `seeded-bugs`,
+//! Deliberate bugs for the loom models to catch (`--cfg seeded_bugs`,
 //! test-only). Each is switched on at run time by setting the environment
-//! variable `SEGMENT_ACCOUNTANT_SEEDED_BUG` to its name; with the feature
-//! off none of this code exists.
+//! variable `SEGMENT_ACCOUNTANT_SEEDED_BUG` to its name; with the cfg
+//! unset none of this code exists.
 
 /// A seeded bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

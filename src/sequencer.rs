@@ -47,7 +47,7 @@ pub(crate) struct Sequencer {
 /// Claims the free segment `index` for truncation: clearing its free bit
 /// is the claim token `next` competes for too.
 fn claim_top(table: &SegmentTable, index: usize) -> bool {
-    #[cfg(feature = "seeded-bugs")]
+    #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
         let free = table.bit(Bits::Free, index);
         if free {

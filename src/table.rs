@@ -225,7 +225,7 @@ impl SegmentTable {
                         return None;
                     }
                     let mask = 1u64 << bit;
-                    #[cfg(feature = "seeded-bugs")]
+                    #[cfg(seeded_bugs)]
                     if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
                         let before = word.load(Ordering::Acquire);
                         if before & mask != 0 {
