@@ -209,3 +209,8 @@ pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
 pub use storage::{FileStorage, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};
+
+/// The README's code (its API tour) runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
