@@ -332,6 +332,7 @@ impl SegmentBuilder {
 
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// What it holds.
     pub kind: MessageKind,
@@ -351,6 +352,7 @@ pub struct Message {
 
 /// A fully decoded segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DecodedSegment {
     /// Its header.
     pub header: SegmentHeader,
