@@ -1,5 +1,5 @@
 //! The sequential reference model: a plain single-threaded implementation
-//! of the specification, small enough to be obviously right, used as the
+//! of the [specification](crate::properties), small enough to be obviously right, used as the
 //! oracle of the differential tests (feature `testing`; not part of the
 //! stable surface).
 //!
