@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+# `seeded_bugs` compiles the deliberately broken variants (src/seeded.rs);
+# each stays off unless SEGMENT_ACCOUNTANT_SEEDED_BUG names it.
 export RUSTFLAGS="--cfg loom --cfg crossbeam_loom --cfg seeded_bugs -C debug-assertions"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 # loom prints its own backtraces on failure; keep them short.

@@ -47,7 +47,8 @@ pub(crate) struct CountSnapshot {
 impl Counts {
     fn counter(&self, state: SegmentState) -> Option<&AtomicUsize> {
         match state {
-            SegmentState::Active => Some(&self.active),
+            // A Sealing segment counts as Active until its seal finishes.
+            SegmentState::Active | SegmentState::Sealing => Some(&self.active),
             SegmentState::Inactive => Some(&self.inactive),
             SegmentState::Draining => Some(&self.draining),
             // Freeing segments are counted where they wait: the combiner's
@@ -339,21 +340,43 @@ impl Accountant {
                 segment_size: self.segment_size(),
             });
         }
+        #[cfg(seeded_bugs)]
+        let check_first = crate::seeded::active(crate::seeded::Bug::CheckBeforeReserve);
+        #[cfg(not(seeded_bugs))]
+        let check_first = false;
+        if check_first {
+            self.check_not_stable(lsn)?;
+        }
+        // Reserve first, then check against the stabilized lsn: the
+        // combiner publishes a new stabilized lsn before the lsns it sealed
+        // leave the in-use map, so a reservation that succeeds for an lsn
+        // that was already handed out and sealed sees it stable (the map's
+        // shard lock orders our insert after that removal). The map's
+        // per-key atomicity settles competing calls for one lsn.
+        let reservation = self
+            .shared
+            .active_lsns
+            .reserve(segno)
+            .ok_or(Error::LsnInUse { lsn })?;
+        if !check_first {
+            self.check_not_stable(lsn)?;
+        }
+        let index = self.place(segno, stream)?;
+        reservation.keep();
+        // A stabilize that covers `lsn` may have been requested while we
+        // placed: make sure a combiner pass collects our registration (so
+        // the segment is sealed as if this call came first).
+        self.shared.combiner.announce(&self.shared, segno);
+        Ok(index as u64 * self.segment_size())
+    }
+
+    /// `lsn` must be above the stabilized lsn.
+    fn check_not_stable(&self, lsn: Lsn) -> Result<()> {
         let stable = self.stable_lsn();
         if lsn <= stable {
             return Err(Error::LsnAlreadyStable { lsn, stable });
         }
-        // The map's per-key atomicity settles competing calls for one lsn.
-        if !self.shared.active_lsns.insert_new(segno) {
-            return Err(Error::LsnInUse { lsn });
-        }
-        match self.place(segno, stream) {
-            Ok(index) => Ok(index as u64 * self.segment_size()),
-            Err(e) => {
-                self.shared.active_lsns.remove(segno);
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     fn place(&self, segno: u64, stream: StreamId) -> Result<usize> {
@@ -417,52 +440,27 @@ impl Accountant {
     /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
     /// [`Error::NegativeLsn`], and [`Error::LinkRacedStabilize`] if a
-    /// concurrent `stabilize` covered the segment during the call (a broken
-    /// caller contract; the link is undone). Nothing changes on error.
-    // Always inlined, with `write_target` and `link`: out of line, the call
-    // costs more than the work (docs/performance.md, `mark_link` against
-    // its floor). The error cases stay out of line (`#[cold]`).
+    /// concurrent `stabilize` sealed the segment during the call (a broken
+    /// caller contract). Nothing changes on error: the link lands wholly
+    /// before the seal or not at all.
+    // Always inlined, with `write_target` and `link_if_open`: out of line,
+    // the call costs more than the work (docs/performance.md, `mark_link`
+    // against its floor). The error cases stay out of line (`#[cold]`).
     #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
         let (index, segment, word) = self.write_target(lsn, ptr)?;
-        self.link(pid, index, segment, word, size)
-    }
-
-    #[inline(always)]
-    fn link(
-        &self,
-        pid: PageId,
-        index: usize,
-        segment: &Segment,
-        word: RawWord,
-        size: u64,
-    ) -> Result<()> {
-        let was_new = segment.link(pid, size);
-        // Any change of the word (state, generation or lsn) since
-        // `write_target` means a deactivation raced the link: undo it.
-        if segment.load_raw() != word {
-            return Err(self.unlink_raced(pid, index, segment, size, was_new));
+        // The seal protocol: the word is checked again under the shard lock
+        // the link mutates under (see `segment`).
+        if segment.link_if_open(pid, size, word) {
+            Ok(())
+        } else {
+            Err(self.raced(pid, index))
         }
-        Ok(())
     }
 
-    /// Undoes a link that raced a deactivation.
+    /// The error of a write into segment `index` that a seal refused.
     #[cold]
     #[inline(never)]
-    fn unlink_raced(
-        &self,
-        pid: PageId,
-        index: usize,
-        segment: &Segment,
-        size: u64,
-        was_new: bool,
-    ) -> Error {
-        segment.unlink(pid, size, was_new);
-        self.raced(pid, index)
-    }
-
-    /// The error of a write into segment `index` that a deactivation raced.
-    #[cold]
     fn raced(&self, pid: PageId, index: usize) -> Error {
         Error::LinkRacedStabilize {
             pid,
@@ -527,26 +525,26 @@ impl Accountant {
         let relinks_same_blob = old_ptrs.len() == 1
             && old_ptrs[0].blob().is_some()
             && old_ptrs[0].blob() == new_ptr.blob();
-        {
-            let mut deferred = lock(&segment.deferred);
-            // Re-check under the lock the combiner takes after sealing the
-            // segment: either we record before it collects, or we see it
-            // sealed and record nothing.
-            if segment.load_raw() != word {
-                return Err(self.raced(pid, index));
-            }
-            for &(old_index, old_generation) in &olds {
-                deferred.replacements.push(DeferredReplacement {
-                    pid,
-                    old_index,
-                    old_generation,
-                });
-            }
-            if !relinks_same_blob {
-                deferred
-                    .blob_removals
-                    .extend(old_ptrs.iter().filter_map(|p| p.blob()));
-            }
+        // The seal protocol: the deferred-work lock is one the seal's
+        // barrier passes through, so checking the word under it and doing
+        // everything below before releasing it makes the replace land
+        // wholly before the seal reads the segment, or not at all.
+        let mut deferred = lock(&segment.deferred);
+        if segment.load_raw() != word {
+            return Err(self.raced(pid, index));
+        }
+        segment.link_held(pid, size);
+        for &(old_index, old_generation) in &olds {
+            deferred.replacements.push(DeferredReplacement {
+                pid,
+                old_index,
+                old_generation,
+            });
+        }
+        if !relinks_same_blob {
+            deferred
+                .blob_removals
+                .extend(old_ptrs.iter().filter_map(|p| p.blob()));
         }
         for &(old_index, _) in &olds {
             self.shared
@@ -555,7 +553,7 @@ impl Accountant {
                 .present
                 .mark_replaced(pid);
         }
-        self.link(pid, index, segment, word, size)
+        Ok(())
     }
 
     /// Tells the accountant that the log is durable and vouched for by a

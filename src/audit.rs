@@ -99,7 +99,8 @@ impl Accountant {
             match info.state {
                 SegmentState::Free => stats.free += 1,
                 SegmentState::Freeing => stats.freeing += 1,
-                SegmentState::Active => stats.active += 1,
+                // Counted with Active until its seal finishes.
+                SegmentState::Active | SegmentState::Sealing => stats.active += 1,
                 SegmentState::Inactive => stats.inactive += 1,
                 SegmentState::Draining => stats.draining += 1,
                 SegmentState::Vacant => {}
@@ -134,7 +135,7 @@ impl Accountant {
         let stable = self.stable_lsn();
         let ss = shared.config.segment_size;
         let mut lsns: HashMap<Lsn, usize> = HashMap::new();
-        let mut counted = [0usize; 6];
+        let mut counted = [0usize; 7];
         let mut active = Vec::new();
         let mut inactive = Vec::new();
         let mut sealed_live = 0u64;
@@ -214,6 +215,9 @@ impl Accountant {
                     }
                 }
                 SegmentState::Active => active.push((word.segno.unwrap_or(0), index as u32)),
+                SegmentState::Sealing => {
+                    return fail(format!("{here} was left half sealed"));
+                }
                 SegmentState::Vacant => unreachable!(),
             }
         }
@@ -230,12 +234,7 @@ impl Accountant {
                 ));
             }
         }
-        let mut in_use: Vec<u64> = shared
-            .active_lsns
-            .entries()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let mut in_use: Vec<u64> = shared.active_lsns.keys();
         in_use.sort_unstable();
         let mut active_segnos: Vec<u64> = active.iter().map(|&(segno, _)| segno).collect();
         active_segnos.sort_unstable();

@@ -1,7 +1,7 @@
 //! Stabilization: deactivating segments in lsn order without making any
 //! thread wait.
 //!
-//! `stabilize` publishes its goal in one word (`goal << 1 | busy`). If no
+//! `stabilize` publishes its goal in one word (`goal << 2 | repass | busy`). If no
 //! thread is combining, the caller sets `busy` and becomes the combiner: it
 //! deactivates every registered Active segment below the goal in lsn order,
 //! applies their deferred replacements, frees and drains what that empties,
@@ -16,6 +16,24 @@
 //! Only the combiner touches [`CombinerState`] (the `busy` bit is the
 //! token), so deactivation, replacement application, freeing and draining
 //! decisions are single-threaded, and every free is decided exactly once.
+//!
+//! A `next` whose lsn a requested goal already covers (a caller racing
+//! its own stabilize) registers its segment after a pass may have
+//! collected the registrations: it *announces* itself with a
+//! read-modify-write of the same word, setting `repass` (or taking the
+//! token) so that a pass runs after its registration and seals it. A
+//! `next` whose announcement finds the goal below its lsn needs nothing:
+//! every later request reads the word after its announcement (all writes
+//! to the word are read-modify-writes) and so sees its registration.
+//!
+//! Sealing is two-phase (the seal protocol of [`crate::segment`]): a pass
+//! first *closes* every registered Active segment below the goal (Active →
+//! Sealing, then the barrier through its writers' locks), collecting
+//! registrations again after each round of barriers until none below the
+//! goal appears, and only then *finishes* them in lsn order. A segment
+//! whose registration a pass could miss was registered after every
+//! barrier of that pass, so no segment this pass seals holds a write that
+//! names it: deactivation stays in lsn order wherever it matters.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -31,6 +49,11 @@ use crate::types::Lsn;
 use crate::victims::VictimIndex;
 
 const BUSY: u64 = 1;
+/// A `next` registered a segment below the requested goal after a pass
+/// may have collected: run a pass again before releasing the token.
+const REPASS: u64 = 2;
+/// The goal sits above the two flag bits.
+const GOAL_SHIFT: u32 = 2;
 
 /// What cleaning decisions need, kept by the combiner as it seals
 /// segments and applies replacements (so no decision scans the table).
@@ -121,6 +144,8 @@ pub(crate) struct CombinerState {
     done: u64,
     scratch: Deferred,
     touched: Vec<u32>,
+    /// The segments a pass closed, `(segno, index)` (scratch space).
+    closing: Vec<(u64, u32)>,
     /// Errors met while combining on behalf of others, reported by the
     /// next `stabilize` that combines.
     unreported: Vec<Error>,
@@ -166,13 +191,14 @@ impl Combiner {
         cleaning: Cleaning,
     ) -> Combiner {
         Combiner {
-            word: AtomicU64::new(done << 1),
+            word: AtomicU64::new(done << GOAL_SHIFT),
             state: UnsafeCell::new(CombinerState {
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
                 scratch: Deferred::default(),
                 touched: Vec::new(),
+                closing: Vec::new(),
                 unreported: Vec::new(),
                 cleaning,
             }),
@@ -187,12 +213,52 @@ impl Combiner {
         self.activations.push((segno, index as u32));
     }
 
+    /// Called by `next` right after registering the activation of
+    /// `segno`: if a goal covering it was already requested, a pass may
+    /// have collected the registrations without it, so make sure one runs
+    /// after it (setting `repass` for the busy combiner, or combining).
+    /// Errors met while combining wait for the next `stabilize`.
+    pub(crate) fn announce(&self, shared: &Shared, segno: u64) {
+        // AcqRel read-modify-write (writing the word unchanged): every later
+        // request's read-modify-write of the word reads after it, so the
+        // pass it starts sees our registration; Acquire shows us the goal.
+        let mut current = self.word.fetch_or(0, Ordering::AcqRel);
+        loop {
+            if current >> GOAL_SHIFT <= segno {
+                return;
+            }
+            let (rmw, load) = token_orders();
+            if current & BUSY != 0 {
+                // The busy combiner's release CAS fails on the changed word
+                // and it goes round again, collecting us.
+                match self
+                    .word
+                    .compare_exchange_weak(current, current | REPASS, rmw, load)
+                {
+                    Ok(_) => return,
+                    Err(actual) => current = actual,
+                }
+            } else {
+                match self
+                    .word
+                    .compare_exchange_weak(current, current | BUSY | REPASS, rmw, load)
+                {
+                    Ok(_) => {
+                        self.combine(shared);
+                        return;
+                    }
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+    }
+
     /// Requests that every segment with number below `goal` be stabilized.
     pub(crate) fn request(&self, shared: &Shared, goal: u64) -> Result<()> {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
-            if goal <= current >> 1 {
+            if goal <= current >> GOAL_SHIFT {
                 // Already requested (and being done by the combiner) or done.
                 return Ok(());
             }
@@ -204,7 +270,7 @@ impl Combiner {
             let (rmw, load) = token_orders();
             match self
                 .word
-                .compare_exchange_weak(current, goal << 1 | BUSY, rmw, load)
+                .compare_exchange_weak(current, goal << GOAL_SHIFT | BUSY, rmw, load)
             {
                 Ok(_) if busy => return Ok(()),
                 Ok(_) => {
@@ -265,11 +331,23 @@ impl Combiner {
         loop {
             // Acquire: see the requesters' writes (release in `request`).
             let current = self.word.load(token_orders().1);
-            let goal = current >> 1;
+            let goal = current >> GOAL_SHIFT;
+            if current & REPASS != 0 {
+                // Clear the flag before the pass it asks for: an
+                // announcement after this changes the word again.
+                let (rmw, load) = token_orders();
+                if self
+                    .word
+                    .compare_exchange(current, current & !REPASS, rmw, load)
+                    .is_err()
+                {
+                    continue;
+                }
+            }
             let pending = self.with_state(|state| {
-                if goal > state.done {
+                if goal > state.done || current & REPASS != 0 {
                     self.collect_activations(state);
-                    pass(shared, state, goal);
+                    pass(shared, state, goal.max(state.done));
                     if !state.unreported.is_empty() {
                         // Release: pairs with `take_errors`.
                         self.has_errors.store(true, Ordering::Release);
@@ -286,7 +364,12 @@ impl Combiner {
             // to `with_idle_state`; a failure is a load of a raised goal.
             if self
                 .word
-                .compare_exchange(current, goal << 1, token_orders().0, token_orders().1)
+                .compare_exchange(
+                    current,
+                    goal << GOAL_SHIFT,
+                    token_orders().0,
+                    token_orders().1,
+                )
                 .is_ok()
             {
                 return;
@@ -339,18 +422,50 @@ fn token_orders() -> (Ordering, Ordering) {
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let ss = shared.config.segment_size;
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
-    let mut sealed = 0;
-    while let Some(&Reverse((segno, index))) = state.active.peek() {
-        if segno >= goal {
+    // 1. Close every registered Active segment below the goal. A barrier
+    //    may reveal writes into segments registered after the last
+    //    collection: collect again until a round closes nothing new.
+    let mut closing = std::mem::take(&mut state.closing);
+    loop {
+        collect(shared, state);
+        let before = closing.len();
+        while let Some(&Reverse((segno, index))) = state.active.peek() {
+            if segno >= goal {
+                break;
+            }
+            state.active.pop();
+            close(shared, index as usize, segno);
+            closing.push((segno, index));
+        }
+        if closing.len() == before {
             break;
         }
-        state.active.pop();
-        deactivate(shared, state, index as usize, segno, stable_lsn);
-        sealed += 1;
     }
-    state.done = goal;
-    // Release: `next`'s stale-lsn check and statistics read it.
-    shared.max_stabilized.store(stable_lsn, Ordering::Release);
+    // 2. Finish them in lsn order.
+    closing.sort_unstable();
+    for &(segno, index) in &closing {
+        finish(shared, state, index as usize, segno, stable_lsn);
+    }
+    let sealed = closing.len() as u64;
+    state.done = state.done.max(goal);
+    // 3. Publish the stabilized lsn, and only then let the sealed lsns
+    //    leave the in-use map (`next` reserves, then checks the lsn).
+    #[cfg(seeded_bugs)]
+    if crate::seeded::active(crate::seeded::Bug::PublishAfterRemove) {
+        for &(segno, _) in &closing {
+            shared.active_lsns.remove(segno);
+        }
+    }
+    // Relaxed load: only the combiner writes it. Release store: `next`'s
+    // stale-lsn check and statistics read it.
+    if stable_lsn > shared.max_stabilized.load(Ordering::Relaxed) {
+        shared.max_stabilized.store(stable_lsn, Ordering::Release);
+    }
+    for &(segno, _) in &closing {
+        shared.active_lsns.remove(segno);
+    }
+    closing.clear();
+    state.closing = closing;
     let mut i = 0;
     while i < state.waiting_stable.len() {
         let (index, lsn) = state.waiting_stable[i];
@@ -365,30 +480,38 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     drain_top_if_worthwhile(shared, state);
 }
 
-fn deactivate(
-    shared: &Shared,
-    state: &mut CombinerState,
-    index: usize,
-    segno: u64,
-    stable_lsn: Lsn,
-) {
+/// Moves newly registered activations into the combiner's heap.
+fn collect(shared: &Shared, state: &mut CombinerState) {
+    shared.combiner.collect_activations(state);
+}
+
+/// Closes a registered Active segment (the first half of its seal):
+/// Active → Sealing, then the barrier through its writers' locks. After
+/// this no write into it can begin, and every write that began has
+/// finished.
+fn close(shared: &Shared, index: usize, segno: u64) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     assert!(
         word.state == SegmentState::Active && word.segno == Some(segno),
         "registered segment {index} (segno {segno}) is {word:?}"
     );
-    segment.must_transition(word, word.with_state(SegmentState::Inactive));
-    shared
-        .counts
-        .moved(SegmentState::Active, SegmentState::Inactive);
-    shared.active_lsns.remove(segno);
-    segment.seal_bytes();
-    state.cleaning.sealed_live += segment.live_bytes(SegmentState::Inactive);
+    segment.must_transition(word, word.with_state(SegmentState::Sealing));
+    segment.seal_barrier();
+}
+
+/// Finishes a closed segment's seal: counts its live bytes, collects its
+/// deferred work, makes it Inactive, and applies that work.
+fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, stable_lsn: Lsn) {
+    let segment = shared.table.segment(index);
+    let word = segment.load();
+    assert!(
+        word.state == SegmentState::Sealing && word.segno == Some(segno),
+        "closed segment {index} (segno {segno}) is {word:?}"
+    );
     {
-        // Writers into this segment record under this lock only while it is
-        // Active (they re-check under the lock), so after the CAS above the
-        // list is complete.
+        // Complete since the barrier: a `mark_replace` records only while
+        // it sees the segment Active under this lock.
         let mut deferred = lock(&segment.deferred);
         std::mem::swap(&mut deferred.replacements, &mut state.scratch.replacements);
         std::mem::swap(
@@ -396,6 +519,12 @@ fn deactivate(
             &mut state.scratch.blob_removals,
         );
     }
+    segment.seal_bytes();
+    state.cleaning.sealed_live += segment.live_bytes(SegmentState::Inactive);
+    segment.must_transition(word, word.with_state(SegmentState::Inactive));
+    shared
+        .counts
+        .moved(SegmentState::Sealing, SegmentState::Inactive);
     for blob in state.scratch.blob_removals.drain(..) {
         if let Err(source) = shared.storage.remove_blob(blob) {
             state.unreported.push(Error::BlobRemoval { blob, source });
@@ -414,8 +543,8 @@ fn deactivate(
                     state.cleaning.sealed_live -= bytes;
                 }
             }
-            SegmentState::Active => panic!(
-                "replacement of page {} applied to Active segment {} (deactivation out of lsn order)",
+            SegmentState::Active | SegmentState::Sealing => panic!(
+                "replacement of page {} applied to unsealed segment {} (deactivation out of lsn order)",
                 r.pid, r.old_index
             ),
             _ => debug_assert!(old.present.remove(r.pid).is_none()),

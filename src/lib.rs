@@ -195,6 +195,11 @@ mod segment;
 mod sequencer;
 pub mod storage;
 mod sync;
+/// The loom stand-in of crossbeam's queue, for its litmus model in
+/// `loom-tests` (exists only under `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_queue;
 mod table;
 mod types;
 mod victims;

@@ -2,30 +2,84 @@
 //!
 //! Normally these wrap [`dashmap`] maps with a small number of shards (a
 //! segment's sets are touched by the writers of that one segment, not by
-//! every thread, so a few shards suffice and keep memory low).
-//! [`PageMap::link`], the hot path of `mark_link`, uses dashmap's raw shard
-//! API (its `raw-api` feature) with dashmap's own hash and shard choice. dashmap's
-//! shard locks are invisible to loom, so under `--cfg loom` the same
-//! contract is met by a loom-visible stand-in with two locked shards:
-//! whole-set reads (`len`, iteration) then really are non-atomic across
-//! shards, as they are with dashmap.
+//! every thread, so a few shards suffice and keep memory low). dashmap's
+//! shard locks are invisible to loom, so under `--cfg loom` a loom-visible
+//! stand-in takes their place: two shards, each a loom `RwLock` over a
+//! `HashMap`, taking read locks where dashmap takes read locks and write
+//! locks where it takes write locks. Whole-set reads (`len`, iteration)
+//! are then really non-atomic across shards, as they are with dashmap.
+//!
+//! The write path is written once, generic over the shard's lock and
+//! table ([`Shard`]): dashmap's shards (through its raw shard API, with
+//! dashmap's own hash and shard choice, so every other dashmap method
+//! finds what the write path inserts) and the loom stand-in's run the same
+//! [`PageMap::link_if`], so the models check the code that ships.
+//!
+//! The seal protocol (see the [`crate::segment`] docs): a writer checks
+//! the segment word *under the shard lock it then mutates under*
+//! ([`PageMap::link_if`]); the sealing combiner, after moving the word to
+//! Sealing, takes and releases every shard lock once
+//! ([`PageMap::barrier`]). A link either finishes before the barrier
+//! reaches its shard, and the seal counts it, or takes the lock after the
+//! barrier did, and then sees the word moved and changes nothing.
 
 use crate::types::PageId;
 
-#[cfg(not(loom))]
-type Hasher = rustc_hash::FxBuildHasher;
+/// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
+/// bytes.
+const NYR: u64 = 1 << 63;
 
-#[cfg(not(loom))]
-const SHARDS: usize = 4;
+/// One shard: a lock over a table of packed values. The write path is
+/// generic over it.
+trait Shard {
+    /// The write-locked table.
+    type Locked<'a>: ShardTable
+    where
+        Self: 'a;
+    /// Takes the shard's write lock for updating `pid` (whose hash is
+    /// `hash`).
+    fn write(&self, hash: u64) -> Self::Locked<'_>;
+}
 
-/// A small concurrent set of segment numbers (the lsns in use), stored as
-/// a map to 0.
+/// A write-locked shard's table, as the write path sees it.
+trait ShardTable {
+    /// The packed value of the key the lock was taken for, if present.
+    fn value_mut(&mut self, pid: PageId) -> Option<&mut u64>;
+    /// Inserts that key, known to be absent.
+    fn insert_absent(&mut self, pid: PageId, value: u64);
+}
+
+/// Takes `shard`'s write lock, checks `open` under it, and only then adds
+/// `bytes` to `pid` (flagging it not yet replaced). `None` if `open`
+/// refused; otherwise whether the page is new here. The one write path of
+/// both builds.
+#[inline(always)]
+fn link_in<S: Shard>(
+    shard: &S,
+    hash: u64,
+    pid: PageId,
+    bytes: u64,
+    open: impl FnOnce() -> bool,
+) -> Option<bool> {
+    let mut table = shard.write(hash);
+    if !open() {
+        return None;
+    }
+    if let Some(v) = table.value_mut(pid) {
+        *v = (*v + bytes) | NYR;
+        return Some(false);
+    }
+    table.insert_absent(pid, bytes | NYR);
+    Some(true)
+}
+
+/// A small concurrent set of segment numbers (the lsns in use).
 #[derive(Debug)]
 pub(crate) struct LsnSet {
     #[cfg(not(loom))]
-    inner: dashmap::DashMap<PageId, u64, Hasher>,
+    inner: dashmap::DashMap<u64, u64, dash::Hasher>,
     #[cfg(loom)]
-    inner: stand_in::Sharded<u64>,
+    inner: stand_in::Sharded,
 }
 
 /// A segment's pages: page id → bytes of its fragments here, with a flag
@@ -35,16 +89,80 @@ pub(crate) struct LsnSet {
 #[derive(Debug)]
 pub(crate) struct PageMap {
     #[cfg(not(loom))]
-    inner: dashmap::DashMap<PageId, u64, Hasher>,
+    inner: dashmap::DashMap<PageId, u64, dash::Hasher>,
     #[cfg(loom)]
-    inner: stand_in::Sharded<u64>,
+    inner: stand_in::Sharded,
 }
 
-/// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
-/// bytes.
-const NYR: u64 = 1 << 63;
+#[cfg(not(loom))]
+mod dash {
+    use super::{Shard, ShardTable};
+    use crate::types::PageId;
+    use dashmap::SharedValue;
 
-/// Runs `f` out of line: keeps the insert path of [`PageMap::link`] (a
+    pub(super) type Hasher = rustc_hash::FxBuildHasher;
+
+    /// Shards per map.
+    pub(super) const SHARDS: usize = 4;
+
+    type Table = hashbrown::raw::RawTable<(u64, SharedValue<u64>)>;
+    type Lock = dashmap::RwLock<Table>;
+
+    /// A dashmap shard, with the map's hasher (for rehashing on insert).
+    pub(super) struct DashShard<'a> {
+        pub(super) lock: &'a Lock,
+        pub(super) hasher: &'a Hasher,
+    }
+
+    pub(super) struct Locked<'a> {
+        table: dashmap::RwLockWriteGuard<'a, Table>,
+        hash: u64,
+        hasher: &'a Hasher,
+    }
+
+    impl<'s> Shard for DashShard<'s> {
+        type Locked<'a>
+            = Locked<'a>
+        where
+            Self: 'a;
+
+        #[inline(always)]
+        fn write(&self, hash: u64) -> Locked<'_> {
+            Locked {
+                table: self.lock.write(),
+                hash,
+                hasher: self.hasher,
+            }
+        }
+    }
+
+    impl ShardTable for Locked<'_> {
+        #[inline(always)]
+        fn value_mut(&mut self, pid: PageId) -> Option<&mut u64> {
+            self.table
+                .get_mut(self.hash, |&(k, _)| k == pid)
+                .map(|(_, v)| v.get_mut())
+        }
+
+        fn insert_absent(&mut self, pid: PageId, value: u64) {
+            use std::hash::BuildHasher;
+            let hasher = self.hasher;
+            let hash = self.hash;
+            let table = &mut self.table;
+            super::outlined(|| {
+                table.insert(hash, (pid, SharedValue::new(value)), |&(k, _)| {
+                    hasher.hash_one(k)
+                })
+            });
+        }
+    }
+
+    pub(super) fn new<V>() -> dashmap::DashMap<u64, V, Hasher> {
+        dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS)
+    }
+}
+
+/// Runs `f` out of line: keeps the insert path of [`PageMap::link_if`] (a
 /// second probe for a free slot, sometimes a resize) and its register
 /// pressure out of the hit path that `mark_link` inlines.
 #[cfg(not(loom))]
@@ -57,70 +175,60 @@ impl PageMap {
     pub(crate) fn new() -> Self {
         PageMap {
             #[cfg(not(loom))]
-            inner: dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                0,
-                Hasher::default(),
-                SHARDS,
-            ),
+            inner: dash::new(),
             #[cfg(loom)]
             inner: stand_in::Sharded::new(),
         }
     }
 
-    /// Adds `bytes` to `pid` and flags it not yet replaced; returns whether
-    /// the page is new here.
+    /// Under the write lock of `pid`'s shard: if `open()` still holds,
+    /// adds `bytes` to `pid` and flags it not yet replaced, returning
+    /// whether the page is new here; otherwise changes nothing and returns
+    /// `None`.
     #[cfg(not(loom))]
     #[inline(always)]
-    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
+    pub(crate) fn link_if(
+        &self,
+        pid: PageId,
+        bytes: u64,
+        open: impl FnOnce() -> bool,
+    ) -> Option<bool> {
         use std::hash::BuildHasher;
-        // The hot path of `mark_link`, through dashmap's raw shard API:
-        // unlike `entry` (an out-of-line call returning the entry through
-        // memory) all of it inlines. The key is hashed and its shard chosen
-        // exactly as dashmap's own methods do (`hash_one` is dashmap's hash,
-        // `determine_shard` its shard choice), so every other method finds
-        // what this one inserts; the shard's write lock is held for the
-        // whole update, as with `entry`.
+        // The key is hashed and its shard chosen exactly as dashmap's own
+        // methods do (`hash_one` is dashmap's hash, `determine_shard` its
+        // shard choice), so every other method finds what this inserts.
         let hash = self.inner.hasher().hash_one(pid);
-        let shard = &self.inner.shards()[self.inner.determine_shard(hash as usize)];
-        let mut table = shard.write();
-        if let Some((_, v)) = table.get_mut(hash, |&(k, _)| k == pid) {
-            let v = v.get_mut();
-            *v = (*v + bytes) | NYR;
-            return false;
-        }
-        let hasher = self.inner.hasher();
-        outlined(|| {
-            table.insert(
-                hash,
-                (pid, dashmap::SharedValue::new(bytes | NYR)),
-                |&(k, _)| hasher.hash_one(k),
-            )
-        });
-        true
+        let shard = dash::DashShard {
+            lock: &self.inner.shards()[self.inner.determine_shard(hash as usize)],
+            hasher: self.inner.hasher(),
+        };
+        link_in(&shard, hash, pid, bytes, open)
     }
 
-    /// Adds `bytes` to `pid` and flags it not yet replaced; returns whether
-    /// the page is new here.
+    /// Under the write lock of `pid`'s shard: if `open()` still holds,
+    /// adds `bytes` to `pid` and flags it not yet replaced, returning
+    /// whether the page is new here; otherwise changes nothing and returns
+    /// `None`.
     #[cfg(loom)]
-    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
-        let mut new = false;
-        self.update(pid, |v| match v {
-            Some(v) => (v + bytes) | NYR,
-            None => {
-                new = true;
-                bytes | NYR
-            }
-        });
-        new
+    pub(crate) fn link_if(
+        &self,
+        pid: PageId,
+        bytes: u64,
+        open: impl FnOnce() -> bool,
+    ) -> Option<bool> {
+        link_in(self.inner.shard_of(pid), 0, pid, bytes, open)
     }
 
-    /// Undoes a link of `bytes` (a page that was new here is removed).
-    pub(crate) fn unlink(&self, pid: PageId, bytes: u64, was_new: bool) {
-        if was_new {
-            self.remove(pid);
-        } else {
-            self.update(pid, |v| v.map_or(0, |v| v - bytes));
+    /// Takes and releases every shard's write lock, one at a time: every
+    /// update that held one of them before has finished, and every later
+    /// one happens after (the seal's barrier).
+    pub(crate) fn barrier(&self) {
+        #[cfg(not(loom))]
+        for shard in self.inner.shards() {
+            drop(shard.write());
         }
+        #[cfg(loom)]
+        self.inner.barrier();
     }
 
     /// `mark_replace` was called for `pid`: `clean` no longer suggests it.
@@ -130,7 +238,7 @@ impl PageMap {
             *v &= !NYR;
         }
         #[cfg(loom)]
-        if let Some(v) = self.inner.shard(pid).get_mut(&pid) {
+        if let Some(v) = self.inner.write(pid).get_mut(&pid) {
             *v &= !NYR;
         }
     }
@@ -140,28 +248,8 @@ impl PageMap {
         #[cfg(not(loom))]
         let v = self.inner.remove(&pid).map(|(_, v)| v);
         #[cfg(loom)]
-        let v = self.inner.shard(pid).remove(&pid);
+        let v = self.inner.write(pid).remove(&pid);
         v.map(|v| v & !NYR)
-    }
-
-    #[cfg(not(loom))]
-    fn update(&self, pid: PageId, f: impl FnOnce(Option<u64>) -> u64) {
-        match self.inner.entry(pid) {
-            dashmap::Entry::Occupied(mut e) => {
-                let v = f(Some(*e.get()));
-                *e.get_mut() = v;
-            }
-            dashmap::Entry::Vacant(e) => {
-                e.insert(f(None));
-            }
-        }
-    }
-
-    #[cfg(loom)]
-    fn update(&self, pid: PageId, f: impl FnOnce(Option<u64>) -> u64) {
-        let mut shard = self.inner.shard(pid);
-        let v = f(shard.get(&pid).copied());
-        shard.insert(pid, v);
     }
 
     /// Whether `pid` is here and not yet replaced.
@@ -169,7 +257,7 @@ impl PageMap {
         #[cfg(not(loom))]
         let v = self.inner.get(&pid).map(|v| *v);
         #[cfg(loom)]
-        let v = self.inner.shard(pid).get(&pid).copied();
+        let v = self.inner.read(pid).get(&pid).copied();
         v.is_some_and(|v| v & NYR != 0)
     }
 
@@ -229,104 +317,173 @@ impl PageMap {
     }
 }
 
-#[cfg(not(loom))]
 impl LsnSet {
     pub(crate) fn new() -> Self {
         LsnSet {
-            inner: dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(
-                0,
-                Hasher::default(),
-                SHARDS,
-            ),
+            #[cfg(not(loom))]
+            inner: dash::new(),
+            #[cfg(loom)]
+            inner: stand_in::Sharded::new(),
         }
     }
 
-    /// Inserts `key` with value 0 unless present; returns whether it was
-    /// inserted.
+    /// Inserts `key` unless present; returns whether it was inserted. The
+    /// shard's lock makes competing inserts of one key pick one winner.
     pub(crate) fn insert_new(&self, key: u64) -> bool {
-        match self.inner.entry(key) {
-            dashmap::Entry::Occupied(_) => false,
-            dashmap::Entry::Vacant(v) => {
-                v.insert(0);
-                true
+        #[cfg(not(loom))]
+        {
+            match self.inner.entry(key) {
+                dashmap::Entry::Occupied(_) => false,
+                dashmap::Entry::Vacant(v) => {
+                    v.insert(0);
+                    true
+                }
+            }
+        }
+        #[cfg(loom)]
+        {
+            use std::collections::hash_map::Entry;
+            match self.inner.write(key).entry(key) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(v) => {
+                    v.insert(0);
+                    true
+                }
             }
         }
     }
 
-    pub(crate) fn remove(&self, key: u64) -> Option<u64> {
-        self.inner.remove(&key).map(|(_, b)| b)
+    /// Reserves `key`: `None` if it is already in the set. The reservation
+    /// removes it again when dropped (an error or an unwind on the way),
+    /// unless [`Reservation::keep`] is called.
+    pub(crate) fn reserve(&self, key: u64) -> Option<Reservation<'_>> {
+        // Lazily: a `Reservation` built and dropped would remove the key.
+        self.insert_new(key).then(|| Reservation { set: self, key })
     }
 
-    /// The entries, in no particular order (not an atomic snapshot).
-    pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
-        self.inner.iter().map(|e| (*e.key(), *e.value())).collect()
+    pub(crate) fn remove(&self, key: u64) -> bool {
+        #[cfg(not(loom))]
+        let removed = self.inner.remove(&key).is_some();
+        #[cfg(loom)]
+        let removed = self.inner.write(key).remove(&key).is_some();
+        removed
+    }
+
+    /// The keys, in no particular order (not an atomic snapshot).
+    pub(crate) fn keys(&self) -> Vec<u64> {
+        #[cfg(not(loom))]
+        let keys = self.inner.iter().map(|e| *e.key()).collect();
+        #[cfg(loom)]
+        let keys = self.inner.entries().into_iter().map(|(k, _)| k).collect();
+        keys
+    }
+}
+
+/// A key reserved in an [`LsnSet`] by [`LsnSet::reserve`].
+#[must_use]
+#[derive(Debug)]
+pub(crate) struct Reservation<'a> {
+    set: &'a LsnSet,
+    key: u64,
+}
+
+impl Reservation<'_> {
+    /// Keeps the key in the set for good.
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.set.remove(self.key);
     }
 }
 
 #[cfg(loom)]
 mod stand_in {
-    use crate::sync::{lock, Mutex};
+    use super::{Shard, ShardTable};
     use crate::types::PageId;
+    use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
     use std::collections::HashMap;
 
-    /// Two locked shards, chosen by the pid's low bit.
+    type Table = HashMap<PageId, u64>;
+
+    /// Two read/write-locked shards, chosen by the key's low bit.
     #[derive(Debug)]
-    pub(crate) struct Sharded<V> {
-        pub(crate) shards: [Mutex<HashMap<PageId, V>>; 2],
+    pub(crate) struct Sharded {
+        shards: [LoomShard; 2],
     }
 
-    impl<V: Copy> Sharded<V> {
+    #[derive(Debug)]
+    pub(crate) struct LoomShard(RwLock<Table>);
+
+    pub(crate) struct Locked<'a>(RwLockWriteGuard<'a, Table>);
+
+    impl Shard for LoomShard {
+        type Locked<'a> = Locked<'a>;
+
+        fn write(&self, _hash: u64) -> Locked<'_> {
+            Locked(self.0.write().unwrap())
+        }
+    }
+
+    impl ShardTable for Locked<'_> {
+        fn value_mut(&mut self, pid: PageId) -> Option<&mut u64> {
+            self.0.get_mut(&pid)
+        }
+
+        fn insert_absent(&mut self, pid: PageId, value: u64) {
+            let old = self.0.insert(pid, value);
+            debug_assert!(old.is_none());
+        }
+    }
+
+    impl Sharded {
         pub(crate) fn new() -> Self {
             Sharded {
-                shards: [Mutex::new(HashMap::new()), Mutex::new(HashMap::new())],
+                shards: [
+                    LoomShard(RwLock::new(HashMap::new())),
+                    LoomShard(RwLock::new(HashMap::new())),
+                ],
             }
         }
 
-        pub(crate) fn shard(&self, pid: PageId) -> crate::sync::MutexGuard<'_, HashMap<PageId, V>> {
-            lock(&self.shards[(pid & 1) as usize])
+        pub(crate) fn shard_of(&self, key: u64) -> &LoomShard {
+            &self.shards[(key & 1) as usize]
+        }
+
+        pub(crate) fn write(&self, key: u64) -> RwLockWriteGuard<'_, Table> {
+            self.shard_of(key).0.write().unwrap()
+        }
+
+        pub(crate) fn read(&self, key: u64) -> RwLockReadGuard<'_, Table> {
+            self.shard_of(key).0.read().unwrap()
+        }
+
+        pub(crate) fn barrier(&self) {
+            for s in &self.shards {
+                drop(s.0.write().unwrap());
+            }
         }
 
         pub(crate) fn len(&self) -> usize {
-            self.shards.iter().map(|s| lock(s).len()).sum()
+            self.shards.iter().map(|s| s.0.read().unwrap().len()).sum()
         }
 
-        pub(crate) fn entries(&self) -> Vec<(PageId, V)> {
+        pub(crate) fn entries(&self) -> Vec<(PageId, u64)> {
             let mut out = Vec::new();
             for s in &self.shards {
-                out.extend(lock(s).iter().map(|(k, v)| (*k, *v)));
+                out.extend(s.0.read().unwrap().iter().map(|(k, v)| (*k, *v)));
             }
             out
         }
 
         pub(crate) fn clear(&self) {
             for s in &self.shards {
-                lock(s).clear();
+                s.0.write().unwrap().clear();
             }
         }
-    }
-}
-
-#[cfg(loom)]
-impl LsnSet {
-    pub(crate) fn new() -> Self {
-        LsnSet {
-            inner: stand_in::Sharded::new(),
-        }
-    }
-    pub(crate) fn insert_new(&self, key: u64) -> bool {
-        match self.inner.shard(key).entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(0);
-                true
-            }
-        }
-    }
-    pub(crate) fn remove(&self, key: u64) -> Option<u64> {
-        self.inner.shard(key).remove(&key)
-    }
-    pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
-        self.inner.entries()
     }
 }
 
@@ -334,16 +491,20 @@ impl LsnSet {
 mod tests {
     use super::*;
 
-    /// `link` writes the shards directly; every dashmap method must find
+    fn link(map: &PageMap, pid: PageId, bytes: u64) -> bool {
+        map.link_if(pid, bytes, || true).expect("open")
+    }
+
+    /// `link_if` writes the shards directly; every dashmap method must find
     /// what it wrote, across resizes (the insert path) and updates.
     #[test]
     fn link_is_seen_by_the_map_methods() {
         let map = PageMap::new();
         for pid in 0..3000 {
-            assert!(map.link(pid, 10));
+            assert!(link(&map, pid, 10));
         }
         for pid in (0..3000).step_by(3) {
-            assert!(!map.link(pid, 5));
+            assert!(!link(&map, pid, 5));
         }
         assert_eq!(map.len(), 3000);
         assert_eq!(map.bytes(), 3000 * 10 + 1000 * 5);
@@ -354,13 +515,33 @@ mod tests {
         assert_eq!(map.remove(3), Some(15));
         assert_eq!(map.remove(4), Some(10));
         assert_eq!(map.remove(4), None);
-        // A removed page is new again; an undone link restores the bytes.
-        assert!(map.link(4, 7));
-        assert!(!map.link(6, 7));
-        map.unlink(6, 7, false);
-        assert_eq!(map.remove(6), Some(15));
-        map.unlink(4, 7, true);
-        assert_eq!(map.remove(4), None);
-        assert_eq!(map.len(), 2997);
+        // A removed page is new again.
+        assert!(link(&map, 4, 7));
+        assert_eq!(map.len(), 2999);
+        map.barrier();
+    }
+
+    /// A refused link changes nothing, whether the page is new or not.
+    #[test]
+    fn a_refused_link_changes_nothing() {
+        let map = PageMap::new();
+        assert_eq!(map.link_if(1, 10, || false), None);
+        assert!(map.is_empty());
+        assert!(link(&map, 1, 10));
+        map.mark_replaced(1);
+        assert_eq!(map.link_if(1, 5, || false), None);
+        assert_eq!(map.entries(), vec![(1, 10)]);
+        assert!(!map.is_not_yet_replaced(1));
+    }
+
+    #[test]
+    fn lsn_set_picks_one_winner() {
+        let set = LsnSet::new();
+        assert!(set.insert_new(3));
+        assert!(!set.insert_new(3));
+        assert_eq!(set.keys(), vec![3]);
+        assert!(set.remove(3));
+        assert!(!set.remove(3));
+        assert!(set.insert_new(3));
     }
 }

@@ -334,7 +334,8 @@ impl crate::Accountant {
                 continue;
             };
             for &(pid, bytes) in &seg.pages {
-                segment.link(pid, bytes);
+                // Not shared yet: nothing to check.
+                segment.link_held(pid, bytes);
             }
             let stable = seg.segno < done;
             let is_last = snapshot.last_lid == Some(index as u64 * ss);

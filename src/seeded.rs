@@ -1,7 +1,7 @@
 //! Deliberate bugs for the loom models to catch (`--cfg seeded_bugs`,
 //! test-only). Each is switched on at run time by setting the environment
-//! variable `SEGMENT_ACCOUNTANT_SEEDED_BUG` to its name; with the cfg
-//! unset none of this code exists.
+//! variable `SEGMENT_ACCOUNTANT_SEEDED_BUG` to its name; without the cfg
+//! none of this code exists.
 
 /// A seeded bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,15 +21,36 @@ pub(crate) enum Bug {
     /// The shrink lowers the tip over top segments after only *reading*
     /// their free bits, without claiming them (breaks property E).
     ShrinkWithoutClaim,
+    /// The seal moves the word to Sealing and reads the page map without
+    /// passing through the shard locks first: a link that checked the word
+    /// before the move may land after the seal counted the bytes.
+    SealWithoutBarrier,
+    /// `mark_link` checks the segment word before taking the shard lock
+    /// instead of under it: the seal's barrier no longer orders the check.
+    CheckOutsideLock,
+    /// The combiner lets sealed lsns leave the in-use map before it
+    /// publishes the stabilized lsn: `next` can hand a sealed lsn out again.
+    PublishAfterRemove,
+    /// `next` checks the stabilized lsn before reserving its lsn in the
+    /// in-use map: a seal between the two hands a sealed lsn out again.
+    CheckBeforeReserve,
+    /// The loom stand-in for crossbeam's queue orders every push before
+    /// every later pop (a locked deque), more than crossbeam promises.
+    QueueOrdersTooMuch,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 5] = [
+    const ALL: [(Bug, &'static str); 10] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
         (Bug::PauseWithoutWaiting, "pause-without-waiting"),
         (Bug::ShrinkWithoutClaim, "shrink-without-claim"),
+        (Bug::SealWithoutBarrier, "seal-without-barrier"),
+        (Bug::CheckOutsideLock, "check-outside-lock"),
+        (Bug::PublishAfterRemove, "publish-after-remove"),
+        (Bug::CheckBeforeReserve, "check-before-reserve"),
+        (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
     ];
 }
 

@@ -1,13 +1,33 @@
 //! One segment's metadata and its state machine.
 //!
 //! ```text
-//! Vacant --extend--> Active --stabilize--> Inactive --drainable--> Draining
-//!                      ^                      |                       |
-//!                      |                      +-- present empty --+   |
-//!                      |                                          v   v
-//!                    Free <--epoch + stable lsn passed-- Freeing <----+
+//! Vacant --extend--> Active --close--> Sealing --finish--> Inactive --drainable--> Draining
+//!                      ^                                        |                       |
+//!                      |                                        +-- present empty --+   |
+//!                      |                                                            v   v
+//!                    Free <-------------epoch + stable lsn passed------------ Freeing <-+
 //! Free --truncate--> Vacant
 //! ```
+//!
+//! ## The seal protocol
+//!
+//! A write into an Active segment (`mark_link`, `mark_replace`) either
+//! lands wholly before the stabilize that seals the segment, or fails with
+//! a typed error having changed nothing. Writers check the segment word
+//! *under the lock they then mutate under*: `mark_link` under its page's
+//! page-map shard lock, `mark_replace` under the segment's deferred-work
+//! lock, held across its whole effect (the link, the deferred records,
+//! the old segments' not-yet-replaced flags). The combiner seals in two
+//! steps: *close* moves the word Active → Sealing by CAS and then takes
+//! and releases every page-map shard lock and the deferred-work lock once
+//! (a barrier); *finish* reads the page map and the deferred lists and
+//! moves Sealing → Inactive. A writer whose critical section began before
+//! the barrier reached its lock has finished before the barrier passes it,
+//! and the seal reads its effect; one that takes its lock after the
+//! barrier did sees the word moved (the CAS happened before that lock's
+//! release, which happened before the writer's acquire) and refuses. No
+//! write is ever undone, so nothing half-lands. The hot path pays nothing
+//! new: the check is one load inside a lock it takes anyway.
 //!
 //! The state, the base lsn of the current incarnation and a generation
 //! (bumped on every reuse) are packed into one `AtomicU64` and changed only
@@ -41,6 +61,9 @@ pub enum SegmentState {
     Freeing,
     /// Being written: accepts `mark_link`.
     Active,
+    /// A `stabilize` covering it is sealing it: writes into it are refused
+    /// from now on (it becomes Inactive when the seal finishes).
+    Sealing,
     /// Sealed and stable; its pages are live.
     Inactive,
     /// In the to-clean set: `clean` asks the store to relocate its pages.
@@ -56,6 +79,7 @@ impl SegmentState {
             3 => SegmentState::Active,
             4 => SegmentState::Inactive,
             5 => SegmentState::Draining,
+            6 => SegmentState::Sealing,
             _ => unreachable!("segment word with invalid state bits {bits}"),
         }
     }
@@ -68,6 +92,7 @@ impl SegmentState {
             SegmentState::Active => 3,
             SegmentState::Inactive => 4,
             SegmentState::Draining => 5,
+            SegmentState::Sealing => 6,
         }
     }
 }
@@ -249,16 +274,42 @@ impl Segment {
         }
     }
 
-    /// Links `bytes` of page `pid` here. Returns whether the pid was new to
-    /// `present` (needed to undo exactly).
-    #[inline]
-    pub(crate) fn link(&self, pid: PageId, bytes: u64) -> bool {
-        self.present.link(pid, bytes)
+    /// Links `bytes` of page `pid` here if the word is still `word` (the
+    /// Active incarnation the writer validated), checked under the page's
+    /// shard lock: `false` (and no change) if a seal has closed it since.
+    #[inline(always)]
+    pub(crate) fn link_if_open(&self, pid: PageId, bytes: u64, word: RawWord) -> bool {
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::CheckOutsideLock) {
+            let open = self.load_raw() == word;
+            return self.present.link_if(pid, bytes, || open).is_some();
+        }
+        // Acquire, though the shard lock already orders this load after
+        // the barrier of any seal whose barrier passed this shard first.
+        self.present
+            .link_if(pid, bytes, || self.load_raw() == word)
+            .is_some()
     }
 
-    /// Undoes a [`Segment::link`] that raced a deactivation.
-    pub(crate) fn unlink(&self, pid: PageId, bytes: u64, was_new: bool) {
-        self.present.unlink(pid, bytes, was_new);
+    /// Links `bytes` of page `pid` here unconditionally: the caller holds
+    /// the deferred-work lock and saw the segment Active under it, so the
+    /// seal's barrier waits for it.
+    pub(crate) fn link_held(&self, pid: PageId, bytes: u64) {
+        let linked = self.present.link_if(pid, bytes, || true);
+        debug_assert!(linked.is_some());
+    }
+
+    /// The seal's barrier: takes and releases every lock a writer mutates
+    /// under, one at a time (each page-map shard lock, then the
+    /// deferred-work lock). Called after the word moved to Sealing: every
+    /// write that saw the segment Active has finished when it returns.
+    pub(crate) fn seal_barrier(&self) {
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::SealWithoutBarrier) {
+            return;
+        }
+        self.present.barrier();
+        drop(crate::sync::lock(&self.deferred));
     }
 
     /// Seals the live-byte counter: from now on replacements lower it.

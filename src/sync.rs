@@ -95,14 +95,16 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-/// A multi-producer queue: crossbeam's lock-free `SegQueue` normally, a
-/// loom-visible locked deque under loom (same contract: push never blocks
-/// on another push for long, pop returns items in FIFO order).
+/// A multi-producer queue: crossbeam's lock-free `SegQueue` normally; under
+/// loom a stand-in that promises no more than crossbeam does (see
+/// [`loom_queue`]): a push happens-before only the pop that takes its
+/// element, and a pop may wait for a slot that a push reserved but has not
+/// written yet.
 pub(crate) struct Queue<T> {
     #[cfg(not(loom))]
     inner: crossbeam_queue::SegQueue<T>,
     #[cfg(loom)]
-    inner: Mutex<std::collections::VecDeque<T>>,
+    inner: loom_queue::Queue<T>,
 }
 
 impl<T> Queue<T> {
@@ -111,32 +113,139 @@ impl<T> Queue<T> {
             #[cfg(not(loom))]
             inner: crossbeam_queue::SegQueue::new(),
             #[cfg(loom)]
-            inner: Mutex::new(std::collections::VecDeque::new()),
+            inner: loom_queue::Queue::new(),
         }
     }
 
     pub(crate) fn push(&self, value: T) {
-        #[cfg(not(loom))]
         self.inner.push(value);
-        #[cfg(loom)]
-        lock(&self.inner).push_back(value);
     }
 
     pub(crate) fn pop(&self) -> Option<T> {
-        #[cfg(not(loom))]
-        {
-            self.inner.pop()
-        }
-        #[cfg(loom)]
-        {
-            lock(&self.inner).pop_front()
-        }
+        self.inner.pop()
     }
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Queue")
+    }
+}
+
+/// The loom stand-in for crossbeam's `SegQueue`, as weak as its contract:
+/// slots reserved by a Relaxed `fetch_add` of the tail, each published by
+/// a Release store of its own `written` flag and taken by a Relaxed CAS of
+/// the head followed by an Acquire wait on that flag. So a pop
+/// synchronizes with the one push whose element it takes and with no
+/// other, and a pop that claims a reserved slot waits for its write. (The
+/// real queue's SeqCst index updates order more; the crate must not rely
+/// on that.) A fixed number of slots suffices for a model.
+#[cfg(loom)]
+pub mod loom_queue {
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Slots per stand-in queue: more than any model pushes.
+    const SLOTS: usize = 32;
+
+    /// The stand-in queue (public under loom only, for its litmus model).
+    pub struct Queue<T> {
+        head: AtomicUsize,
+        tail: AtomicUsize,
+        slots: Box<[Slot<T>]>,
+        /// The seeded bug `queue-orders-too-much`: a locked deque instead.
+        #[cfg(seeded_bugs)]
+        locked: Option<super::Mutex<std::collections::VecDeque<T>>>,
+    }
+
+    struct Slot<T> {
+        written: AtomicBool,
+        value: super::UnsafeCell<Option<T>>,
+    }
+
+    // Safety: a slot's value is written only by the push that reserved the
+    // slot (the tail `fetch_add` gives each slot to one push) before its
+    // Release store of `written`, and taken only by the pop whose head CAS
+    // claimed the slot, after its Acquire load of `written` saw the flag:
+    // the two accesses are exclusive and ordered. `T: Send` moves values
+    // across threads.
+    unsafe impl<T: Send> Sync for Queue<T> {}
+
+    impl<T> Default for Queue<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<T> Queue<T> {
+        /// An empty queue.
+        pub fn new() -> Self {
+            Queue {
+                head: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+                slots: (0..SLOTS)
+                    .map(|_| Slot {
+                        written: AtomicBool::new(false),
+                        value: super::UnsafeCell::new(None),
+                    })
+                    .collect(),
+                #[cfg(seeded_bugs)]
+                locked: crate::seeded::active(crate::seeded::Bug::QueueOrdersTooMuch)
+                    .then(|| super::Mutex::new(std::collections::VecDeque::new())),
+            }
+        }
+
+        /// Appends `value`.
+        pub fn push(&self, value: T) {
+            #[cfg(seeded_bugs)]
+            if let Some(locked) = &self.locked {
+                super::lock(locked).push_back(value);
+                return;
+            }
+            // Relaxed: reserving a slot publishes nothing; the slot's own
+            // flag does.
+            let index = self.tail.fetch_add(1, Ordering::Relaxed);
+            let slot = self.slots.get(index).expect("loom queue stand-in is full");
+            // Safety: see the `Sync` impl: this push owns the slot until it
+            // sets `written`.
+            slot.value.with_mut(|v| unsafe { *v = Some(value) });
+            // Release: the pop that sees the flag sees the value and what
+            // this thread did before the push.
+            slot.written.store(true, Ordering::Release);
+        }
+
+        /// Takes the oldest element, if any slot has been reserved and not
+        /// yet taken (waiting for its write if needed).
+        pub fn pop(&self) -> Option<T> {
+            #[cfg(seeded_bugs)]
+            if let Some(locked) = &self.locked {
+                return super::lock(locked).pop_front();
+            }
+            // Relaxed: the indices only hand out slots; the slot flag
+            // carries the ordering.
+            let mut head = self.head.load(Ordering::Relaxed);
+            loop {
+                if head >= self.tail.load(Ordering::Relaxed) {
+                    return None;
+                }
+                match self.head.compare_exchange(
+                    head,
+                    head + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => head = actual,
+                }
+            }
+            let slot = &self.slots[head];
+            // Acquire: pairs with the push's Release store.
+            while !slot.written.load(Ordering::Acquire) {
+                super::spin_wait();
+            }
+            // Safety: see the `Sync` impl: our head CAS made this pop the
+            // slot's only taker, and the flag shows the write is done.
+            slot.value.with_mut(|v| unsafe { (*v).take() })
+        }
     }
 }
 
