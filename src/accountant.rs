@@ -131,9 +131,11 @@ impl std::fmt::Debug for Accountant {
 
 impl Accountant {
     /// An empty accountant over `storage`, deferring frees through
-    /// crossbeam-epoch's default collector (the one `crossbeam_epoch::pin`
-    /// uses).
-    pub fn new(config: Config, storage: StdArc<dyn Storage>) -> Accountant {
+    /// crossbeam-epoch's [default collector](crate::default_collector) (the
+    /// one `crossbeam_epoch::pin` uses). Readers pin
+    /// [`collector`](Self::collector), as for every constructor (see
+    /// [Readers and the collector](crate#readers-and-the-collector)).
+    pub fn new(config: Config, storage: std::sync::Arc<dyn Storage>) -> Accountant {
         Self::with_collector(
             config,
             storage,
@@ -141,12 +143,13 @@ impl Accountant {
         )
     }
 
-    /// An empty accountant deferring frees through `collector`: pass the
-    /// collector your readers pin, so a segment is never reused while a
-    /// reader that may hold a pointer into it is pinned (property B).
+    /// An empty accountant deferring frees through `collector`, which
+    /// readers pin (through [`collector`](Self::collector)), so a segment
+    /// is never reused while a reader that may hold a pointer into it is
+    /// pinned ([property B](crate::properties#b-no-reuse-under-readers)).
     pub fn with_collector(
         config: Config,
-        storage: StdArc<dyn Storage>,
+        storage: std::sync::Arc<dyn Storage>,
         collector: Collector,
     ) -> Accountant {
         let combiner = Combiner::new(config.segment_size);
@@ -195,7 +198,8 @@ impl Accountant {
         &self.shared.config
     }
 
-    /// The collector frees are deferred through.
+    /// The collector frees are deferred through: the one readers pin (see
+    /// [Readers and the collector](crate#readers-and-the-collector)).
     pub fn collector(&self) -> &Collector {
         self.shared.epochs.collector()
     }

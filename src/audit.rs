@@ -12,6 +12,7 @@ use crate::types::{Lid, Lsn};
 /// One segment's facts at one instant (fields are read one by one, so
 /// under concurrency they may come from slightly different instants).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SegmentInfo {
     /// Index in the file (`lid / segment_size`).
     pub index: usize,
@@ -40,6 +41,7 @@ pub struct SegmentInfo {
 
 /// A snapshot of the accountant's figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// File tip in segments.
     pub tip_segments: usize,
@@ -72,6 +74,7 @@ pub struct Stats {
 /// What [`Accountant::audit`] found wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("audit failed: {0}")]
+#[non_exhaustive]
 pub struct AuditError(pub String);
 
 impl Accountant {
@@ -109,7 +112,8 @@ impl Accountant {
         stats
     }
 
-    /// Checks safety property D and every per-segment invariant. Call it at
+    /// Checks [safety property D](crate::properties#d-nothing-leaks-nothing-doubles)
+    /// and every per-segment invariant. Call it at
     /// a quiescent point (no concurrent calls); returns a description of
     /// the first violation found.
     ///

@@ -1,12 +1,13 @@
-//! The single-mutex design this crate replaces, kept as a baseline for
-//! benchmarks (`benches/`, `examples/throughput.rs`).
+//! The single-mutex design this crate replaces, kept as a baseline for the
+//! benchmarks and the throughput comparison (feature `testing`; not part
+//! of the stable surface).
 //!
 //! One accountant struct holding, per segment, small hash sets of page ids
 //! (a fast non-cryptographic hasher), a FIFO free list, an ordered
 //! to-clean set and an lsn ordering; every call takes one
-//! `parking_lot::Mutex`. It follows the same specification as
-//! [`Accountant`](crate::Accountant) on the write path (so both do the same
-//! work), with the old design's data structures and locking. It is not an
+//! `parking_lot::Mutex`. It follows the same
+//! [specification](crate::properties) as [`Accountant`](crate::Accountant)
+//! on the write path (so both do the same work), with the old design's data structures and locking. It is not an
 //! oracle (that is [`model`](crate::model)); it has no epoch deferral or
 //! asynchronous truncation, which only make it faster.
 

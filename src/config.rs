@@ -13,6 +13,7 @@ pub const MIN_TEST_SEGMENT_SIZE: u64 = 64;
 
 /// How segments are reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Mode {
     /// Segments are cleaned and reused; the file can shrink.
     #[default]

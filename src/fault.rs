@@ -1,5 +1,7 @@
 //! A fault-injecting in-memory [`Storage`] for crash tests: a durable image
-//! plus a volatile cache of unsynced writes and length changes.
+//! plus a volatile cache of unsynced writes and length changes (feature
+//! `testing`). A store built on the accountant can use it to test its own
+//! recovery, as the crate's crash simulation does.
 //!
 //! - a crash can be scheduled at the n-th following write or sync; after
 //!   it every call fails;

@@ -1,6 +1,6 @@
 //! The reference segment format: what a store built on the accountant can
 //! write so that [`scan`](crate::scan) can recover it. All integers are
-//! little-endian; `docs/format.md` draws it byte by byte.
+//! little-endian.
 //!
 //! A segment of `segment_size` bytes is one [`SegmentHeader`] followed by
 //! messages; the unused tail is one Pad message tagged with the segment's
@@ -332,6 +332,7 @@ impl SegmentBuilder {
 
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// What it holds.
     pub kind: MessageKind,
@@ -351,6 +352,7 @@ pub struct Message {
 
 /// A fully decoded segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DecodedSegment {
     /// Its header.
     pub header: SegmentHeader,
@@ -431,7 +433,8 @@ pub fn decode_segment(bytes: &[u8], segment_size: u64) -> Result<DecodedSegment,
 
 /// Overwrites the header of the discarded segment at `lid` with an
 /// invalidated header, so the segment is never read as valid again
-/// (recovery, spec section 7 rule 5) while the scan's vouched stable lsn
+/// ([recovery rule 5](crate::properties#recovery-rules)) while the scan's
+/// vouched stable lsn
 /// `stable_lsn` survives (so a second recovery trusts what the first did).
 /// Does not sync: the caller syncs once after invalidating everything.
 pub fn invalidate_header(

@@ -16,20 +16,22 @@
 //!    [`Accountant::mark_link`], or [`Accountant::mark_replace`] when the
 //!    write supersedes every earlier fragment of the page (a full image, or
 //!    a free record for a deleted page);
-//! 3. once a durable segment header vouches that the log is stable below
-//!    `X`, it calls [`Accountant::stabilize`]`(X)`;
+//! 3. once a durable segment header [vouches](properties#terms) that the
+//!    log is stable below `X`, it calls [`Accountant::stabilize`]`(X)`;
 //! 4. it may ask [`Accountant::clean`] for a page to relocate, and rewrite
 //!    that page at the log head;
 //! 5. to iterate the log consistently it brackets the iteration with
 //!    [`Accountant::pause_rewriting`] and [`Accountant::resume_rewriting`];
-//! 6. its readers pin the epoch collector the accountant defers frees
-//!    through (crossbeam-epoch's default one unless you pass your own to
-//!    [`Accountant::with_collector`]), so a segment is never reused under
-//!    them. [`Accountant::flush`] pushes deferred frees through.
+//! 6. its readers pin [`Accountant::collector`] while they may hold a
+//!    pointer into a segment (see [Readers and the
+//!    collector](#readers-and-the-collector)), so a segment is never reused
+//!    under them. [`Accountant::flush`] pushes deferred frees through.
 //!
 //! Every link and replace into a segment must happen before a
 //! `stabilize` covers it. Breaking the contract yields a typed [`Error`]
-//! wherever it is detectable; it never panics.
+//! wherever it is detectable; it never panics. The [`properties`] module
+//! defines the terms, the safety properties the accountant keeps and the
+//! recovery rules.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,6 +39,10 @@
 //!
 //! let config = Config::builder().segment_size(4096).build()?;
 //! let acc = Accountant::new(config, Arc::new(MemStorage::new()));
+//!
+//! // Readers pin the accountant's collector, whichever constructor built
+//! // it: register once per reader thread, pin around each read.
+//! let reader = acc.collector().register();
 //!
 //! // Segment at lsn 0: two pages.
 //! let lid = acc.next(0)?;
@@ -46,6 +52,11 @@
 //! // Segment at lsn 4096: page 1 rewritten, replacing its old fragment.
 //! let lid2 = acc.next(4096)?;
 //! acc.mark_replace(1, 4096, &[DiskPtr::Inline(lid + 10)], DiskPtr::Inline(lid2), 100)?;
+//!
+//! {
+//!     let _guard = reader.pin(); // the segment at `lid` is not reused while pinned
+//!     // ... read page 1's old fragment at lid + 10 ...
+//! }
 //!
 //! // A header vouches for everything below 8192: both segments seal, and
 //! // the replacement is applied to the first.
@@ -61,18 +72,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Readers and the collector
+//!
+//! The accountant never reuses a freed segment while a reader may still
+//! read it ([property B](properties#b-no-reuse-under-readers)): it defers
+//! each free through an epoch [`Collector`], and a reader that pins that
+//! collector holds reuse back until it unpins. There is one rule for every
+//! constructor: **readers pin [`Accountant::collector`]** (register a
+//! [`LocalHandle`](crossbeam_epoch::LocalHandle) once per reader thread
+//! with `acc.collector().register()`, and call its `pin()` around each
+//! read). Which collector that is depends only on how the accountant was
+//! built:
+//!
+//! - [`Accountant::new`] uses crossbeam-epoch's [`default_collector`], the
+//!   one `crossbeam_epoch::pin()` pins;
+//! - [`Accountant::with_collector`], [`Accountant::recover`] and
+//!   [`Accountant::from_snapshot`] use the collector you pass. Pass
+//!   [`default_collector`]`().clone()` to behave like `new` (the examples
+//!   below do), or a private [`Collector::new`] so that no other code's
+//!   pins delay your frees.
+//!
+//! A store that pins some other collector (for instance
+//! `crossbeam_epoch::pin()` after building the accountant with a private
+//! collector) is not protected.
+//!
 //! ## Recovery
 //!
 //! A store that writes its segments in the reference [`format`](mod@format) recovers
 //! with one call: [`Accountant::recover`] scans the file ([`scan`](mod@scan)),
 //! durably invalidates any torn or unvouched tail, and rebuilds the
-//! accountant with [`Accountant::from_snapshot`]. The scan's snapshot holds
-//! every page's live fragments, and the lsn to resume writing at.
+//! accountant with [`Accountant::from_snapshot`] (the [recovery
+//! rules](properties#recovery-rules)). The scan's snapshot holds every
+//! page's live fragments, and the lsn to resume writing at.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use segment_accountant::format::{MessageKind, SegmentBuilder};
-//! use segment_accountant::{Accountant, Collector, Config, MemStorage, PageState, Storage};
+//! use segment_accountant::{
+//!     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+//! };
 //!
 //! let storage = Arc::new(MemStorage::new());
 //! // Before the crash: two segments; the second's header vouches for the first.
@@ -88,7 +126,8 @@
 //! storage.write_at(8192, &third.finish()[..100])?;
 //!
 //! let config = Config::builder().segment_size(4096).build()?;
-//! let (acc, scan) = Accountant::recover(config, storage, Collector::new())?;
+//! // The same collector `Accountant::new` uses; readers pin `acc.collector()`.
+//! let (acc, scan) = Accountant::recover(config, storage, default_collector().clone())?;
 //! assert!(matches!(scan.snapshot.pages[&1], PageState::Present(_)), "torn data never surfaces");
 //! assert_eq!(scan.resume_lsn, 8192);
 //! acc.audit()?;
@@ -105,8 +144,8 @@
 //! | caller mistakes, bad snapshots | panic | typed errors, nothing changed |
 //! | live bytes | not tracked | per segment |
 //!
-//! The old design is kept as [`baseline::MutexAccountant`] for benchmarks;
-//! `docs/performance.md` has the same-run comparison.
+//! With the `testing` feature the old design is available as
+//! `baseline::MutexAccountant`, for benchmarks against it.
 //!
 //! ## Design
 //!
@@ -117,26 +156,37 @@
 //! combiner: whichever `stabilize` finds the work idle does it, the others
 //! hand over and return. Freed segments reach a lock-free bitmap through
 //! crossbeam-epoch deferral, and `next` claims the lowest set bit. Only
-//! growing the file takes a lock (the sequencer's). See `docs/design.md`.
+//! growing the file takes a lock (the sequencer's).
 //!
-//! [`model`] is a plain single-threaded implementation of the same
-//! specification, used as the oracle in differential tests.
+//! ## Features
+//!
+//! - `testing` (off by default): test and benchmark support that is not
+//!   part of the stable surface: `model`, a plain single-threaded
+//!   implementation of the same specification used as the oracle in
+//!   differential tests; `baseline`, the single-mutex design; and
+//!   `fault::FaultStorage`, an in-memory [`Storage`] that simulates
+//!   crashes (torn writes, unsynced writes lost in any order), useful for
+//!   testing a store built on the accountant.
 
 #![warn(missing_docs)]
 
 mod accountant;
 mod audit;
+#[cfg(feature = "testing")]
 pub mod baseline;
 mod combiner;
 pub mod config;
 mod error;
+#[cfg(feature = "testing")]
 pub mod fault;
 pub mod format;
 mod freelist;
+#[cfg(feature = "testing")]
 pub mod model;
 mod pidset;
 pub mod placement;
 pub mod policy;
+pub mod properties;
 pub mod recovery;
 pub mod scan;
 #[cfg(seeded_bugs)]
@@ -157,10 +207,15 @@ mod victims;
 pub use accountant::Accountant;
 pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
-pub use crossbeam_epoch::Collector;
+pub use crossbeam_epoch::{default_collector, Collector};
 pub use error::{Error, Result};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
 pub use storage::{FileStorage, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};
+
+/// The README's code (its API tour) runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,6 +1,7 @@
 //! The sequential reference model: a plain single-threaded implementation
-//! of the specification, small enough to be obviously right, used as the
-//! oracle of the differential tests (`tests/differential.rs`).
+//! of the [specification](crate::properties), small enough to be obviously
+//! right, used as the oracle of the differential tests (feature `testing`;
+//! not part of the stable surface).
 //!
 //! Where the specification leaves a choice (which free segment `next`
 //! reuses, which page `clean` suggests, when an epoch-deferred free lands),

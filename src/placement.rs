@@ -32,6 +32,7 @@ pub const MAX_STREAMS: u8 = 16;
 
 /// A page `clean` suggests relocating, and the stream to write it to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Relocation {
     /// The page.
     pub pid: PageId,

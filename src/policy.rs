@@ -114,7 +114,7 @@ pub trait CleaningPolicy: Send + Sync + fmt::Debug {
     fn benefit(&self, facts: &SegmentFacts, now: Lsn) -> f64;
 }
 
-/// The specification's rule (section 6): drain a segment whose live share
+/// The specification's threshold rule: drain a segment whose live share
 /// is at most the skewed threshold, or that holds very few pages. Under a
 /// space target its victims are ranked as [`Greedy`]'s.
 #[derive(Clone, Copy, Debug, Default)]
@@ -326,7 +326,7 @@ pub fn threshold_at(config: &Config, index: u64, n: u64) -> u64 {
 }
 
 /// Whether a sealed segment with `present` live pages and `removed`
-/// replaced pages should be drained (spec section 6). Never in
+/// replaced pages should be drained (the [`Spec`] rule). Never in
 /// [`Mode::Linear`].
 ///
 /// ```

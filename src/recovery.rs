@@ -1,5 +1,6 @@
 //! Restarting after a crash: the [`Snapshot`] a log scan produces, and the
-//! accountant rebuilt from it (spec section 7).
+//! accountant rebuilt from it (the [recovery
+//! rules](crate::properties#recovery-rules)).
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use crate::types::{DiskPtr, Lid, Lsn, PageId};
 
 /// One fragment of a page found in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Fragment {
     /// Where in the logical log it was written.
     pub lsn: Lsn,
@@ -27,6 +29,13 @@ pub enum PageState {
     Freed(Fragment),
 }
 
+impl Fragment {
+    /// The fragment of `size` bytes written at `lsn` and stored at `ptr`.
+    pub fn new(lsn: Lsn, ptr: DiskPtr, size: u64) -> Fragment {
+        Fragment { lsn, ptr, size }
+    }
+}
+
 impl PageState {
     /// The fragments that hold this state (the free record for a freed
     /// page).
@@ -40,7 +49,37 @@ impl PageState {
 
 /// What a scan of the log found: the input of
 /// [`Accountant::from_snapshot`](crate::Accountant::from_snapshot).
+///
+/// [`scan`](mod@crate::scan) builds it for the reference format; an engine
+/// with its own log format and scan starts from [`Snapshot::empty`] and
+/// fills the fields in:
+///
+/// ```
+/// use std::sync::Arc;
+/// use segment_accountant::{
+///     default_collector, Accountant, Config, DiskPtr, Fragment, MemStorage, PageState, Snapshot,
+/// };
+///
+/// // One segment at lid 0 with lsn 0, holding page 7 (64 bytes at lsn 40),
+/// // and no header vouching for anything yet.
+/// let mut snapshot = Snapshot::empty();
+/// snapshot.pages.insert(7, PageState::Present(vec![Fragment::new(40, DiskPtr::Inline(40), 64)]));
+/// snapshot.last_lid = Some(0);
+/// snapshot.last_lsn = 104;
+///
+/// let config = Config::builder().segment_size(4096).build()?;
+/// let acc = Accountant::from_snapshot(
+///     config,
+///     Arc::new(MemStorage::new()),
+///     default_collector().clone(),
+///     &snapshot,
+///     4096, // the file's length
+/// )?;
+/// assert_eq!(acc.segment_info(0).unwrap().live_pages, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Every page's state.
     pub pages: BTreeMap<PageId, PageState>,
@@ -56,11 +95,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// An empty log.
     pub fn empty() -> Snapshot {
+        Snapshot::new(BTreeMap::new(), None, -1, -1)
+    }
+
+    /// A snapshot with the given fields (see each field's documentation).
+    pub fn new(
+        pages: BTreeMap<PageId, PageState>,
+        last_lid: Option<Lid>,
+        last_lsn: Lsn,
+        max_header_stable_lsn: Lsn,
+    ) -> Snapshot {
         Snapshot {
-            pages: BTreeMap::new(),
-            last_lid: None,
-            last_lsn: -1,
-            max_header_stable_lsn: -1,
+            pages,
+            last_lid,
+            last_lsn,
+            max_header_stable_lsn,
         }
     }
 }
@@ -142,8 +191,8 @@ struct Recovered {
 
 impl crate::Accountant {
     /// Rebuilds the accountant after a crash from a scan of the log
-    /// (`snapshot`) and the file's current length `file_len` (spec section
-    /// 7):
+    /// (`snapshot`) and the file's current length `file_len`, by the
+    /// [recovery rules](crate::properties#recovery-rules):
     ///
     /// 1. the tip is the file length in whole segments (a partial last
     ///    segment counts when it holds at least a segment header);
@@ -161,7 +210,12 @@ impl crate::Accountant {
     ///
     /// Rule 5 (a discarded tail never read as valid again) is the caller's
     /// part: invalidate the discarded headers durably before writing new
-    /// segments.
+    /// segments. [`Accountant::recover`](crate::Accountant::recover) does
+    /// all of it for the reference format.
+    ///
+    /// Frees are deferred through `collector`: readers pin
+    /// [`Accountant::collector`](crate::Accountant::collector) (see [Readers
+    /// and the collector](crate#readers-and-the-collector)).
     ///
     /// # Errors
     /// [`crate::Error::InvalidSnapshot`] when the snapshot contradicts
@@ -358,16 +412,25 @@ pub enum RecoverError {
 
 impl crate::Accountant {
     /// Recovers a file written in the reference [`format`](mod@crate::format):
-    /// scans it, makes every discarded segment durably invalid (spec
-    /// section 7, rule 5: the sync is skipped only for a temporary store)
-    /// and rebuilds the accountant from the scan. Returns the accountant
+    /// scans it, makes every discarded segment durably invalid ([recovery
+    /// rule 5](crate::properties#recovery-rules): the sync is skipped only
+    /// for a temporary store) and rebuilds the accountant from the scan
+    /// ([`from_snapshot`](crate::Accountant::from_snapshot)). Returns the accountant
     /// and the scan (the pages, and the lsn to resume writing at).
     /// Idempotent, and safe to repeat after a crash during its own writes.
+    ///
+    /// Frees are deferred through `collector`: readers pin
+    /// [`Accountant::collector`](crate::Accountant::collector) (see [Readers
+    /// and the collector](crate#readers-and-the-collector)); pass
+    /// [`default_collector`](crate::default_collector)`().clone()` for the
+    /// collector [`Accountant::new`](crate::Accountant::new) uses.
     ///
     /// ```
     /// use std::sync::Arc;
     /// use segment_accountant::format::{MessageKind, SegmentBuilder};
-    /// use segment_accountant::{Accountant, Collector, Config, MemStorage, PageState, Storage};
+    /// use segment_accountant::{
+    ///     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+    /// };
     ///
     /// let storage = Arc::new(MemStorage::new());
     /// let mut segment = SegmentBuilder::new(4096, 0, 0);
@@ -375,7 +438,7 @@ impl crate::Accountant {
     /// storage.write_at(0, &segment.finish())?;
     ///
     /// let config = Config::builder().segment_size(4096).build()?;
-    /// let (acc, scan) = Accountant::recover(config, storage, Collector::new())?;
+    /// let (acc, scan) = Accountant::recover(config, storage, default_collector().clone())?;
     /// assert!(matches!(scan.snapshot.pages.get(&7), Some(PageState::Present(_))));
     /// assert_eq!(scan.resume_lsn, 4096);
     /// let lid = acc.next(scan.resume_lsn)?; // keep writing

@@ -14,8 +14,9 @@
 //!    are consecutive; the walk stops at a gap or at the first torn segment
 //!    (bad checksum, wrong lsn or pad tag, short data). A torn segment is
 //!    discarded whole. Valid segments past the stop are `discarded`: the
-//!    caller must invalidate their headers durably before writing (spec
-//!    section 7, rule 5), since new segments reuse their lsns. An
+//!    caller must invalidate their headers durably before writing
+//!    ([recovery rule 5](crate::properties#recovery-rules)), since new
+//!    segments reuse their lsns. An
 //!    invalidated header keeps the scan's vouched stable lsn, so scanning
 //!    again after invalidation trusts the same log (idempotence).
 //! 4. Accepted segments are replayed in lsn order: a full image or blob
@@ -33,6 +34,7 @@ use crate::types::{DiskPtr, Lid, Lsn};
 
 /// The result of a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Scan {
     /// The log's pages and the facts recovery needs.
     pub snapshot: Snapshot,

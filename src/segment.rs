@@ -50,6 +50,7 @@ use crate::types::{BlobId, Lsn, PageId};
 
 /// The life-cycle state of one segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SegmentState {
     /// Beyond the file tip: never used, or truncated away.
     Vacant,

@@ -17,11 +17,7 @@ fn config() -> Config {
 }
 
 fn frag(lsn: i64, lid: u64, size: u64) -> Fragment {
-    Fragment {
-        lsn,
-        ptr: DiskPtr::Inline(lid),
-        size,
-    }
+    Fragment::new(lsn, DiskPtr::Inline(lid), size)
 }
 
 fn snapshot(
@@ -30,12 +26,12 @@ fn snapshot(
     last_lsn: i64,
     stable: i64,
 ) -> Snapshot {
-    Snapshot {
-        pages: pages.into_iter().collect::<BTreeMap<_, _>>(),
+    Snapshot::new(
+        pages.into_iter().collect::<BTreeMap<_, _>>(),
         last_lid,
         last_lsn,
-        max_header_stable_lsn: stable,
-    }
+        stable,
+    )
 }
 
 fn recover(s: &Snapshot, file_len: u64) -> Result<Accountant, Error> {

@@ -36,19 +36,14 @@ fn startup_does_not_drain_mostly_live_segments() {
     for pid in 0..20u64 {
         pages.insert(
             pid,
-            PageState::Present(vec![Fragment {
-                lsn: (pid * 200) as Lsn,
-                ptr: DiskPtr::Inline(pid * 200),
-                size: 200,
-            }]),
+            PageState::Present(vec![Fragment::new(
+                (pid * 200) as Lsn,
+                DiskPtr::Inline(pid * 200),
+                200,
+            )]),
         );
     }
-    let snapshot = Snapshot {
-        pages,
-        last_lid: Some(SS),
-        last_lsn: L + 40,
-        max_header_stable_lsn: L,
-    };
+    let snapshot = Snapshot::new(pages, Some(SS), L + 40, L);
     let config = Config::builder().segment_size(SS).build().unwrap();
     let acc = Accountant::from_snapshot(
         config,
@@ -117,18 +112,9 @@ fn mostly_live_sealed_segment_is_not_drained() {
 fn recovery_frees_empty_segments_including_the_top() {
     let pages = BTreeMap::from([(
         1u64,
-        PageState::Present(vec![Fragment {
-            lsn: 8,
-            ptr: DiskPtr::Inline(8),
-            size: 64,
-        }]),
+        PageState::Present(vec![Fragment::new(8, DiskPtr::Inline(8), 64)]),
     )]);
-    let snapshot = Snapshot {
-        pages,
-        last_lid: Some(0),
-        last_lsn: 8,
-        max_header_stable_lsn: -1,
-    };
+    let snapshot = Snapshot::new(pages, Some(0), 8, -1);
     let config = Config::builder().segment_size(SS).build().unwrap();
     let acc = Accountant::from_snapshot(
         config,
@@ -324,19 +310,15 @@ fn mistakes_do_not_panic() {
         let _ = acc.mark_replace(1, 0, &[DiskPtr::Inline(99 * SS)], DiskPtr::Inline(0), 1);
         let _ = acc.stabilize(-7);
         let _ = acc.resume_rewriting();
-        let bad = Snapshot {
-            pages: BTreeMap::from([(
+        let bad = Snapshot::new(
+            BTreeMap::from([(
                 1,
-                PageState::Present(vec![Fragment {
-                    lsn: 0,
-                    ptr: DiskPtr::Inline(u64::MAX),
-                    size: 1,
-                }]),
+                PageState::Present(vec![Fragment::new(0, DiskPtr::Inline(u64::MAX), 1)]),
             )]),
-            last_lid: Some(u64::MAX),
-            last_lsn: 0,
-            max_header_stable_lsn: -1,
-        };
+            Some(u64::MAX),
+            0,
+            -1,
+        );
         let config = Config::builder().segment_size(SS).build().unwrap();
         assert!(Accountant::from_snapshot(
             config,

@@ -2,11 +2,11 @@
 //! baseline (`segment_accountant::baseline`), in the same run.
 //!
 //! ```text
-//! cargo bench                       # every group
-//! cargo bench -- mix                # one group
+//! cargo bench -p segment-accountant-tools              # every group
+//! cargo bench -p segment-accountant-tools -- mix       # one group
 //! ```
 
-#[path = "../examples/workload/mod.rs"]
+#[path = "../../examples/workload/mod.rs"]
 mod workload;
 
 use std::collections::BTreeMap;
@@ -275,19 +275,19 @@ fn recovery(c: &mut Criterion) {
         let off = (pid % per_segment) * 64;
         pages.insert(
             pid,
-            PageState::Present(vec![Fragment {
-                lsn: (seg * ss + off) as Lsn,
-                ptr: DiskPtr::Inline(seg * ss + off),
-                size: 64,
-            }]),
+            PageState::Present(vec![Fragment::new(
+                (seg * ss + off) as Lsn,
+                DiskPtr::Inline(seg * ss + off),
+                64,
+            )]),
         );
     }
-    let snapshot = Snapshot {
+    let snapshot = Snapshot::new(
         pages,
-        last_lid: Some((SEGMENTS - 1) * ss),
-        last_lsn: (SEGMENTS * ss - 1) as Lsn,
-        max_header_stable_lsn: ((SEGMENTS - 1) * ss) as Lsn,
-    };
+        Some((SEGMENTS - 1) * ss),
+        (SEGMENTS * ss - 1) as Lsn,
+        ((SEGMENTS - 1) * ss) as Lsn,
+    );
     let mut group = c.benchmark_group("recovery_1m_pages");
     group.sample_size(10);
     group.bench_function("accountant_from_snapshot", |b| {

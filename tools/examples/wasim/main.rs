@@ -4,10 +4,10 @@
 //! it advises) and reports write amplification and space amplification.
 //!
 //! ```text
-//! cargo run --release --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best]
+//! cargo run --release -p segment-accountant-tools --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best]
 //!     [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none]
 //!     [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
-//! cargo run --release --example wasim -- --sweep DIR
+//! cargo run --release -p segment-accountant-tools --example wasim -- --sweep DIR
 //! ```
 //!
 //! A single run prints one line:

@@ -19,14 +19,13 @@ fn fragment() -> impl Strategy<Value = Fragment> {
         any::<bool>(),
         0u64..1000,
     )
-        .prop_map(|(lsn, lid, blob, size)| Fragment {
-            lsn,
-            ptr: if blob {
+        .prop_map(|(lsn, lid, blob, size)| {
+            let ptr = if blob {
                 DiskPtr::Blob { lid, blob: lid ^ 7 }
             } else {
                 DiskPtr::Inline(lid)
-            },
-            size,
+            };
+            Fragment::new(lsn, ptr, size)
         })
 }
 
@@ -44,11 +43,13 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         -1i64..(12 * SS as i64),
         prop_oneof![-1i64..(12 * SS as i64), any::<i64>()],
     )
-        .prop_map(|(pages, last_lid, last_lsn, stable)| Snapshot {
-            pages: pages.into_iter().collect::<BTreeMap<_, _>>(),
-            last_lid,
-            last_lsn,
-            max_header_stable_lsn: stable,
+        .prop_map(|(pages, last_lid, last_lsn, stable)| {
+            Snapshot::new(
+                pages.into_iter().collect::<BTreeMap<_, _>>(),
+                last_lid,
+                last_lsn,
+                stable,
+            )
         })
 }
 
