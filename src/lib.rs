@@ -153,7 +153,7 @@ pub use accountant::Accountant;
 pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::Collector;
-pub use error::{Error, Result};
+pub use error::{Callback, Error, Result};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;

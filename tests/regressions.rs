@@ -165,6 +165,7 @@ fn segment_empty_at_deactivation_is_freed() {
     let empty = acc.next(0).unwrap();
     let other = acc.next(L).unwrap();
     acc.mark_link(1, L, DiskPtr::Inline(other), 10).unwrap();
+    acc.next(2 * L).unwrap(); // the segment whose header vouches for 3L
     acc.stabilize(2 * L).unwrap();
     assert!(matches!(
         state(&acc, 0),
