@@ -380,7 +380,9 @@ impl Accountant {
             Ok(index) => {
                 // Relaxed: a `stabilize` this must reach comes after the
                 // store wrote into the segment, so after this returns.
-                self.shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
+                self.shared
+                    .handed_out
+                    .fetch_max(segno + 1, Ordering::Relaxed);
                 Ok(index as u64 * self.segment_size())
             }
             Err(e) => {

@@ -489,7 +489,10 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
         if lsn < stable_lsn {
             state.waiting_stable.swap_remove(i);
             let word = shared.table.segment(index as usize).load();
-            if let Err(e) = shared.epochs.defer_free(&shared.table, index as usize, word) {
+            if let Err(e) = shared
+                .epochs
+                .defer_free(&shared.table, index as usize, word)
+            {
                 state.errors.push(e);
             }
         } else {
@@ -534,7 +537,9 @@ fn deactivate(
     for blob in state.scratch.blob_removals.drain(..) {
         // A panic is contained like an I/O error: the blob file leaks (the
         // error names it), the bookkeeping goes on.
-        match contain(Callback::RemoveBlob(blob), || shared.storage.remove_blob(blob)) {
+        match contain(Callback::RemoveBlob(blob), || {
+            shared.storage.remove_blob(blob)
+        }) {
             Ok(Ok(())) => {}
             Ok(Err(source)) => state.errors.push(Error::BlobRemoval { blob, source }),
             Err(panicked) => state.errors.push(panicked),
@@ -862,7 +867,11 @@ mod tests {
             matches!(info.state, SegmentState::Inactive | SegmentState::Draining),
             "{info:?}"
         );
-        assert_eq!(acc.segment_pages(0), vec![(1, 20)], "the live fragment stays");
+        assert_eq!(
+            acc.segment_pages(0),
+            vec![(1, 20)],
+            "the live fragment stays"
+        );
         acc.audit().unwrap();
     }
 }

@@ -185,7 +185,9 @@ pub enum Error {
     /// `stabilize` was given a bound that would seal a segment `next` never
     /// handed out: no durable segment header can vouch for it. Nothing
     /// changed.
-    #[error("stable lsn {stable_lsn} lies beyond every segment handed out (they end at lsn {end})")]
+    #[error(
+        "stable lsn {stable_lsn} lies beyond every segment handed out (they end at lsn {end})"
+    )]
     StableBeyondLog {
         /// The offending stable lsn.
         stable_lsn: Lsn,

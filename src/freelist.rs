@@ -114,7 +114,12 @@ impl Epochs {
 
     /// Defers landing segment `index`, Freeing as `word`, until every
     /// currently pinned thread leaves.
-    pub(crate) fn defer_free(&self, table: &Arc<SegmentTable>, index: usize, word: Word) -> Result<()> {
+    pub(crate) fn defer_free(
+        &self,
+        table: &Arc<SegmentTable>,
+        index: usize,
+        word: Word,
+    ) -> Result<()> {
         // Relaxed: `flush` only uses the count to decide whether to retry;
         // the landing closure publishes with release.
         table.epoch_waiting.fetch_add(1, Ordering::Relaxed);
@@ -307,12 +312,14 @@ mod tests {
     fn a_broken_invariant_in_a_landing_poisons_instead_of_panicking_on_a_reader() {
         let config = Config::builder().segment_size(SS).build().unwrap();
         let collector = Collector::new();
-        let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), collector.clone());
+        let acc =
+            Accountant::with_collector(config, Arc::new(MemStorage::new()), collector.clone());
         let inline = DiskPtr::Inline;
         let s0 = acc.next(0).unwrap();
         acc.mark_link(1, 0, inline(s0), 10).unwrap();
         let s1 = acc.next(L).unwrap();
-        acc.mark_replace(1, L, &[inline(s0)], inline(s1), 10).unwrap();
+        acc.mark_replace(1, L, &[inline(s0)], inline(s1), 10)
+            .unwrap();
         acc.next(2 * L).unwrap();
         let pinned = collector.register();
         let guard = pinned.pin();
@@ -337,10 +344,23 @@ mod tests {
                 }
             })
         };
-        reader.join().expect("the landing panicked on a reader's thread");
-        assert_eq!(acc.shared.table.epoch_waiting.load(Ordering::Acquire), 0, "it ran");
-        for result in [acc.next(3 * L).map(drop), acc.stabilize(2 * L), acc.mark_link(2, L, inline(s1), 1)] {
-            assert!(matches!(result, Err(Error::Poisoned(ref why)) if why.contains("segment 0")), "{result:?}");
+        reader
+            .join()
+            .expect("the landing panicked on a reader's thread");
+        assert_eq!(
+            acc.shared.table.epoch_waiting.load(Ordering::Acquire),
+            0,
+            "it ran"
+        );
+        for result in [
+            acc.next(3 * L).map(drop),
+            acc.stabilize(2 * L),
+            acc.mark_link(2, L, inline(s1), 1),
+        ] {
+            assert!(
+                matches!(result, Err(Error::Poisoned(ref why)) if why.contains("segment 0")),
+                "{result:?}"
+            );
         }
         let audit = acc.audit().unwrap_err();
         assert!(audit.0.contains("poisoned"), "{audit}");

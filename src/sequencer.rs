@@ -29,8 +29,7 @@ use crate::error::{contain, panic_message, Callback, Error, Result};
 use crate::segment::{SegmentState, Word};
 use crate::storage::Storage;
 use crate::sync::{
-    lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex,
-    Ordering,
+    lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
 };
 use crate::table::{Bits, SegmentTable};
 
