@@ -343,8 +343,15 @@ impl Accountant {
     /// # Errors
     /// [`Error::NegativeLsn`], [`Error::UnalignedLsn`],
     /// [`Error::LsnOutOfRange`], [`Error::LsnInUse`],
-    /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] when an
-    /// earlier asynchronous truncation failed (reported once; retry).
+    /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] (or
+    /// [`Error::CallbackPanicked`] for [`Callback::Truncation`]) when an
+    /// earlier asynchronous truncation failed (reported once; retry);
+    /// [`Error::CallbackPanicked`] for [`Callback::EpochCollector`] if a
+    /// closure deferred on the collector panicked while this call flushed
+    /// it (nothing changed; retry); [`Error::Poisoned`].
+    ///
+    /// [`Callback::Truncation`]: crate::Callback::Truncation
+    /// [`Callback::EpochCollector`]: crate::Callback::EpochCollector
     pub fn next(&self, lsn: Lsn) -> Result<Lid> {
         self.next_in(lsn, 0)
     }
@@ -453,9 +460,11 @@ impl Accountant {
     /// # Errors
     /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
-    /// [`Error::NegativeLsn`], and [`Error::LinkRacedStabilize`] if a
-    /// concurrent `stabilize` covered the segment during the call (a broken
-    /// caller contract; the link is undone). Nothing changes on error.
+    /// [`Error::NegativeLsn`], [`Error::SizeOutOfRange`] (`size` above the
+    /// segment size or 2^32), [`Error::Poisoned`], and
+    /// [`Error::LinkRacedStabilize`] if a concurrent `stabilize` covered
+    /// the segment during the call (a broken caller contract; the link is
+    /// undone). Nothing changes on error.
     // Always inlined, with `write_target` and `link`: out of line, the call
     // costs more than the work (docs/performance.md, `mark_link` against
     // its floor). The error cases stay out of line (`#[cold]`).
@@ -609,9 +618,17 @@ impl Accountant {
     /// the work over and returns (so the effects may land just after the
     /// call returns).
     ///
+    /// Runs at most 1 + 4 combiner passes (see `docs/protocols/combiner.md`);
+    /// may run `Storage::remove_blob`, the cleaning policy and closures
+    /// deferred on the collector, containing their panics.
+    ///
     /// # Errors
-    /// [`Error::NegativeLsn`]; [`Error::BlobRemoval`] if deleting a garbage
-    /// blob failed (the bookkeeping is complete regardless).
+    /// [`Error::NegativeLsn`]; [`Error::StableBeyondLog`] if the bound would
+    /// seal a segment `next` never handed out (nothing changes);
+    /// [`Error::BlobRemoval`] if deleting a garbage blob failed, and
+    /// [`Error::CallbackPanicked`] if a callback panicked (the bookkeeping
+    /// is complete regardless; errors of work done for other callers come
+    /// out of later `stabilize` calls, one per call); [`Error::Poisoned`].
     pub fn stabilize(&self, stable_lsn: Lsn) -> Result<()> {
         self.shared.poison.check()?;
         if stable_lsn < 0 {

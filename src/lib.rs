@@ -61,6 +61,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Panics in callbacks
+//!
+//! The accountant runs code you supply: your [`Storage`], your
+//! [`CleaningPolicy`], and closures deferred on the epoch collector it
+//! shares with your readers. A panic in any of them is caught where the
+//! accountant calls it and returned as [`Error::CallbackPanicked`] (naming
+//! the [`Callback`]); the accountant stays consistent and every later call
+//! works. Which calls may run what:
+//!
+//! | call | may run | a panic there |
+//! |---|---|---|
+//! | [`stabilize`](Accountant::stabilize) | `Storage::remove_blob`, the policy, deferred closures | is returned by it, or (work done for another caller) by a later `stabilize` |
+//! | [`next`](Accountant::next), [`next_in`](Accountant::next_in) | deferred closures | fails the call, nothing changed: retry |
+//! | the truncation thread `next` starts | `Storage::len`, `set_len`, `sync` | is returned once by the next `next` that grows the file, like an I/O error |
+//! | [`flush`](Accountant::flush), [`audit`](Accountant::audit) | deferred closures; `audit` finishes pending stabilize work too | goes to a later `stabilize` |
+//!
+//! Other calls run none. A panic that unwinds out of the accountant's own
+//! code would be a broken internal invariant (a bug): the accountant then
+//! refuses further work with [`Error::Poisoned`], like a poisoned mutex.
+//!
 //! ## Recovery
 //!
 //! A store that writes its segments in the reference [`format`](mod@format) recovers

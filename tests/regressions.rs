@@ -397,7 +397,7 @@ fn a_blocked_stabilize_does_not_stall_other_calls() {
         .blob_latch
         .await_waiting(1, "the combiner's blob removal");
 
-    let deadline = Duration::from_secs(5);
+    let deadline = Duration::from_secs(30); // generous: a blocked call never returns
     let a = acc.clone();
     within(deadline, "mark_link", move || {
         a.mark_link(3, 2 * L, DiskPtr::Inline(s2), 10)
