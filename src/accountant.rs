@@ -887,5 +887,8 @@ mod tests {
     fn accountant_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Accountant>();
+        // The combiner's `unsafe impl Sync` hands errors between threads
+        // through its sink.
+        check::<Error>();
     }
 }

@@ -20,7 +20,7 @@ const L: i64 = SS as i64;
 #[test]
 fn model_u1_panicking_pass_hands_the_token_on() {
     quiet_injected_panics();
-    explore("u1 panicking pass hands the token on", 2, || {
+    explore("u1 panicking pass hands the token on", 3, || {
         let (acc, _collector, storage) = accountant();
         let blob = DiskPtr::Blob { lid: 0, blob: 7 };
         let s0 = acc.next(0).unwrap();
@@ -47,6 +47,13 @@ fn model_u1_panicking_pass_hands_the_token_on() {
         };
         // `join` re-raises a panic that escaped: none may.
         let results = [a.join().unwrap(), b.join().unwrap()];
+        assert_eq!(
+            storage
+                .panicking_removals
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the pass ran the panicking removal"
+        );
         let is_ours = |r: &Result<(), Error>| {
             matches!(
                 r,
