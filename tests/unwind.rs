@@ -401,3 +401,121 @@ fn stabilizing_past_everything_handed_out_is_refused() {
     acc.flush();
     acc.audit().unwrap();
 }
+
+/// A storage whose `remove_blob` reports each call and then waits for a
+/// permit (or passes freely once the gate is opened); blob 3's removal
+/// fails.
+struct Turnstile {
+    inner: MemStorage,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<u64>>,
+    permits: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for Turnstile {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn remove_blob(&self, blob: u64) -> std::io::Result<()> {
+        if !self.open.load(Ordering::SeqCst) {
+            let _ = self.entered.lock().unwrap().send(blob);
+            let _ = self.permits.lock().unwrap().recv_timeout(BOUND);
+        }
+        if blob == 3 {
+            return Err(std::io::Error::other("blob 3 cannot be removed"));
+        }
+        self.inner.remove_blob(blob)
+    }
+}
+
+/// Bounded combiner work: a combiner runs its own pass and at most four
+/// more for goals other threads raise meanwhile, then hands the rest over
+/// (the next `stabilize`, whatever its lsn, takes it); an error met in a
+/// pass done for another caller comes out of a later `stabilize`.
+#[test]
+fn a_combiner_hands_over_after_four_passes_for_others() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (permit, permits) = std::sync::mpsc::channel();
+    let storage = Arc::new(Turnstile {
+        inner: MemStorage::new(),
+        entered: std::sync::Mutex::new(entered_tx),
+        permits: std::sync::Mutex::new(permits),
+        open: std::sync::atomic::AtomicBool::new(false),
+    });
+    let acc = Arc::new(Accountant::with_collector(
+        config(),
+        storage.clone(),
+        Collector::new(),
+    ));
+    // Segment 0 holds page i's blob i; segment i replaces it, so sealing
+    // segment i removes blob i: one blocking removal per pass.
+    let s0 = acc.next(0).unwrap();
+    for i in 1..=7u64 {
+        acc.mark_link(i, 0, DiskPtr::Blob { lid: s0, blob: i }, 10)
+            .unwrap();
+    }
+    for i in 1..=7u64 {
+        let lid = acc.next(i as Lsn * L).unwrap();
+        acc.mark_replace(
+            i,
+            i as Lsn * L,
+            &[DiskPtr::Blob { lid: s0, blob: i }],
+            ptr(lid),
+            10,
+        )
+        .unwrap();
+    }
+    acc.next(8 * L).unwrap();
+
+    // The combiner: its own goal seals segments 0 and 1.
+    let combiner = {
+        let acc = acc.clone();
+        std::thread::spawn(move || acc.stabilize(2 * L))
+    };
+    let mut removed = Vec::new();
+    // Results of the other calls: a pass's error done for no waiting
+    // caller comes out of a later stabilize, one per call.
+    let mut others = Vec::new();
+    for raise in 3..=7 {
+        let blob = entered.recv_timeout(BOUND).expect("a pass removes a blob");
+        removed.push(blob);
+        // Raised while the combiner is busy: handed over, returns at once.
+        let a = acc.clone();
+        others.push(within(BOUND, "a handed-over stabilize", move || {
+            a.stabilize(raise * L)
+        }));
+        permit.send(()).unwrap();
+    }
+    let own = within(BOUND, "the combiner", move || combiner.join().unwrap());
+    assert!(own.is_ok(), "its own pass met no error: {own:?}");
+    assert_eq!(removed, vec![1, 2, 3, 4, 5], "one pass each, in lsn order");
+    // Own pass plus four for others: segments up to 5 sealed; the goal
+    // raised to 7 was handed over, not done.
+    assert_eq!(acc.stable_lsn(), 5 * L);
+    assert_eq!(acc.segment_info(6).unwrap().state, SegmentState::Active);
+
+    // Any later stabilize takes the handed-over work.
+    storage.open.store(true, Ordering::SeqCst);
+    others.push(acc.stabilize(0));
+    assert_eq!(acc.stable_lsn(), 6 * L);
+    others.push(acc.stabilize(0));
+    // Blob 3's error, met in a pass done for another caller, was reported
+    // exactly once, by one of the later calls.
+    let errors: Vec<_> = others.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{others:?}");
+    assert!(matches!(errors[0], Error::BlobRemoval { blob: 3, .. }));
+    acc.flush();
+    acc.audit().unwrap();
+}
