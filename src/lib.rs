@@ -75,7 +75,8 @@
 //! | [`stabilize`](Accountant::stabilize) | `Storage::remove_blob`, the policy, deferred closures | is returned by it, or (work done for another caller) by a later `stabilize` |
 //! | [`next`](Accountant::next), [`next_in`](Accountant::next_in) | deferred closures | fails the call, nothing changed: retry |
 //! | the truncation thread `next` starts | `Storage::len`, `set_len`, `sync` | is returned once by the next `next` that grows the file, like an I/O error |
-//! | [`flush`](Accountant::flush), [`audit`](Accountant::audit) | deferred closures; `audit` finishes pending stabilize work too | goes to a later `stabilize` |
+//! | [`flush`](Accountant::flush) | deferred closures | goes to a later `stabilize` |
+//! | [`audit`](Accountant::audit) | what `stabilize` may run, finishing work a `stabilize` handed over | goes to a later `stabilize` |
 //!
 //! Other calls run none. A panic that unwinds out of the accountant's own
 //! code would be a broken internal invariant (a bug): the accountant then
