@@ -519,3 +519,52 @@ fn a_combiner_hands_over_after_four_passes_for_others() {
     acc.flush();
     acc.audit().unwrap();
 }
+
+/// A panicking deferred closure makes crossbeam drop the rest of its bag
+/// unrun, and the bag may hold the accountant's landing of a freed
+/// segment (here: the store deferred garbage on the default collector from
+/// the thread that then stabilizes, so both share one bag). The panic is
+/// contained, the landing deferred again, and the segment lands: nothing
+/// leaks.
+#[test]
+fn a_landing_dropped_with_a_panicking_bag_is_deferred_again() {
+    quiet_injected_panics();
+    let acc = Accountant::new(config(), Arc::new(MemStorage::new()));
+    let s0 = acc.next(0).unwrap();
+    acc.mark_link(1, 0, ptr(s0), 10).unwrap();
+    let s1 = acc.next(L).unwrap();
+    acc.mark_replace(1, L, &[ptr(s0)], ptr(s1), 10).unwrap();
+    acc.next(2 * L).unwrap();
+    // The store's garbage, in this thread's bag of the default collector.
+    crossbeam_epoch::pin().defer(|| panic!("injected panic in the store's garbage"));
+    // The landing of segment 0 joins the same bag.
+    let stabilized = catch_unwind(AssertUnwindSafe(|| acc.stabilize(2 * L)))
+        .expect("a deferred closure's panic escaped stabilize");
+    assert!(
+        stabilized.is_ok() || is_panic_of(&stabilized, Callback::EpochCollector),
+        "{stabilized:?}"
+    );
+    // Flushing runs the bag: the panic is contained, the landing deferred
+    // again. (The default collector is shared with other tests' threads:
+    // wait for the epoch, within a generous bound, not a fixed count.)
+    let deadline = std::time::Instant::now() + BOUND;
+    while acc.segment_info(0).unwrap().state != SegmentState::Free {
+        catch_unwind(AssertUnwindSafe(|| acc.flush())).expect("a panic escaped flush");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment 0 never landed: {:?}",
+            acc.segment_info(0)
+        );
+        std::thread::yield_now();
+    }
+    // The contained panic is reported once, by a later stabilize.
+    let mut reported = stabilized.is_err() as usize;
+    for _ in 0..4 {
+        if is_panic_of(&acc.stabilize(L), Callback::EpochCollector) {
+            reported += 1;
+        }
+    }
+    assert_eq!(reported, 1);
+    assert_eq!(acc.next(3 * L).unwrap(), s0, "segment 0 is reused");
+    acc.audit().unwrap();
+}
