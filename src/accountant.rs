@@ -118,7 +118,7 @@ pub(crate) struct Shared {
 /// The largest fragment size any configuration accepts: sizes are summed
 /// per page and per segment in 63-bit fields (the page map keeps a flag in
 /// bit 63), so a bound far below 2^63 keeps every sum exact.
-const MAX_FRAGMENT_BYTES: u64 = 1 << 32;
+pub(crate) const MAX_FRAGMENT_BYTES: u64 = 1 << 32;
 
 /// Tracks which segments of one log file hold which pages, hands out
 /// segments for new writes, decides what to clean, and shrinks the file.

@@ -568,3 +568,42 @@ fn a_landing_dropped_with_a_panicking_bag_is_deferred_again() {
     assert_eq!(acc.next(3 * L).unwrap(), s0, "segment 0 is reused");
     acc.audit().unwrap();
 }
+
+/// Defect 2 at the other API edge: a recovery snapshot with a fragment
+/// size no fragment can have is refused with a typed error (its sums
+/// would overflow), never a panic.
+#[test]
+fn snapshot_fragment_sizes_beyond_any_fragment_are_refused() {
+    use segment_accountant::recovery::SnapshotError;
+    use segment_accountant::{Fragment, PageState, Snapshot};
+    for size in [(1 << 32) + 1, 1 << 63, u64::MAX] {
+        let mut pages = std::collections::BTreeMap::new();
+        for pid in 0..2 {
+            let fragment = Fragment {
+                lsn: 0,
+                ptr: ptr(pid * 100),
+                size,
+            };
+            pages.insert(pid, PageState::Present(vec![fragment]));
+        }
+        let snapshot = Snapshot {
+            pages,
+            last_lid: Some(0),
+            last_lsn: 0,
+            max_header_stable_lsn: 0,
+        };
+        let storage = Arc::new(MemStorage::new());
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            Accountant::from_snapshot(config(), storage, Collector::new(), &snapshot, SS)
+        }))
+        .expect("a hostile snapshot panicked");
+        assert!(
+            matches!(
+                result,
+                Err(Error::InvalidSnapshot(SnapshotError::FragmentTooLarge { size: s, .. })) if s == size
+            ),
+            "{:?}",
+            result.map(|_| ())
+        );
+    }
+}
