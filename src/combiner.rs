@@ -522,7 +522,13 @@ fn deactivate(
         .moved(SegmentState::Active, SegmentState::Inactive);
     shared.active_lsns.remove(segno);
     segment.seal_bytes();
-    state.cleaning.sealed_live += segment.live_bytes(SegmentState::Inactive);
+    // Saturating, like every live-byte sum: sizes are bounded at the API
+    // edge, so only an absurd number of links could reach the bound, and
+    // the combiner must not panic even then.
+    state.cleaning.sealed_live = state
+        .cleaning
+        .sealed_live
+        .saturating_add(segment.live_bytes(SegmentState::Inactive));
     {
         // Writers into this segment record under this lock only while it is
         // Active (they re-check under the lock), so after the CAS above the
@@ -555,7 +561,8 @@ fn deactivate(
         match old_word.state {
             SegmentState::Inactive | SegmentState::Draining => {
                 if let Some(bytes) = old.remove_replaced(r.pid) {
-                    state.cleaning.sealed_live -= bytes;
+                    state.cleaning.sealed_live =
+                        state.cleaning.sealed_live.saturating_sub(bytes);
                 }
             }
             SegmentState::Active => panic!(
