@@ -11,6 +11,7 @@ use std::sync::Arc as StdArc;
 
 use smallvec::SmallVec;
 
+use crate::audit::Poison;
 use crate::combiner::Combiner;
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
@@ -108,7 +109,17 @@ pub(crate) struct Shared {
     /// segments freed lately; `u64::MAX` until one is. Written by the
     /// combiner only; placement advice reads it.
     pub(crate) user_lifetime: AtomicU64,
+    /// One past the highest segment number `next` has handed out (or
+    /// recovery found): `stabilize` never seals beyond it.
+    pub(crate) handed_out: AtomicU64,
+    /// Broken internal invariants met where no panic may surface.
+    pub(crate) poison: Arc<Poison>,
 }
+
+/// The largest fragment size any configuration accepts: sizes are summed
+/// per page and per segment in 63-bit fields (the page map keeps a flag in
+/// bit 63), so a bound far below 2^63 keeps every sum exact.
+pub(crate) const MAX_FRAGMENT_BYTES: u64 = 1 << 32;
 
 /// Tracks which segments of one log file hold which pages, hands out
 /// segments for new writes, decides what to clean, and shrinks the file.
@@ -175,11 +186,19 @@ impl Accountant {
         max_stabilized: Lsn,
     ) -> Accountant {
         let gate = RewriteGate::new(config.mode == Mode::Linear);
+        let poison = Arc::new(Poison::new());
+        // Everything recovered (and everything stabilized) was handed out.
+        let recovered = (0..tip)
+            .filter_map(|index| table.segment(index).load().segno)
+            .max()
+            .map_or(0, |segno| segno + 1);
+        let ss = config.segment_size as Lsn;
+        let stabilized = ((max_stabilized + ss) / ss) as u64;
         Accountant {
             shared: Shared {
                 storage,
                 table: Arc::new(table),
-                epochs: Epochs::new(collector),
+                epochs: Epochs::new(collector, poison.clone()),
                 sequencer: Sequencer::new(tip),
                 combiner,
                 gate,
@@ -188,6 +207,8 @@ impl Accountant {
                 active_lsns: LsnSet::new(),
                 clean_cursor: AtomicUsize::new(0),
                 user_lifetime: AtomicU64::new(u64::MAX),
+                handed_out: AtomicU64::new(recovered.max(stabilized)),
+                poison,
                 config,
             },
         }
@@ -239,6 +260,17 @@ impl Accountant {
             });
         }
         Ok(segno)
+    }
+
+    /// Checks a fragment size: at most the segment size (a fragment lies
+    /// within its segment) and at most [`MAX_FRAGMENT_BYTES`].
+    #[inline]
+    fn check_size(&self, size: u64) -> Result<()> {
+        let max = self.segment_size().min(MAX_FRAGMENT_BYTES);
+        if size > max {
+            return Err(Error::SizeOutOfRange { size, max });
+        }
+        Ok(())
     }
 
     /// The segment of `lid`, which must be below the tip.
@@ -316,8 +348,15 @@ impl Accountant {
     /// # Errors
     /// [`Error::NegativeLsn`], [`Error::UnalignedLsn`],
     /// [`Error::LsnOutOfRange`], [`Error::LsnInUse`],
-    /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] when an
-    /// earlier asynchronous truncation failed (reported once; retry).
+    /// [`Error::LsnAlreadyStable`], and [`Error::Truncation`] (or
+    /// [`Error::CallbackPanicked`] for [`Callback::Truncation`]) when an
+    /// earlier asynchronous truncation failed (reported once; retry);
+    /// [`Error::CallbackPanicked`] for [`Callback::EpochCollector`] if a
+    /// closure deferred on the collector panicked while this call flushed
+    /// it (nothing changed; retry); [`Error::Poisoned`].
+    ///
+    /// [`Callback::Truncation`]: crate::Callback::Truncation
+    /// [`Callback::EpochCollector`]: crate::Callback::EpochCollector
     pub fn next(&self, lsn: Lsn) -> Result<Lid> {
         self.next_in(lsn, 0)
     }
@@ -329,6 +368,7 @@ impl Accountant {
     /// # Errors
     /// Those of `next`, and first [`Error::UnknownStream`].
     pub fn next_in(&self, lsn: Lsn, stream: StreamId) -> Result<Lid> {
+        self.shared.poison.check()?;
         let streams = self.shared.config.stream_count();
         if stream >= streams {
             return Err(Error::UnknownStream { stream, streams });
@@ -363,6 +403,11 @@ impl Accountant {
         }
         let index = self.place(segno, stream)?;
         reservation.keep();
+        // Relaxed: a `stabilize` this must reach comes after the store
+        // wrote into the segment, so after this returns.
+        self.shared
+            .handed_out
+            .fetch_max(segno + 1, Ordering::Relaxed);
         // A stabilize that covers `lsn` may have been requested while we
         // placed: make sure a combiner pass collects our registration (so
         // the segment is sealed as if this call came first).
@@ -381,10 +426,9 @@ impl Accountant {
 
     fn place(&self, segno: u64, stream: StreamId) -> Result<usize> {
         let shared = &self.shared;
-        if shared.gate.enter() {
-            let reused = self.reuse(segno, stream);
-            shared.gate.exit();
-            if let Some(index) = reused? {
+        if let Some(_reuser) = shared.gate.enter() {
+            // The guard leaves the gate on return and on unwind alike.
+            if let Some(index) = self.reuse(segno, stream)? {
                 return Ok(index);
             }
         }
@@ -410,7 +454,9 @@ impl Accountant {
         let mut claimed = claim();
         // Acquire: pairs with the release decrement in `land`.
         if claimed.is_none() && shared.table.epoch_waiting.load(Ordering::Acquire) > 0 {
-            shared.epochs.flush(&shared.table);
+            // A panic of another deferred closure fails this call before
+            // anything is claimed: the caller may retry.
+            shared.epochs.flush(&shared.table).1?;
             claimed = claim();
         }
         if let Some(index) = claimed {
@@ -439,15 +485,18 @@ impl Accountant {
     /// # Errors
     /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
-    /// [`Error::NegativeLsn`], and [`Error::LinkRacedStabilize`] if a
-    /// concurrent `stabilize` sealed the segment during the call (a broken
-    /// caller contract). Nothing changes on error: the link lands wholly
-    /// before the seal or not at all.
+    /// [`Error::NegativeLsn`], [`Error::SizeOutOfRange`] (`size` above the
+    /// segment size or 2^32), [`Error::Poisoned`], and
+    /// [`Error::LinkRacedStabilize`] if a concurrent `stabilize` sealed the
+    /// segment during the call (a broken caller contract). Nothing changes
+    /// on error: the link lands wholly before the seal or not at all.
     // Always inlined, with `write_target` and `link_if_open`: out of line,
     // the call costs more than the work (docs/performance.md, `mark_link`
     // against its floor). The error cases stay out of line (`#[cold]`).
     #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
+        self.shared.poison.check()?;
+        self.check_size(size)?;
         let (index, segment, word) = self.write_target(lsn, ptr)?;
         // The seal protocol: the word is checked again under the shard lock
         // the link mutates under (see `segment`).
@@ -490,9 +539,11 @@ impl Accountant {
         new_ptr: DiskPtr,
         size: u64,
     ) -> Result<()> {
+        self.shared.poison.check()?;
+        self.check_size(size)?;
         let (index, segment, word) = self.write_target(lsn, new_ptr)?;
         // Validate every old pointer before changing anything.
-        let mut olds: SmallVec<[(u32, u32); 4]> = SmallVec::new();
+        let mut olds: SmallVec<[(u32, u64); 4]> = SmallVec::new();
         for old in old_ptrs {
             let (old_index, old_segment) = self.segment_at(old.lid())?;
             if old_index == index {
@@ -519,7 +570,8 @@ impl Accountant {
                 });
             }
             if !olds.iter().any(|&(i, _)| i == old_index as u32) {
-                olds.push((old_index as u32, old_word.generation));
+                // Free segments were refused above: this one has an lsn.
+                olds.push((old_index as u32, old_word.segno.unwrap_or(u64::MAX)));
             }
         }
         let relinks_same_blob = old_ptrs.len() == 1
@@ -534,11 +586,11 @@ impl Accountant {
             return Err(self.raced(pid, index));
         }
         segment.link_held(pid, size);
-        for &(old_index, old_generation) in &olds {
+        for &(old_index, old_segno) in &olds {
             deferred.replacements.push(DeferredReplacement {
                 pid,
                 old_index,
-                old_generation,
+                old_segno,
             });
         }
         if !relinks_same_blob {
@@ -565,14 +617,32 @@ impl Accountant {
     /// the work over and returns (so the effects may land just after the
     /// call returns).
     ///
+    /// Runs at most 1 + 4 combiner passes (see `docs/protocols/combiner.md`);
+    /// may run `Storage::remove_blob`, the cleaning policy and closures
+    /// deferred on the collector, containing their panics.
+    ///
     /// # Errors
-    /// [`Error::NegativeLsn`]; [`Error::BlobRemoval`] if deleting a garbage
-    /// blob failed (the bookkeeping is complete regardless).
+    /// [`Error::NegativeLsn`]; [`Error::StableBeyondLog`] if the bound would
+    /// seal a segment `next` never handed out (nothing changes);
+    /// [`Error::BlobRemoval`] if deleting a garbage blob failed, and
+    /// [`Error::CallbackPanicked`] if a callback panicked (the bookkeeping
+    /// is complete regardless; errors of work done for other callers come
+    /// out of later `stabilize` calls, one per call); [`Error::Poisoned`].
     pub fn stabilize(&self, stable_lsn: Lsn) -> Result<()> {
+        self.shared.poison.check()?;
         if stable_lsn < 0 {
             return Err(Error::NegativeLsn { lsn: stable_lsn });
         }
         let goal = (stable_lsn as u64 >> self.segment_shift()).min(MAX_SEGMENT_NUMBER + 1);
+        // Relaxed: the `next` that handed out the segment a durable header
+        // vouches from returned before the store could write that header.
+        let handed_out = self.shared.handed_out.load(Ordering::Relaxed);
+        if goal > handed_out {
+            return Err(Error::StableBeyondLog {
+                stable_lsn,
+                end: (handed_out * self.segment_size()) as Lsn,
+            });
+        }
         self.shared.combiner.request(&self.shared, goal)
     }
 
@@ -703,6 +773,7 @@ impl Accountant {
     /// # Errors
     /// [`Error::NotPaused`] without a matching pause.
     pub fn resume_rewriting(&self) -> Result<()> {
+        self.shared.poison.check()?;
         if self.shared.gate.resume() || self.shared.config.mode == Mode::Linear {
             Ok(())
         } else {
@@ -717,6 +788,7 @@ impl Accountant {
     /// # Errors
     /// [`Error::NotPaused`] unless rewriting is paused.
     pub fn segment_snapshot_iter_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        self.shared.poison.check()?;
         if !self.shared.gate.is_paused() {
             return Err(Error::NotPaused);
         }
@@ -737,8 +809,16 @@ impl Accountant {
     /// Pushes epoch-deferred frees through the collector (pinning and
     /// flushing), so reuse does not wait for unrelated threads to pin.
     /// Returns how many freed segments still wait for pinned readers.
+    ///
+    /// A panic of a deferred closure this runs (the store's own garbage on
+    /// a shared collector) is contained; the next `stabilize` reports it
+    /// ([`Error::CallbackPanicked`]).
     pub fn flush(&self) -> usize {
-        self.shared.epochs.flush(&self.shared.table)
+        let (waiting, result) = self.shared.epochs.flush(&self.shared.table);
+        if let Err(e) = result {
+            self.shared.combiner.report(e);
+        }
+        waiting
     }
 
     /// The state of segment `index`, or `None` beyond the table.
@@ -791,7 +871,9 @@ impl Accountant {
 impl Drop for Accountant {
     fn drop(&mut self) {
         // Let an outstanding truncation finish so the file is not changed
-        // after the accountant is gone; its error has nobody to go to.
+        // after the accountant is gone; its error (a panic of the storage
+        // included: the truncation thread contains it) has nobody to go
+        // to, and never panics here, so dropping while unwinding is safe.
         let _ = self.shared.sequencer.wait_truncation();
     }
 }
@@ -804,5 +886,8 @@ mod tests {
     fn accountant_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Accountant>();
+        // The combiner's `unsafe impl Sync` hands errors between threads
+        // through its sink.
+        check::<Error>();
     }
 }

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use crate::accountant::Accountant;
+use crate::error::{Error, Result};
 use crate::segment::SegmentState;
-use crate::sync::{lock, Ordering};
+use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 use crate::table::Bits;
 use crate::types::{Lid, Lsn};
 
@@ -71,6 +72,52 @@ pub struct Stats {
     pub stable_lsn: Lsn,
 }
 
+/// Internal invariants found broken where no panic may surface: inside an
+/// epoch-deferred closure (which runs on whatever thread pins next, often a
+/// store's reader), or left behind by a panic that unwound out of the
+/// combiner. The first one poisons the accountant: every later call that
+/// returns a `Result` fails with [`Error::Poisoned`], and `audit` fails.
+#[derive(Debug)]
+pub(crate) struct Poison {
+    poisoned: AtomicBool,
+    /// The first broken invariant, described.
+    first: Mutex<Option<String>>,
+}
+
+impl Poison {
+    pub(crate) fn new() -> Poison {
+        Poison {
+            poisoned: AtomicBool::new(false),
+            first: Mutex::new(None),
+        }
+    }
+
+    /// Records a broken invariant (never panics, so it may run anywhere).
+    #[cold]
+    pub(crate) fn record(&self, what: String) {
+        lock(&self.first).get_or_insert(what);
+        // Release: a caller that sees the flag (acquire in `check`) finds
+        // the description.
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// `Err(Poisoned)` once an invariant was recorded broken.
+    #[inline]
+    pub(crate) fn check(&self) -> Result<()> {
+        // Acquire: pairs with the release store in `record`.
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.error());
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn error(&self) -> Error {
+        Error::Poisoned(lock(&self.first).clone().unwrap_or_default())
+    }
+}
+
 /// What [`Accountant::audit`] found wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("audit failed: {0}")]
@@ -131,6 +178,9 @@ impl Accountant {
     pub fn audit(&self) -> Result<(), AuditError> {
         let shared = &self.shared;
         let fail = |msg: String| Err(AuditError(msg));
+        if let Err(poisoned) = shared.poison.check() {
+            return fail(poisoned.to_string());
+        }
         let tip = shared.sequencer.tip();
         let stable = self.stable_lsn();
         let ss = shared.config.segment_size;

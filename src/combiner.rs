@@ -1,21 +1,34 @@
 //! Stabilization: deactivating segments in lsn order without making any
 //! thread wait.
 //!
-//! `stabilize` publishes its goal in one word (`goal << 2 | repass | busy`). If no
-//! thread is combining, the caller sets `busy` and becomes the combiner: it
-//! deactivates every registered Active segment below the goal in lsn order,
-//! applies their deferred replacements, frees and drains what that empties,
-//! and loops while the goal keeps rising. If a thread is combining, the
-//! caller raises the goal and returns at once: the combiner will do its
-//! work. The combiner gives up `busy` with a CAS that expects the goal it
-//! finished, so a raise that slips in makes that CAS fail and the combiner
-//! goes round again: no request is ever stranded. All of it is
+//! `stabilize` publishes its goal in one word (`goal << 3 | repass |
+//! pending | busy`). If no thread is combining, the caller sets `busy` and becomes
+//! the combiner: it deactivates every registered Active segment below the
+//! goal in lsn order, applies their deferred replacements, frees and drains
+//! what that empties, and loops while the goal keeps rising. If a thread is
+//! combining, the caller raises the goal and returns at once: the combiner
+//! will do its work. The combiner gives up `busy` with a CAS that expects
+//! the goal it finished, so a raise that slips in makes that CAS fail and
+//! the combiner goes round again: no request is ever stranded. All of it is
 //! read-modify-writes of one word, so no SeqCst store/load pairs are
 //! needed.
 //!
-//! Only the combiner touches [`CombinerState`] (the `busy` bit is the
-//! token), so deactivation, replacement application, freeing and draining
-//! decisions are single-threaded, and every free is decided exactly once.
+//! Bounded work: after its own goal, a combiner runs at most
+//! [`HANDOVER_PASSES`] passes for goals others raised, then releases `busy`
+//! with `pending` set; the next `stabilize` (whatever its lsn) or audit
+//! takes the token and goes on. A panic unwinding out of a pass (a broken
+//! internal invariant: callbacks are contained where they are called)
+//! releases the token the same way and poisons the accountant.
+//!
+//! Only the holder of a [`Token`] reaches [`CombinerState`]; a `Token` is
+//! made only by setting `busy` and gives it back when dropped, so
+//! deactivation, replacement application, freeing and draining decisions
+//! are single-threaded, and every free is decided exactly once.
+//!
+//! Errors: those of the passes that did a caller's own goal are returned
+//! to that caller; those of passes done for others (or for an audit), and
+//! panics contained by `flush`, go to a bounded sink that every
+//! `stabilize` call drains one at a time.
 //!
 //! A `next` whose lsn a requested goal already covers (a caller racing
 //! its own stabilize) registers its segment after a pass may have
@@ -25,6 +38,8 @@
 //! `next` whose announcement finds the goal below its lsn needs nothing:
 //! every later request reads the word after its announcement (all writes
 //! to the word are read-modify-writes) and so sees its registration.
+//! Repasses are not counted against the hand-over bound: there is one per
+//! such `next` at most.
 //!
 //! Sealing is two-phase (the seal protocol of [`crate::segment`]): a pass
 //! first *closes* every registered Active segment below the goal (Active →
@@ -40,20 +55,32 @@ use std::collections::BinaryHeap;
 
 use crate::accountant::Shared;
 use crate::config::Mode;
-use crate::error::{Error, Result};
+use crate::error::{contain, Callback, Error, Result};
 use crate::policy::{self, SegmentFacts};
 use crate::segment::{Deferred, SegmentState, Word};
-use crate::sync::{lock, AtomicBool, AtomicU64, Ordering, Queue, UnsafeCell};
+use crate::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
 use crate::table::Bits;
 use crate::types::Lsn;
 use crate::victims::VictimIndex;
 
 const BUSY: u64 = 1;
+/// No thread combines, but the goal is above what was done: a combiner
+/// handed over (or unwound). The next request takes the token whatever its
+/// goal.
+const PENDING: u64 = 2;
 /// A `next` registered a segment below the requested goal after a pass
-/// may have collected: run a pass again before releasing the token.
-const REPASS: u64 = 2;
-/// The goal sits above the two flag bits.
-const GOAL_SHIFT: u32 = 2;
+/// may have collected: run a pass again before giving the token back.
+const REPASS: u64 = 4;
+/// The goal sits above the three flag bits.
+const GOAL_SHIFT: u32 = 3;
+
+/// Passes a combiner runs, after the ones its own goal needed, for goals
+/// that other threads raised meanwhile, before it hands the rest over.
+pub(crate) const HANDOVER_PASSES: u32 = 4;
+
+/// Errors kept for later `stabilize` calls at most; more are dropped (a
+/// store that never calls `stabilize` must not grow memory without bound).
+const SINK_CAPACITY: usize = 64;
 
 /// What cleaning decisions need, kept by the combiner as it seals
 /// segments and applies replacements (so no decision scans the table).
@@ -146,9 +173,8 @@ pub(crate) struct CombinerState {
     touched: Vec<u32>,
     /// The segments a pass closed, `(segno, index)` (scratch space).
     closing: Vec<(u64, u32)>,
-    /// Errors met while combining on behalf of others, reported by the
-    /// next `stabilize` that combines.
-    unreported: Vec<Error>,
+    /// Errors met in the current pass.
+    errors: Vec<Error>,
     pub(crate) cleaning: Cleaning,
 }
 
@@ -165,15 +191,92 @@ pub(crate) struct Combiner {
     state: UnsafeCell<CombinerState>,
     /// Activations published by `next` for the combiner to pick up.
     activations: Queue<(u64, u32)>,
-    /// Whether `unreported` may be non-empty.
-    has_errors: AtomicBool,
+    /// Errors nobody who asked for the work could be given (see the
+    /// module docs), and how many it holds.
+    sink: Queue<Error>,
+    sunk: AtomicUsize,
 }
 
-// Safety: the only non-Sync field is `state`, and it is accessed only by
-// the thread holding the busy bit of `word` (see `with_state`), which the
-// AcqRel CASes that take and release the bit hand from one thread to the
-// next; everything in it is Send.
+// Safety: the only non-Sync field is `state`, and it is reached only
+// through `Token::state`. A `Token` exists only while its holder owns the
+// busy bit of `word` (`Combiner::acquire` is its only constructor and sets
+// the bit by CAS; `Token::release` and its `Drop` clear it), and the AcqRel
+// read-modify-writes that take and give back the bit order each holder's
+// accesses before the next holder's. Everything in the state is Send.
 unsafe impl Sync for Combiner {}
+
+/// Proof that the holder owns the combiner token: the only way to the
+/// [`CombinerState`]. Dropped without [`Token::release`] (a panic unwinding
+/// out of combiner work) it still gives the token back, with the goal left
+/// pending, and poisons the accountant.
+pub(crate) struct Token<'a> {
+    shared: &'a Shared,
+}
+
+impl Token<'_> {
+    fn combiner(&self) -> &Combiner {
+        &self.shared.combiner
+    }
+
+    /// Runs `f` on the combiner state.
+    pub(crate) fn state<R>(&mut self, f: impl FnOnce(&mut CombinerState) -> R) -> R {
+        self.combiner().state.with_mut(|state| {
+            // Safety: this token owns the busy bit (see `unsafe impl Sync
+            // for Combiner`), so no other thread reaches the state until it
+            // is given back, and `&mut self` keeps this holder's own
+            // accesses from overlapping.
+            f(unsafe { &mut *state })
+        })
+    }
+
+    /// Gives the token back if the goal is still `current` (the goal this
+    /// holder finished, or handed over when `pending`); on failure (a
+    /// raised goal) returns the token and the word seen.
+    fn release(self, current: u64, pending: bool) -> Result<(), (Self, u64)> {
+        let goal = current >> GOAL_SHIFT;
+        let next = goal << GOAL_SHIFT | if pending { PENDING } else { 0 };
+        // AcqRel: Release publishes our work to the next holder; a failure
+        // is a load of a raised goal (Acquire).
+        let (rmw, load) = token_orders();
+        match self
+            .combiner()
+            .word
+            .compare_exchange(current, next, rmw, load)
+        {
+            Ok(_) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            Err(actual) => Err((self, actual)),
+        }
+    }
+}
+
+impl Drop for Token<'_> {
+    /// Reached only while unwinding out of combiner work: every normal
+    /// path ends in `release`. Under loom an unwind means the model
+    /// already failed; loom objects must not be touched then.
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        {
+            self.shared.poison.record(
+                "a panic unwound out of the stabilize combiner; its pass may be half done".into(),
+            );
+            let word = &self.combiner().word;
+            // Relaxed initial read: the CAS validates it.
+            let mut current = word.load(Ordering::Relaxed);
+            loop {
+                let next = (current & !BUSY) | PENDING;
+                // AcqRel/Acquire: as in `release`.
+                let (rmw, load) = token_orders();
+                match word.compare_exchange_weak(current, next, rmw, load) {
+                    Ok(_) => break,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+    }
+}
 
 impl Combiner {
     pub(crate) fn new(segment_size: u64) -> Combiner {
@@ -199,11 +302,12 @@ impl Combiner {
                 scratch: Deferred::default(),
                 touched: Vec::new(),
                 closing: Vec::new(),
-                unreported: Vec::new(),
+                errors: Vec::new(),
                 cleaning,
             }),
             activations: Queue::new(),
-            has_errors: AtomicBool::new(false),
+            sink: Queue::new(),
+            sunk: AtomicUsize::new(0),
         }
     }
 
@@ -213,11 +317,61 @@ impl Combiner {
         self.activations.push((segno, index as u32));
     }
 
+    /// Keeps an error for a later `stabilize` (bounded: see
+    /// [`SINK_CAPACITY`]).
+    pub(crate) fn report(&self, error: Error) {
+        // Relaxed: the count only bounds the queue; the queue itself
+        // synchronizes the error's hand-over.
+        if self.sunk.fetch_add(1, Ordering::Relaxed) < SINK_CAPACITY {
+            self.sink.push(error);
+        } else {
+            self.sunk.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The oldest error in the sink, as a result.
+    fn take_reported(&self) -> Result<()> {
+        // Relaxed: a stale zero only delays the report to the next call.
+        if self.sunk.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        match self.sink.pop() {
+            Some(error) => {
+                self.sunk.fetch_sub(1, Ordering::Relaxed);
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the token if nobody holds it; the goal becomes at least
+    /// `raise`, and a pending goal is now this holder's to do.
+    fn acquire<'a>(&self, shared: &'a Shared, raise: u64) -> Option<Token<'a>> {
+        // Relaxed initial read: the CAS validates it.
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            if current & BUSY != 0 {
+                return None;
+            }
+            let goal = (current >> GOAL_SHIFT).max(raise);
+            // A repass left by an unwound holder stays asked for.
+            let taken = goal << GOAL_SHIFT | (current & REPASS) | BUSY;
+            // AcqRel: Acquire lets the new holder see the previous holder's
+            // work (and Release hands our prior writes, the links into the
+            // segments we stabilize, to the pass). Failure: a load.
+            let (rmw, load) = token_orders();
+            match self.word.compare_exchange_weak(current, taken, rmw, load) {
+                Ok(_) => return Some(Token { shared }),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Called by `next` right after registering the activation of
     /// `segno`: if a goal covering it was already requested, a pass may
     /// have collected the registrations without it, so make sure one runs
     /// after it (setting `repass` for the busy combiner, or combining).
-    /// Errors met while combining wait for the next `stabilize`.
+    /// Errors met while combining go to the sink.
     pub(crate) fn announce(&self, shared: &Shared, segno: u64) {
         #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::SkipAnnounce) {
@@ -231,28 +385,20 @@ impl Combiner {
             if current >> GOAL_SHIFT <= segno {
                 return;
             }
+            let busy = current & BUSY != 0;
+            // The busy combiner's release CAS fails on the changed word and
+            // it goes round again, collecting us; an idle one is ours.
+            let asked = current | REPASS | if busy { 0 } else { BUSY };
             let (rmw, load) = token_orders();
-            if current & BUSY != 0 {
-                // The busy combiner's release CAS fails on the changed word
-                // and it goes round again, collecting us.
-                match self
-                    .word
-                    .compare_exchange_weak(current, current | REPASS, rmw, load)
-                {
-                    Ok(_) => return,
-                    Err(actual) => current = actual,
-                }
-            } else {
-                match self
-                    .word
-                    .compare_exchange_weak(current, current | BUSY | REPASS, rmw, load)
-                {
-                    Ok(_) => {
-                        self.combine(shared);
-                        return;
+            match self.word.compare_exchange_weak(current, asked, rmw, load) {
+                Ok(_) if busy => return,
+                Ok(_) => {
+                    if let Err(e) = self.combine(Token { shared }, 0) {
+                        self.report(e);
                     }
-                    Err(actual) => current = actual,
+                    return;
                 }
+                Err(actual) => current = actual,
             }
         }
     }
@@ -262,24 +408,24 @@ impl Combiner {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
-            if goal <= current >> GOAL_SHIFT {
-                // Already requested (and being done by the combiner) or done.
-                return Ok(());
-            }
+            let published = current >> GOAL_SHIFT;
             let busy = current & BUSY != 0;
+            if goal <= published && (busy || current & PENDING == 0) {
+                // Already requested (and being done by the combiner) or done.
+                return self.take_reported();
+            }
             // AcqRel: Release hands our prior writes (the links into the
             // segments we stabilize) to the combiner, Acquire lets a new
             // combiner see the previous combiner's work. A failed CAS is a
             // load: Acquire there too.
             let (rmw, load) = token_orders();
-            match self
-                .word
-                .compare_exchange_weak(current, goal << GOAL_SHIFT | BUSY, rmw, load)
-            {
-                Ok(_) if busy => return Ok(()),
+            // Keep an announced repass: the combiner still owes it.
+            let raised = published.max(goal) << GOAL_SHIFT | (current & REPASS) | BUSY;
+            match self.word.compare_exchange_weak(current, raised, rmw, load) {
+                Ok(_) if busy => return self.take_reported(),
                 Ok(_) => {
-                    self.combine(shared);
-                    return self.take_errors(shared);
+                    let own = self.combine(Token { shared }, goal);
+                    return own.and_then(|()| self.take_reported());
                 }
                 Err(actual) => current = actual,
             }
@@ -287,39 +433,23 @@ impl Combiner {
     }
 
     /// Runs `f` on the combiner state if no thread is combining (audits and
-    /// statistics at quiescent points). Goals raised meanwhile are combined
-    /// before the token is released; their errors wait for the next
-    /// `stabilize`.
+    /// statistics at quiescent points). Goals raised meanwhile (or left
+    /// pending) are combined, within the hand-over bound, before the token
+    /// is given back; their errors go to the sink.
     pub(crate) fn with_idle_state<R>(
         &self,
         shared: &Shared,
         f: impl FnOnce(&mut CombinerState) -> R,
     ) -> Option<R> {
-        // Acquire: the previous combiner's work is visible to us.
-        let current = self.word.load(Ordering::Acquire);
-        if current & BUSY != 0 {
-            return None;
-        }
-        // AcqRel/Acquire: see `request`.
-        let (rmw, load) = token_orders();
-        self.word
-            .compare_exchange(current, current | BUSY, rmw, load)
-            .ok()?;
-        let result = self.with_state(|state| {
+        let mut token = self.acquire(shared, 0)?;
+        let result = token.state(|state| {
             self.collect_activations(state);
             f(state)
         });
-        self.combine(shared);
+        if let Err(e) = self.combine(token, 0) {
+            self.report(e);
+        }
         Some(result)
-    }
-
-    fn with_state<R>(&self, f: impl FnOnce(&mut CombinerState) -> R) -> R {
-        self.state.with_mut(|state| {
-            // Safety: only the holder of the busy bit calls this (every
-            // caller is inside `combine` or `with_idle_state` after setting
-            // it), and the access ends before the bit is released.
-            f(unsafe { &mut *state })
-        })
     }
 
     fn collect_activations(&self, state: &mut CombinerState) {
@@ -328,16 +458,23 @@ impl Combiner {
         }
     }
 
-    /// The combiner loop: the caller holds the busy bit. Works until the
-    /// published goal is done, then releases the bit with a CAS that fails
-    /// (and sends us round again) if the goal was raised meanwhile.
-    fn combine(&self, shared: &Shared) {
+    /// The combiner loop, run with the token: passes until the published
+    /// goal is done, then gives the token back with a CAS that fails (and
+    /// sends us round again) if the goal was raised meanwhile. Once `own`
+    /// (the caller's goal) is done, at most [`HANDOVER_PASSES`] more passes
+    /// run before the rest is handed over. Returns the first error of the
+    /// passes that did `own`; every other error goes to the sink.
+    fn combine(&self, mut token: Token<'_>, own: u64) -> Result<()> {
+        let shared = token.shared;
+        let mut first: Result<()> = Ok(());
+        let mut extra = 0;
         loop {
             // Acquire: see the requesters' writes (release in `request`).
             let current = self.word.load(token_orders().1);
             let goal = current >> GOAL_SHIFT;
+            let done = token.state(|state| state.done);
             if current & REPASS != 0 {
-                // Clear the flag before the pass it asks for: an
+                // Clear the flag before the pass it asks for, so that an
                 // announcement after this changes the word again.
                 let (rmw, load) = token_orders();
                 if self
@@ -347,57 +484,49 @@ impl Combiner {
                 {
                     continue;
                 }
-            }
-            let pending = self.with_state(|state| {
-                if goal > state.done || current & REPASS != 0 {
+                let errors = token.state(|state| {
                     self.collect_activations(state);
                     pass(shared, state, goal.max(state.done));
-                    if !state.unreported.is_empty() {
-                        // Release: pairs with `take_errors`.
-                        self.has_errors.store(true, Ordering::Release);
-                    }
-                    true
-                } else {
-                    false
+                    std::mem::take(&mut state.errors)
+                });
+                for error in errors {
+                    self.report(error);
                 }
-            });
-            if pending {
                 continue;
             }
-            // AcqRel: Release publishes our work to the next combiner and
-            // to `with_idle_state`; a failure is a load of a raised goal.
-            if self
-                .word
-                .compare_exchange(
-                    current,
-                    goal << GOAL_SHIFT,
-                    token_orders().0,
-                    token_orders().1,
-                )
-                .is_ok()
-            {
-                return;
+            if goal > done {
+                let for_own = done < own;
+                if !for_own {
+                    if extra == HANDOVER_PASSES {
+                        match token.release(current, true) {
+                            Ok(()) => return first,
+                            Err((back, _)) => {
+                                token = back;
+                                continue;
+                            }
+                        }
+                    }
+                    extra += 1;
+                }
+                let errors = token.state(|state| {
+                    self.collect_activations(state);
+                    pass(shared, state, goal);
+                    std::mem::take(&mut state.errors)
+                });
+                for error in errors {
+                    if for_own && first.is_ok() {
+                        first = Err(error);
+                    } else {
+                        self.report(error);
+                    }
+                }
+                continue;
+            }
+            match token.release(current, false) {
+                Ok(()) => return first,
+                Err((back, _)) => token = back,
             }
         }
-    }
-
-    /// Reports (the first of) the errors met while combining, if the token
-    /// is free to look; otherwise a later `stabilize` reports them.
-    fn take_errors(&self, shared: &Shared) -> Result<()> {
-        // Acquire: pairs with the release store under the token.
-        if !self.has_errors.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let first = self
-            .with_idle_state(shared, |state| {
-                let first = (!state.unreported.is_empty()).then(|| state.unreported.remove(0));
-                // Relaxed: we hold the token; its release publishes this.
-                self.has_errors
-                    .store(!state.unreported.is_empty(), Ordering::Relaxed);
-                first
-            })
-            .flatten();
-        first.map_or(Ok(()), Err)
     }
 }
 
@@ -415,23 +544,24 @@ fn token_orders() -> (Ordering, Ordering) {
 /// One step of the combiner: stabilize every segment numbered below
 /// `goal`. The order of effects is part of the specification that the
 /// reference model mirrors:
-/// 1. deactivate registered Active segments below the goal in lsn order,
-///    each applying its deferred blob removals and replacements and then
-///    considering every touched segment for freeing or draining;
-/// 2. publish the new stabilized lsn;
-/// 3. start the epoch deferral of frees whose lsn is now below it;
-/// 4. under a space target, drain the policy's best victims until the
+/// 1. close every registered Active segment below the goal (the seal
+///    protocol's first half), collecting registrations again until a round
+///    closes nothing new;
+/// 2. finish them in lsn order, each applying its deferred blob removals
+///    and replacements and then considering every touched segment for
+///    freeing or draining;
+/// 3. publish the new stabilized lsn, and only then let the sealed lsns
+///    leave the in-use map;
+/// 4. start the epoch deferral of frees whose lsn is now below it;
+/// 5. under a space target, drain the policy's best victims until the
 ///    projected file fits;
-/// 5. apply the tip-shrinking heuristics.
+/// 6. apply the tip-shrinking heuristics.
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let ss = shared.config.segment_size;
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
-    // 1. Close every registered Active segment below the goal. A barrier
-    //    may reveal writes into segments registered after the last
-    //    collection: collect again until a round closes nothing new.
     let mut closing = std::mem::take(&mut state.closing);
     loop {
-        collect(shared, state);
+        shared.combiner.collect_activations(state);
         let before = closing.len();
         while let Some(&Reverse((segno, index))) = state.active.peek() {
             if segno >= goal {
@@ -445,15 +575,12 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
             break;
         }
     }
-    // 2. Finish them in lsn order.
     closing.sort_unstable();
     for &(segno, index) in &closing {
         finish(shared, state, index as usize, segno, stable_lsn);
     }
     let sealed = closing.len() as u64;
     state.done = state.done.max(goal);
-    // 3. Publish the stabilized lsn, and only then let the sealed lsns
-    //    leave the in-use map (`next` reserves, then checks the lsn).
     #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::PublishAfterRemove) {
         for &(segno, _) in &closing {
@@ -461,7 +588,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
         }
     }
     // Relaxed load: only the combiner writes it. Release store: `next`'s
-    // stale-lsn check and statistics read it.
+    // stale-lsn check (after its reservation) and statistics read it.
     if stable_lsn > shared.max_stabilized.load(Ordering::Relaxed) {
         shared.max_stabilized.store(stable_lsn, Ordering::Release);
     }
@@ -475,18 +602,19 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
         let (index, lsn) = state.waiting_stable[i];
         if lsn < stable_lsn {
             state.waiting_stable.swap_remove(i);
-            shared.epochs.defer_free(&shared.table, index as usize);
+            let word = shared.table.segment(index as usize).load();
+            if let Err(e) = shared
+                .epochs
+                .defer_free(&shared.table, index as usize, word)
+            {
+                state.errors.push(e);
+            }
         } else {
             i += 1;
         }
     }
     enforce_space_target(shared, state, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state);
-}
-
-/// Moves newly registered activations into the combiner's heap.
-fn collect(shared: &Shared, state: &mut CombinerState) {
-    shared.combiner.collect_activations(state);
 }
 
 /// Closes a registered Active segment (the first half of its seal):
@@ -504,8 +632,8 @@ fn close(shared: &Shared, index: usize, segno: u64) {
     segment.seal_barrier();
 }
 
-/// Finishes a closed segment's seal: counts its live bytes, collects its
-/// deferred work, makes it Inactive, and applies that work.
+/// Finishes a closed segment's seal: collects its deferred work, counts
+/// its live bytes, makes it Inactive, and applies that work.
 fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, stable_lsn: Lsn) {
     let segment = shared.table.segment(index);
     let word = segment.load();
@@ -524,27 +652,40 @@ fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, 
         );
     }
     segment.seal_bytes();
-    state.cleaning.sealed_live += segment.live_bytes(SegmentState::Inactive);
+    // Saturating, like every live-byte sum: sizes are bounded at the API
+    // edge, so only an absurd number of links could reach the bound, and
+    // the combiner must not panic even then.
+    state.cleaning.sealed_live = state
+        .cleaning
+        .sealed_live
+        .saturating_add(segment.live_bytes(SegmentState::Inactive));
     segment.must_transition(word, word.with_state(SegmentState::Inactive));
     shared
         .counts
         .moved(SegmentState::Sealing, SegmentState::Inactive);
     for blob in state.scratch.blob_removals.drain(..) {
-        if let Err(source) = shared.storage.remove_blob(blob) {
-            state.unreported.push(Error::BlobRemoval { blob, source });
+        // A panic is contained like an I/O error: the blob file leaks (the
+        // error names it), the bookkeeping goes on.
+        match contain(Callback::RemoveBlob(blob), || {
+            shared.storage.remove_blob(blob)
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => state.errors.push(Error::BlobRemoval { blob, source }),
+            Err(panicked) => state.errors.push(panicked),
         }
     }
     for r in state.scratch.replacements.drain(..) {
         let old = shared.table.segment(r.old_index as usize);
         let old_word = old.load();
-        if old_word.generation != r.old_generation {
+        if old_word.segno != Some(r.old_segno) {
             // The old incarnation is gone; so are its fragments.
             continue;
         }
         match old_word.state {
             SegmentState::Inactive | SegmentState::Draining => {
                 if let Some(bytes) = old.remove_replaced(r.pid) {
-                    state.cleaning.sealed_live -= bytes;
+                    state.cleaning.sealed_live =
+                        state.cleaning.sealed_live.saturating_sub(bytes);
                 }
             }
             SegmentState::Active | SegmentState::Sealing => panic!(
@@ -595,7 +736,16 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
             let config = &shared.config;
             let tip = shared.sequencer.tip() as u64;
             let facts = facts_of(shared, index, word);
-            if config.mode == Mode::Gc && config.policy.drain_unprompted(config, &facts, tip) {
+            let drain = config.mode == Mode::Gc
+                && contain(Callback::CleaningPolicy, || {
+                    config.policy.drain_unprompted(config, &facts, tip)
+                })
+                .unwrap_or_else(|panicked| {
+                    // Contained: the segment stays a victim candidate.
+                    state.errors.push(panicked);
+                    false
+                });
+            if drain {
                 start_draining(shared, state, index, word);
             } else {
                 let segno = word.segno.expect("a sealed segment has an lsn");
@@ -659,13 +809,16 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
             record_user_lifetime(shared, crate::placement::lifetime(stable_lsn, lsn));
         }
     }
-    segment.must_transition(word, word.with_state(SegmentState::Freeing));
+    let freeing = word.with_state(SegmentState::Freeing);
+    segment.must_transition(word, freeing);
     shared.counts.moved(word.state, SegmentState::Freeing);
     let lsn = word
         .lsn(shared.config.segment_size)
         .expect("a sealed segment has an lsn");
     if lsn < stable_lsn {
-        shared.epochs.defer_free(&shared.table, index);
+        if let Err(e) = shared.epochs.defer_free(&shared.table, index, freeing) {
+            state.errors.push(e);
+        }
     } else {
         state.waiting_stable.push((index as u32, lsn));
     }
@@ -711,9 +864,19 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
         ) {
             return;
         }
-        let best = c.victims.best(&*config.policy, stable_lsn, |i| {
-            facts_of(shared, i, shared.table.segment(i).load())
+        let best = contain(Callback::CleaningPolicy, || {
+            c.victims.best(&*config.policy, stable_lsn, |i| {
+                facts_of(shared, i, shared.table.segment(i).load())
+            })
         });
+        let best = match best {
+            Ok(best) => best,
+            Err(panicked) => {
+                // Contained: no drain this pass; the next pass asks again.
+                state.errors.push(panicked);
+                return;
+            }
+        };
         let Some(mut victim) = best else {
             return;
         };
@@ -773,5 +936,72 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
             start_draining(shared, state, index, word);
             return;
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::segment::Word;
+    use crate::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, SegmentState};
+
+    const SS: u64 = 4096;
+    const L: Lsn = SS as Lsn;
+
+    /// Issue 14, defect 6: a deferred replacement named its old segment's
+    /// incarnation by the 21-bit generation only. With several heads, one
+    /// segment can be reused 2^21 times while the segment holding the
+    /// replacement stays Active; the replacement then landed on the wrong
+    /// incarnation and removed the page's newest fragment. (The 2^21 - 1
+    /// reuses in between are simulated by winding the generation back on
+    /// the Free segment: nothing else about those reuses matters here.)
+    #[test]
+    fn a_replacement_is_void_against_a_later_incarnation_of_the_same_generation() {
+        let config = Config::builder().segment_size(SS).build().unwrap();
+        let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+        let inline = DiskPtr::Inline;
+        let o = acc.next(0).unwrap();
+        acc.mark_link(1, 0, inline(o), 10).unwrap();
+        // A head far ahead: its segment stays Active throughout.
+        let far = 1000 * L;
+        let t = acc.next(far).unwrap();
+        acc.mark_replace(1, far, &[inline(o)], inline(t), 10)
+            .unwrap();
+        // Another head moves page 1 on, which empties O once stable.
+        let u = acc.next(L).unwrap();
+        acc.mark_replace(1, L, &[inline(o)], inline(u), 10).unwrap();
+        acc.next(2 * L).unwrap();
+        acc.stabilize(2 * L).unwrap();
+        acc.flush();
+        let segment = acc.shared.table.segment(0);
+        let word = segment.load();
+        assert_eq!(word.state, SegmentState::Free);
+        // 2^21 - 1 reuses later, the next activation has the generation
+        // the replacement recorded.
+        let wound = Word {
+            generation: (word.generation + (1 << 21) - 1) & ((1 << 21) - 1),
+            ..word
+        };
+        segment.transition(word, wound).unwrap();
+        assert_eq!(acc.next(3 * L).unwrap(), o, "segment 0 is reused");
+        assert_eq!(segment.load().generation, word.generation);
+        // Page 1's newest fragment lives in this incarnation.
+        acc.mark_link(1, 3 * L, inline(o), 20).unwrap();
+        acc.stabilize(4 * L).unwrap();
+        // Sealing the far head applies its replacement of the first
+        // incarnation's fragment: void now.
+        acc.stabilize(far + L).unwrap();
+        let info = acc.segment_info(0).unwrap();
+        assert!(
+            matches!(info.state, SegmentState::Inactive | SegmentState::Draining),
+            "{info:?}"
+        );
+        assert_eq!(
+            acc.segment_pages(0),
+            vec![(1, 20)],
+            "the live fragment stays"
+        );
+        acc.audit().unwrap();
     }
 }

@@ -4,8 +4,42 @@
 //! (except where a variant says otherwise: an I/O error reported from an
 //! earlier asynchronous truncation is consumed by being reported).
 
-use crate::types::{Lid, Lsn, PageId};
+use std::fmt;
+
+use crate::types::{BlobId, Lid, Lsn, PageId};
 use crate::SegmentState;
+
+/// The caller-supplied code a contained panic came from (see
+/// [`Error::CallbackPanicked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Callback {
+    /// [`Storage::remove_blob`](crate::Storage::remove_blob) of this blob,
+    /// run by the combiner when the segment that made it garbage sealed.
+    RemoveBlob(BlobId),
+    /// [`Storage::len`](crate::Storage::len),
+    /// [`set_len`](crate::Storage::set_len) or
+    /// [`sync`](crate::Storage::sync) on the truncation thread.
+    Truncation,
+    /// A [`CleaningPolicy`](crate::CleaningPolicy) method, asked by the
+    /// combiner.
+    CleaningPolicy,
+    /// A closure deferred on the epoch collector (the store's own garbage,
+    /// or anyone's sharing the collector), run when the accountant pinned
+    /// or flushed it.
+    EpochCollector,
+}
+
+impl fmt::Display for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Callback::RemoveBlob(blob) => write!(f, "Storage::remove_blob({blob})"),
+            Callback::Truncation => f.write_str("the storage's truncation (len, set_len, sync)"),
+            Callback::CleaningPolicy => f.write_str("the cleaning policy"),
+            Callback::EpochCollector => f.write_str("a closure deferred on the epoch collector"),
+        }
+    }
+}
 
 /// Everything that can go wrong in a call to the accountant.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +172,48 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A fragment size larger than any fragment can be: more than the
+    /// segment size (a fragment lies within its segment), or more than
+    /// 2^32 bytes. Nothing changed.
+    #[error("fragment size {size} exceeds the largest fragment size {max}")]
+    SizeOutOfRange {
+        /// The offending size.
+        size: u64,
+        /// The largest accepted size for this configuration.
+        max: u64,
+    },
+    /// `stabilize` was given a bound that would seal a segment `next` never
+    /// handed out: no durable segment header can vouch for it. Nothing
+    /// changed.
+    #[error(
+        "stable lsn {stable_lsn} lies beyond every segment handed out (they end at lsn {end})"
+    )]
+    StableBeyondLog {
+        /// The offending stable lsn.
+        stable_lsn: Lsn,
+        /// The end of the highest segment `next` has handed out (0 if
+        /// none): the largest bound `stabilize` accepts now is below
+        /// `end + segment_size`.
+        end: Lsn,
+    },
+    /// Caller-supplied code the accountant ran panicked. The panic was
+    /// caught where the accountant called it and the accountant stays
+    /// consistent; what was being done is described by the call that
+    /// returns this (see the crate docs, "Panics in callbacks").
+    #[error("{callback} panicked (contained): {message}")]
+    CallbackPanicked {
+        /// Which callback.
+        callback: Callback,
+        /// The panic's message, if it was a string.
+        message: String,
+    },
+    /// An internal invariant was found broken (a bug in this crate). The
+    /// bookkeeping can no longer be trusted, so from then on every call
+    /// that returns a `Result` fails with this, like a poisoned mutex, and
+    /// [`audit`](crate::Accountant::audit) fails too: reusing a segment on
+    /// broken bookkeeping could lose data.
+    #[error("the accountant is poisoned: an internal invariant broke: {0}")]
+    Poisoned(String),
     /// Any other I/O failure of the storage.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -145,3 +221,31 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The message of a caught panic, if it was a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+/// Runs caller-supplied code, containing a panic in it as
+/// [`Error::CallbackPanicked`].
+///
+/// `AssertUnwindSafe`: every call site runs the callback at a point where
+/// the accountant's own state is consistent whether or not the callback
+/// returns (its inputs are copies or read-only borrows, and the call site
+/// decides what an `Err` means: a leaked blob, a skipped drain, a retried
+/// deferral), so nothing the callback could have left half-changed is ours.
+pub(crate) fn contain<R>(callback: Callback, f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        Error::CallbackPanicked {
+            callback,
+            message: panic_message(&*payload),
+        }
+    })
+}

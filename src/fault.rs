@@ -8,7 +8,10 @@
 //! - the crashing write may be torn: a random prefix of it persists;
 //! - at a crash, each unsynced operation is independently lost or kept, so
 //!   a later unsynced write may persist while an earlier one is lost;
-//! - I/O errors can be returned on demand.
+//! - I/O errors can be returned on demand;
+//! - `remove_blob`, `set_len` and `sync` can be made to panic on demand (a
+//!   store's I/O layer that turns ENOSPC into a panic, a buggy blob
+//!   deleter), to show the accountant contains such panics.
 //!
 //! All randomness comes from a seed, so a failing run can be replayed.
 //!
@@ -49,6 +52,9 @@ struct State {
     fail_write: u32,
     fail_sync: u32,
     fail_set_len: u32,
+    panic_remove_blob: u32,
+    panic_set_len: u32,
+    panic_sync: u32,
     writes: u64,
     syncs: u64,
     blobs: HashSet<BlobId>,
@@ -62,6 +68,13 @@ pub struct FaultStorage {
 
 fn crashed() -> io::Error {
     io::Error::other("storage crashed")
+}
+
+/// Counts one injected event down; true if one was due.
+fn take(counter: &mut u32) -> bool {
+    let due = *counter > 0;
+    *counter = counter.saturating_sub(1);
+    due
 }
 
 fn apply(image: &mut Vec<u8>, op: &Pending) {
@@ -141,6 +154,9 @@ impl FaultStorage {
                 fail_write: 0,
                 fail_sync: 0,
                 fail_set_len: 0,
+                panic_remove_blob: 0,
+                panic_set_len: 0,
+                panic_sync: 0,
                 writes: 0,
                 syncs: 0,
                 blobs: HashSet::new(),
@@ -186,6 +202,22 @@ impl FaultStorage {
     /// The next set_len fails with an I/O error.
     pub fn fail_next_set_len(&self) {
         self.lock().fail_set_len += 1;
+    }
+
+    /// The next `remove_blob` panics (after releasing the storage's lock;
+    /// the blob stays).
+    pub fn panic_next_remove_blob(&self) {
+        self.lock().panic_remove_blob += 1;
+    }
+
+    /// The next `set_len` panics (nothing changed).
+    pub fn panic_next_set_len(&self) {
+        self.lock().panic_set_len += 1;
+    }
+
+    /// The next `sync` panics (nothing made durable).
+    pub fn panic_next_sync(&self) {
+        self.lock().panic_sync += 1;
     }
 
     /// Writes and syncs done so far.
@@ -254,6 +286,10 @@ impl Storage for FaultStorage {
         if s.crashed {
             return Err(crashed());
         }
+        if take(&mut s.panic_set_len) {
+            drop(s);
+            panic!("injected panic in set_len");
+        }
         if s.fail_set_len > 0 {
             s.fail_set_len -= 1;
             return Err(io::Error::other("injected set_len error"));
@@ -283,6 +319,10 @@ impl Storage for FaultStorage {
         if s.crashed {
             return Err(crashed());
         }
+        if take(&mut s.panic_sync) {
+            drop(s);
+            panic!("injected panic in sync");
+        }
         if s.fail_sync > 0 {
             s.fail_sync -= 1;
             return Err(io::Error::other("injected sync error"));
@@ -301,6 +341,10 @@ impl Storage for FaultStorage {
         let mut s = self.lock();
         if s.crashed {
             return Err(crashed());
+        }
+        if take(&mut s.panic_remove_blob) {
+            drop(s);
+            panic!("injected panic in remove_blob({blob})");
         }
         s.blobs.remove(&blob);
         Ok(())

@@ -9,47 +9,82 @@
 //! table's free bitmap, from which `next` claims the lowest set bit (low
 //! offsets first, so the top of the file empties and can be truncated).
 //!
-//! Deferred closures run only as threads pin and unpin; [`flush`] pushes
-//! them through explicitly so reuse never depends on that happening.
+//! Deferred closures run only as threads pin and unpin; [`Epochs::flush`]
+//! pushes them through explicitly so reuse never depends on that happening.
+//!
+//! Deferred closures run on whatever thread pins or flushes next, often a
+//! store's reader, so the landing closure never panics: a broken invariant
+//! it meets poisons the accountant instead (reported by every later call
+//! and by `audit`). And the accountant's own pins and flushes run other
+//! code's deferred closures (the store's garbage on a shared collector). A
+//! panic in one is contained ([`Callback::EpochCollector`]), but crossbeam
+//! drops the rest of that closure's bag unrun, and the bag may hold one of
+//! our landings. So every deferral carries a ticket kept in its segment,
+//! and after such a panic every segment still holding a ticket is deferred
+//! again: whichever closure claims the ticket first lands it (a later
+//! deferral only waits longer, so property B holds for each), the others do
+//! nothing.
 //!
 //! The rewrite gate: `pause_rewriting` must return only once no `next` is
 //! reusing or truncating, and after it returns none may start. Both sides
 //! are read-modify-writes of one word (pause depth in the high half,
 //! in-flight reusers in the low half), so they are totally ordered without
-//! SeqCst fences.
+//! SeqCst fences. A reuser holds a [`Reuser`] guard, so even a panic
+//! unwinding out of the reuse path leaves the gate.
 
-use crate::segment::SegmentState;
+use crate::audit::Poison;
+use crate::error::{contain, Callback, Result};
+use crate::segment::{Segment, Word};
 use crate::sync::epoch::{Collector, Guard};
-use crate::sync::{spin_wait, Arc, AtomicU64, Ordering};
+use crate::sync::{spin_wait, Arc, AtomicBool, AtomicU64, Ordering};
 use crate::table::{Bits, SegmentTable};
 
-/// Lands a segment whose epoch deferral has run: Freeing → Free, then
-/// publish it in the free bitmap.
-pub(crate) fn land(table: &SegmentTable, index: usize) {
+/// Lands the incarnation `ticket` names unless another deferral of it
+/// already has: Freeing → Free, then publish it in the free bitmap. Never
+/// panics: a broken invariant is recorded in `poison`.
+pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: u64) {
     let segment = table.segment(index);
-    let word = segment.load();
-    debug_assert_eq!(word.state, SegmentState::Freeing);
-    segment.must_transition(word, word.with_state(SegmentState::Free));
-    let newly = table.set_bit(Bits::Free, index);
-    debug_assert!(newly, "segment {index} landed twice");
+    if !segment.take_epoch_ticket(ticket) {
+        // An earlier deferral of the same incarnation landed it.
+        return;
+    }
+    let word = Segment::ticket_word(ticket);
+    match segment.transition(word, word.with_state(crate::SegmentState::Free)) {
+        Ok(()) => {
+            if !table.set_bit(Bits::Free, index) {
+                poison.record(format!("segment {index} landed twice"));
+            }
+        }
+        Err(actual) => poison.record(format!(
+            "segment {index} waited on the epoch as {word:?} but was {actual:?} when it landed"
+        )),
+    }
     // Release: `flush` and `audit` that see the count drop see the bit.
+    // (The wait is over either way.)
     table.epoch_waiting.fetch_sub(1, Ordering::Release);
 }
 
 /// The collector whose epochs protect readers of segments.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Epochs {
     collector: Collector,
     /// The default collector has a cached per-thread handle behind
     /// `crossbeam_epoch::pin`; others need a registration per pin.
     is_default: bool,
+    /// A deferred closure panicked on one of our pins: landings may have
+    /// been dropped unrun, so ticketed segments must be deferred again.
+    lost: AtomicBool,
+    /// Where landings record broken invariants.
+    poison: Arc<Poison>,
 }
 
 impl Epochs {
-    pub(crate) fn new(collector: Collector) -> Epochs {
+    pub(crate) fn new(collector: Collector, poison: Arc<Poison>) -> Epochs {
         Epochs {
             is_default: &collector == crate::sync::epoch::default_collector(),
             collector,
+            lost: AtomicBool::new(false),
+            poison,
         }
     }
 
@@ -57,47 +92,101 @@ impl Epochs {
         &self.collector
     }
 
-    /// Runs `f` pinned to the collector.
-    pub(crate) fn with_guard<R>(&self, f: impl FnOnce(&Guard) -> R) -> R {
-        if self.is_default {
-            return f(&crate::sync::epoch::pin());
+    /// Runs `f` pinned to the collector. Pinning (now and then) and `f`'s
+    /// flushes run deferred closures of other code: a panic in one is
+    /// contained here, and the landings it may have dropped are deferred
+    /// again by the next [`Epochs::flush`] or deferral.
+    pub(crate) fn with_guard<R>(&self, f: impl FnOnce(&Guard) -> R) -> Result<R> {
+        let result = contain(Callback::EpochCollector, || {
+            if self.is_default {
+                return f(&crate::sync::epoch::pin());
+            }
+            let handle = self.collector.register();
+            let guard = handle.pin();
+            f(&guard)
+        });
+        if result.is_err() {
+            // Release: pairs with the swap in `redefer_lost`.
+            self.lost.store(true, Ordering::Release);
         }
-        let handle = self.collector.register();
-        let guard = handle.pin();
-        f(&guard)
+        result
     }
 
-    /// Defers landing `index` until every currently pinned thread leaves.
-    pub(crate) fn defer_free(&self, table: &Arc<SegmentTable>, index: usize) {
+    /// Defers landing segment `index`, Freeing as `word`, until every
+    /// currently pinned thread leaves.
+    pub(crate) fn defer_free(
+        &self,
+        table: &Arc<SegmentTable>,
+        index: usize,
+        word: Word,
+    ) -> Result<()> {
         // Relaxed: `flush` only uses the count to decide whether to retry;
         // the landing closure publishes with release.
         table.epoch_waiting.fetch_add(1, Ordering::Relaxed);
+        let ticket = table.segment(index).wait_on_epoch(word);
         #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::SkipEpochDeferral) {
-            land(table, index);
-            return;
+            land(table, &self.poison, index, ticket);
+            return Ok(());
         }
+        let first = self.defer_landing(table, index, ticket);
+        let again = self.redefer_lost(table);
+        first.and(again)
+    }
+
+    /// One deferral of the landing of `ticket`.
+    fn defer_landing(&self, table: &Arc<SegmentTable>, index: usize, ticket: u64) -> Result<()> {
         let table = table.clone();
+        let poison = self.poison.clone();
         self.with_guard(move |guard| {
-            guard.defer(move || land(&table, index));
+            guard.defer(move || land(&table, &poison, index, ticket));
             // Hand the deferred closure to the global queue now, so any
             // thread's next collection can run it.
             guard.flush();
-        });
+        })
+    }
+
+    /// After a contained panic on the collector: defers again every
+    /// segment still waiting on the epoch (a few rounds, in case the
+    /// collector panics again; a round cut short leaves `lost` set for the
+    /// next call). Reports the first contained panic.
+    fn redefer_lost(&self, table: &Arc<SegmentTable>) -> Result<()> {
+        let mut first = Ok(());
+        for _ in 0..3 {
+            // Acquire: pairs with the release store in `with_guard`.
+            if !self.lost.swap(false, Ordering::Acquire) {
+                break;
+            }
+            for index in 0..table.capacity() {
+                if let Some(ticket) = table.segment(index).epoch_ticket() {
+                    if let Err(e) = self.defer_landing(table, index, ticket) {
+                        first = first.and(Err(e));
+                        break;
+                    }
+                }
+            }
+        }
+        first
     }
 
     /// Pushes deferred frees through: pins and flushes a few times (each
     /// flush may advance the epoch once nobody else is pinned). Returns how
-    /// many frees are still waiting on readers.
-    pub(crate) fn flush(&self, table: &SegmentTable) -> usize {
+    /// many frees are still waiting on readers, and the first panic of a
+    /// deferred closure it contained (the flush went on regardless).
+    pub(crate) fn flush(&self, table: &Arc<SegmentTable>) -> (usize, Result<()>) {
+        let mut result = self.redefer_lost(table);
         for _ in 0..4 {
             // Acquire: pairs with the release decrement in `land`.
             if table.epoch_waiting.load(Ordering::Acquire) == 0 {
                 break;
             }
-            self.with_guard(|guard| guard.flush());
+            if let Err(e) = self.with_guard(|guard| guard.flush()) {
+                result = result.and(Err(e));
+                let again = self.redefer_lost(table);
+                result = result.and(again);
+            }
         }
-        table.epoch_waiting.load(Ordering::Acquire)
+        (table.epoch_waiting.load(Ordering::Acquire), result)
     }
 }
 
@@ -121,8 +210,13 @@ impl RewriteGate {
         }
     }
 
-    /// Registers a reuser unless rewriting is paused.
-    pub(crate) fn enter(&self) -> bool {
+    /// Registers a reuser unless rewriting is paused; the guard leaves
+    /// the gate when dropped, on return or unwind alike.
+    pub(crate) fn enter(&self) -> Option<Reuser<'_>> {
+        self.try_enter().then(|| Reuser(self))
+    }
+
+    fn try_enter(&self) -> bool {
         // Relaxed initial read: the CAS below validates it.
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
@@ -142,7 +236,7 @@ impl RewriteGate {
         }
     }
 
-    pub(crate) fn exit(&self) {
+    fn exit(&self) {
         // Release: a pause that sees this reuser gone sees its claims and
         // truncation decisions.
         self.word.fetch_sub(REUSER, Ordering::Release);
@@ -186,5 +280,89 @@ impl RewriteGate {
     pub(crate) fn is_paused(&self) -> bool {
         // Acquire: a caller that sees the pause sees what preceded it.
         self.word.load(Ordering::Acquire) >= PAUSE
+    }
+}
+
+/// A registered reuser: leaves the rewrite gate when dropped.
+#[derive(Debug)]
+pub(crate) struct Reuser<'a>(&'a RewriteGate);
+
+impl Drop for Reuser<'_> {
+    fn drop(&mut self) {
+        self.0.exit();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::sync::Ordering;
+    use crate::{Accountant, Collector, Config, DiskPtr, Error, Lsn, MemStorage, SegmentState};
+
+    const SS: u64 = 4096;
+    const L: Lsn = SS as Lsn;
+
+    /// Issue 14, defect 7: the landing closure checked internal invariants
+    /// by panicking, on whatever thread pinned next: a store's reader. Now
+    /// it records the broken invariant; every later call reports it and
+    /// `audit` fails. (The invariant is broken by hand: no sequence of
+    /// calls breaks it.)
+    #[test]
+    fn a_broken_invariant_in_a_landing_poisons_instead_of_panicking_on_a_reader() {
+        let config = Config::builder().segment_size(SS).build().unwrap();
+        let collector = Collector::new();
+        let acc =
+            Accountant::with_collector(config, Arc::new(MemStorage::new()), collector.clone());
+        let inline = DiskPtr::Inline;
+        let s0 = acc.next(0).unwrap();
+        acc.mark_link(1, 0, inline(s0), 10).unwrap();
+        let s1 = acc.next(L).unwrap();
+        acc.mark_replace(1, L, &[inline(s0)], inline(s1), 10)
+            .unwrap();
+        acc.next(2 * L).unwrap();
+        let pinned = collector.register();
+        let guard = pinned.pin();
+        acc.stabilize(2 * L).unwrap();
+        let segment = acc.shared.table.segment(0);
+        let word = segment.load();
+        assert_eq!(word.state, SegmentState::Freeing);
+        // The broken invariant: the segment is not the Freeing incarnation
+        // whose landing waits on the epoch.
+        segment
+            .transition(word, word.with_state(SegmentState::Inactive))
+            .unwrap();
+        drop(guard);
+        drop(pinned);
+        // A reader pins and unpins: the landing runs on its thread.
+        let reader = {
+            let collector = collector.clone();
+            std::thread::spawn(move || {
+                let handle = collector.register();
+                for _ in 0..8 {
+                    handle.pin().flush();
+                }
+            })
+        };
+        reader
+            .join()
+            .expect("the landing panicked on a reader's thread");
+        assert_eq!(
+            acc.shared.table.epoch_waiting.load(Ordering::Acquire),
+            0,
+            "it ran"
+        );
+        for result in [
+            acc.next(3 * L).map(drop),
+            acc.stabilize(2 * L),
+            acc.mark_link(2, L, inline(s1), 1),
+        ] {
+            assert!(
+                matches!(result, Err(Error::Poisoned(ref why)) if why.contains("segment 0")),
+                "{result:?}"
+            );
+        }
+        let audit = acc.audit().unwrap_err();
+        assert!(audit.0.contains("poisoned"), "{audit}");
     }
 }

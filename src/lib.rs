@@ -96,6 +96,27 @@
 //! `crossbeam_epoch::pin()` after building the accountant with a private
 //! collector) is not protected.
 //!
+//! ## Panics in callbacks
+//!
+//! The accountant runs code you supply: your [`Storage`], your
+//! [`CleaningPolicy`], and closures deferred on the epoch collector it
+//! shares with your readers. A panic in any of them is caught where the
+//! accountant calls it and returned as [`Error::CallbackPanicked`] (naming
+//! the [`Callback`]); the accountant stays consistent and every later call
+//! works. Which calls may run what:
+//!
+//! | call | may run | a panic there |
+//! |---|---|---|
+//! | [`stabilize`](Accountant::stabilize) | `Storage::remove_blob`, the policy, deferred closures | is returned by it, or (work done for another caller) by a later `stabilize` |
+//! | [`next`](Accountant::next), [`next_in`](Accountant::next_in) | deferred closures | fails the call, nothing changed: retry |
+//! | the truncation thread `next` starts | `Storage::len`, `set_len`, `sync` | is returned once by the next `next` that grows the file, like an I/O error |
+//! | [`flush`](Accountant::flush) | deferred closures | goes to a later `stabilize` |
+//! | [`audit`](Accountant::audit) | what `stabilize` may run, finishing work a `stabilize` handed over | goes to a later `stabilize` |
+//!
+//! Other calls run none. A panic that unwinds out of the accountant's own
+//! code would be a broken internal invariant (a bug): the accountant then
+//! refuses further work with [`Error::Poisoned`], like a poisoned mutex.
+//!
 //! ## Recovery
 //!
 //! A store that writes its segments in the reference [`format`](mod@format) recovers
@@ -208,7 +229,7 @@ pub use accountant::Accountant;
 pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::{default_collector, Collector};
-pub use error::{Error, Result};
+pub use error::{Callback, Error, Result};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;

@@ -47,8 +47,9 @@ pub struct ModelSegment {
     /// Bytes of the fragments in `present`, kept as a counter (raised by
     /// links, lowered by applied replacements).
     pub live_bytes: u64,
-    /// `(pid, old segment, old generation)` to apply when this seals.
-    pub deferred: Vec<(PageId, usize, u32)>,
+    /// `(pid, old segment, old segment's lsn)` to apply when this seals
+    /// (the lsn names the incarnation: the generation wraps).
+    pub deferred: Vec<(PageId, usize, Option<Lsn>)>,
     /// Blob files to delete when this seals.
     pub blobs: Vec<BlobId>,
     /// Whether a Freeing segment waits on the epoch (else on the stable
@@ -74,6 +75,8 @@ pub struct Model {
     pub bytes_truncated: u64,
     /// Blob files removed, in order.
     pub removed_blobs: Vec<BlobId>,
+    /// One past the highest segment number `next` handed out.
+    pub handed_out: u64,
 }
 
 impl Model {
@@ -87,6 +90,7 @@ impl Model {
             stable: -1,
             bytes_truncated: 0,
             removed_blobs: Vec::new(),
+            handed_out: 0,
         }
     }
 
@@ -120,6 +124,15 @@ impl Model {
                 lsn,
                 max: (MAX_SEGMENT_NUMBER * self.ss()) as Lsn,
             });
+        }
+        Ok(())
+    }
+
+    /// The accountant's fragment size bound: the segment size, and 2^32.
+    fn check_size(&self, size: u64) -> Result<(), Error> {
+        let max = self.ss().min(1 << 32);
+        if size > max {
+            return Err(Error::SizeOutOfRange { size, max });
         }
         Ok(())
     }
@@ -318,6 +331,7 @@ impl Model {
         s.live_bytes = 0;
         s.epoch_waiting = false;
         s.stream = stream;
+        self.handed_out = self.handed_out.max(lsn as u64 / ss + 1);
         Ok(())
     }
 
@@ -329,6 +343,7 @@ impl Model {
         ptr: DiskPtr,
         size: u64,
     ) -> Result<(), Error> {
+        self.check_size(size)?;
         let index = self.target(lsn, ptr)?;
         self.link(index, pid, size);
         Ok(())
@@ -350,8 +365,9 @@ impl Model {
         new_ptr: DiskPtr,
         size: u64,
     ) -> Result<(), Error> {
+        self.check_size(size)?;
         let index = self.target(lsn, new_ptr)?;
-        let mut olds: Vec<(usize, u32)> = Vec::new();
+        let mut olds: Vec<(usize, Option<Lsn>)> = Vec::new();
         for old in old_ptrs {
             let o = self.at(old.lid())?;
             if o == index {
@@ -375,14 +391,14 @@ impl Model {
                 });
             }
             if !olds.iter().any(|&(i, _)| i == o) {
-                olds.push((o, s.generation));
+                olds.push((o, s.lsn));
             }
         }
         let relinks_same_blob = old_ptrs.len() == 1
             && old_ptrs[0].blob().is_some()
             && old_ptrs[0].blob() == new_ptr.blob();
-        for &(o, generation) in &olds {
-            self.seg(index).deferred.push((pid, o, generation));
+        for &(o, old_lsn) in &olds {
+            self.seg(index).deferred.push((pid, o, old_lsn));
             self.seg(o).not_yet_replaced.remove(&pid);
         }
         if !relinks_same_blob {
@@ -395,10 +411,18 @@ impl Model {
 
     /// `stabilize`.
     pub fn stabilize(&mut self, stable_lsn: Lsn) -> Result<(), Error> {
-        self.check_lsn(stable_lsn)?;
+        if stable_lsn < 0 {
+            return Err(Error::NegativeLsn { lsn: stable_lsn });
+        }
         let ss = self.ss() as Lsn;
         // As the accountant: the goal is capped one past the largest segment.
         let goal = (stable_lsn / ss).min(MAX_SEGMENT_NUMBER as Lsn + 1);
+        if goal as u64 > self.handed_out {
+            return Err(Error::StableBeyondLog {
+                stable_lsn,
+                end: self.handed_out as Lsn * ss,
+            });
+        }
         let target = goal * ss - ss;
         if target <= self.stable {
             return Ok(());
@@ -420,9 +444,9 @@ impl Model {
             self.removed_blobs.extend(blobs);
             let deferred = std::mem::take(&mut self.seg(t).deferred);
             let mut touched = Vec::new();
-            for (pid, o, generation) in deferred {
+            for (pid, o, old_lsn) in deferred {
                 let s = self.seg(o);
-                if s.generation != generation {
+                if s.lsn != old_lsn {
                     continue;
                 }
                 assert_ne!(

@@ -136,6 +136,17 @@ pub enum SnapshotError {
         /// The lsn.
         lsn: Lsn,
     },
+    /// A fragment's size is beyond anything a fragment can be (2^32
+    /// bytes): the live-byte sums would overflow.
+    #[error("page {pid} has a fragment of {size} bytes, beyond the largest fragment size {max}")]
+    FragmentTooLarge {
+        /// The page.
+        pid: PageId,
+        /// The fragment's size.
+        size: u64,
+        /// The largest accepted size.
+        max: u64,
+    },
     /// Two fragments in one segment belong to different segment lsns.
     #[error(
         "segment at lid {lid} holds fragments of segment lsns {first} and {second} (page {pid})"
@@ -271,6 +282,15 @@ impl crate::Accountant {
                     return Err(SnapshotError::InvalidLsn {
                         pid,
                         lsn: fragment.lsn,
+                    }
+                    .into());
+                }
+                let max = crate::accountant::MAX_FRAGMENT_BYTES;
+                if fragment.size > max {
+                    return Err(SnapshotError::FragmentTooLarge {
+                        pid,
+                        size: fragment.size,
+                        max,
                     }
                     .into());
                 }

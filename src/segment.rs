@@ -33,8 +33,11 @@
 //! (bumped on every reuse) are packed into one `AtomicU64` and changed only
 //! by compare-and-swap, so no reader sees an old state with a new lsn, and a
 //! CAS that expects one incarnation fails against any other (no ABA: the
-//! lsn alone is unique per incarnation, the generation names it in
-//! deferred work).
+//! lsn alone is unique per incarnation). Deferred work names an
+//! incarnation by its segment number (`lsn / segment_size`), never by the
+//! 21-bit generation, which wraps: with several write heads one segment can
+//! be reused 2^21 times while a replacement recorded against it waits in a
+//! segment that stays Active.
 //!
 //! Invariants kept here:
 //! - `not_yet_replaced ⊆ present` (by construction: a flag on entries);
@@ -187,9 +190,10 @@ impl RawWord {
 pub(crate) struct DeferredReplacement {
     pub(crate) pid: PageId,
     pub(crate) old_index: u32,
-    /// The old segment's incarnation when the replacement was recorded;
-    /// the replacement is void against any other.
-    pub(crate) old_generation: u32,
+    /// The segment number of the old segment's incarnation when the
+    /// replacement was recorded (unique: `next` never gives an lsn twice);
+    /// the replacement is void against any other incarnation.
+    pub(crate) old_segno: u64,
 }
 
 /// Work deferred until the segment becomes Inactive.
@@ -228,6 +232,12 @@ pub(crate) struct Segment {
     /// The write head (stream) of the current incarnation, set before the
     /// activation CAS publishes it.
     pub(crate) stream: AtomicU8,
+    /// While a Freeing incarnation waits on the epoch collector: its packed
+    /// Freeing word (unique per incarnation, never 0); 0 otherwise. The
+    /// landing closure that clears it (by CAS) is the one that lands the
+    /// segment, so a deferral repeated after a panic on the collector lost
+    /// the first one lands it exactly once (see [`crate::freelist`]).
+    epoch_ticket: AtomicU64,
 }
 
 impl Segment {
@@ -240,7 +250,42 @@ impl Segment {
             deferred: Mutex::new(Deferred::default()),
             drain_list: Mutex::new(VecDeque::new()),
             stream: AtomicU8::new(0),
+            epoch_ticket: AtomicU64::new(0),
         }
+    }
+
+    /// Marks Freeing incarnation `word` as waiting on the epoch collector;
+    /// returns its ticket.
+    pub(crate) fn wait_on_epoch(&self, word: Word) -> u64 {
+        debug_assert_eq!(word.state, SegmentState::Freeing);
+        let ticket = word.pack();
+        // Release: published with the deferred closure (the collector's
+        // queue synchronizes); the landing CAS reads it with Acquire.
+        self.epoch_ticket.store(ticket, Ordering::Release);
+        ticket
+    }
+
+    /// The ticket of the incarnation waiting on the epoch, if any.
+    pub(crate) fn epoch_ticket(&self) -> Option<u64> {
+        // Acquire: a re-deferral reads the ticket the deferral published.
+        let ticket = self.epoch_ticket.load(Ordering::Acquire);
+        (ticket != 0).then_some(ticket)
+    }
+
+    /// Claims the landing of the incarnation `ticket` names: true for
+    /// exactly one caller per ticket.
+    pub(crate) fn take_epoch_ticket(&self, ticket: u64) -> bool {
+        // AcqRel: the winner sees the deferral's writes and publishes its
+        // claim; a failed CAS (another landing won, or a later
+        // incarnation) needs no ordering.
+        self.epoch_ticket
+            .compare_exchange(ticket, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The word a ticket was taken from.
+    pub(crate) fn ticket_word(ticket: u64) -> Word {
+        Word::unpack(ticket)
     }
 
     /// The current word. Acquire: a reader that sees a state also sees the
@@ -314,9 +359,16 @@ impl Segment {
 
     /// Seals the live-byte counter: from now on replacements lower it.
     pub(crate) fn seal_bytes(&self) {
+        // Saturating: sizes are validated at the API edge (at most 2^32 per
+        // fragment), so only billions of links of one segment could reach
+        // the bound; the combiner must not overflow even then.
+        let bytes = self
+            .present
+            .entries()
+            .iter()
+            .fold(0u64, |sum, &(_, b)| sum.saturating_add(b));
         // Relaxed: written by the combiner only, read for statistics.
-        self.live_bytes
-            .store(self.present.bytes(), Ordering::Relaxed);
+        self.live_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.
@@ -338,7 +390,8 @@ impl Segment {
                 // sees the replacement applied (acquire load) also sees the
                 // new segment sealed before it.
                 let live = self.live_bytes.load(Ordering::Relaxed);
-                self.live_bytes.store(live - bytes, Ordering::Relaxed);
+                self.live_bytes
+                    .store(live.saturating_sub(bytes), Ordering::Relaxed);
                 let removed = self.removed.load(Ordering::Relaxed);
                 self.removed.store(removed + 1, Ordering::Release);
                 Some(bytes)

@@ -14,21 +14,34 @@
 //! - the tip grows back over a truncated range only after that truncation
 //!   has finished: growth first joins the outstanding truncation, and
 //!   reports its error.
+//!
+//! Panics: the truncation thread runs the store's `Storage` methods; a
+//! panic there is contained on that thread and reported like an I/O error
+//! ([`Error::CallbackPanicked`] with [`Callback::Truncation`]), once, by the
+//! next tip change: it never resurfaces as a panic in an unrelated `next`
+//! or in `Drop`. The lock is a `MutexGuard` (released on unwind) whose
+//! poisoning is ignored: the state it guards is only the outstanding
+//! truncation, which is taken out before anything that can fail.
 
 use std::io;
 
-use crate::error::{Error, Result};
+use crate::error::{contain, panic_message, Callback, Error, Result};
 use crate::segment::{SegmentState, Word};
 use crate::storage::Storage;
 use crate::sync::{
-    lock, spawn, try_lock, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
+    lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
 };
 use crate::table::{Bits, SegmentTable};
 
 #[derive(Debug)]
-struct Truncation {
-    handle: JoinHandle<io::Result<()>>,
-    done: Arc<AtomicBool>,
+enum Truncation {
+    /// Running on its own thread; `done` is set when it has finished.
+    Running {
+        handle: JoinHandle<Result<()>>,
+        done: Arc<AtomicBool>,
+    },
+    /// The thread could not be started: the file was not shortened.
+    NotStarted(io::Error),
 }
 
 #[derive(Debug, Default)]
@@ -82,10 +95,15 @@ impl Sequencer {
     fn finish_truncation(state: &mut State) -> Result<()> {
         match state.truncation.take() {
             None => Ok(()),
-            Some(t) => match t.handle.join() {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Error::Truncation(e)),
-                Err(panic) => std::panic::resume_unwind(panic),
+            Some(Truncation::NotStarted(e)) => Err(Error::Truncation(e)),
+            Some(Truncation::Running { handle, .. }) => match handle.join() {
+                Ok(result) => result,
+                // The thread contains the storage's panics; anything else
+                // that unwound it is reported the same way, never re-raised.
+                Err(payload) => Err(Error::CallbackPanicked {
+                    callback: Callback::Truncation,
+                    message: panic_message(&*payload),
+                }),
             },
         }
     }
@@ -131,9 +149,9 @@ impl Sequencer {
         let Some(mut state) = try_lock(&self.state) else {
             return Ok(());
         };
-        if let Some(t) = &state.truncation {
+        if let Some(Truncation::Running { done, .. }) = &state.truncation {
             // Acquire: pairs with the truncation thread's release store.
-            if !t.done.load(Ordering::Acquire) {
+            if !done.load(Ordering::Acquire) {
                 return Ok(());
             }
         }
@@ -167,8 +185,8 @@ impl Sequencer {
         let done = Arc::new(AtomicBool::new(false));
         let storage = storage.clone();
         let finished = done.clone();
-        let handle = spawn(move || {
-            let result = (|| {
+        let spawned = try_spawn(move || {
+            let result = contain(Callback::Truncation, || -> io::Result<()> {
                 // The store may not have written the top segments yet:
                 // never lengthen the file here.
                 if storage.len()? > len {
@@ -178,12 +196,16 @@ impl Sequencer {
                     storage.sync()?;
                 }
                 Ok(())
-            })();
+            })
+            .and_then(|io| io.map_err(Error::Truncation));
             // Release: the joiner sees the finished truncation.
             finished.store(true, Ordering::Release);
             result
         });
-        state.truncation = Some(Truncation { handle, done });
+        state.truncation = Some(match spawned {
+            Ok(handle) => Truncation::Running { handle, done },
+            Err(e) => Truncation::NotStarted(e),
+        });
         Ok(())
     }
 

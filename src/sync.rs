@@ -15,7 +15,7 @@ pub(crate) use std::sync::atomic::{
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::thread::{spawn, JoinHandle};
+pub(crate) use std::thread::JoinHandle;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
@@ -27,6 +27,23 @@ pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 pub(crate) use loom::thread::{spawn, JoinHandle};
 
 pub(crate) use std::sync::atomic::Ordering;
+
+/// Starts a thread, reporting the operating system's refusal as an error
+/// instead of panicking (as `spawn` does).
+pub(crate) fn try_spawn<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    #[cfg(not(loom))]
+    {
+        std::thread::Builder::new()
+            .name("segment-accountant-truncation".into())
+            .spawn(f)
+    }
+    #[cfg(loom)]
+    {
+        Ok(spawn(f))
+    }
+}
 
 /// Yields inside spin loops: a CPU hint normally, a scheduling point under
 /// loom (a loom model with a spin loop and no yield never terminates).

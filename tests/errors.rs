@@ -233,6 +233,7 @@ fn link_into_a_segment_that_is_not_active() {
     );
     // A free segment at the top, never reused: its old lsn.
     let s3 = acc.next(3 * L).unwrap();
+    acc.next(4 * L).unwrap(); // the segment whose header vouches for 5L
     acc.stabilize(5 * L).unwrap(); // s3 held nothing: freed once below the stable lsn
     acc.flush();
     assert_eq!(

@@ -60,6 +60,9 @@ pub struct LoomStorage {
     pub truncated_to: AtomicU64,
     /// How many of the next `set_len` calls fail.
     pub fail_set_len: AtomicU64,
+    /// How many more `remove_blob` calls panic (a store's buggy blob
+    /// deleter). Not loom state: only the thread that calls it reads it.
+    pub panicking_removals: AtomicUsize,
 }
 
 impl LoomStorage {
@@ -70,6 +73,7 @@ impl LoomStorage {
             truncating: AtomicBool::new(false),
             truncated_to: AtomicU64::new(u64::MAX),
             fail_set_len: AtomicU64::new(0),
+            panicking_removals: AtomicUsize::new(0),
         }
     }
 }
@@ -107,9 +111,42 @@ impl Storage for LoomStorage {
         self.truncating.store(false, Ordering::Release);
         Ok(())
     }
-    fn remove_blob(&self, _blob: BlobId) -> io::Result<()> {
+    fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
+        let due = self
+            .panicking_removals
+            .fetch_update(StdOrdering::Relaxed, StdOrdering::Relaxed, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
+        if due {
+            panic!("injected panic in remove_blob({blob})");
+        }
         Ok(())
     }
+}
+
+/// Silences the default message of panics the models inject (theirs start
+/// with "injected"); every other panic, loom's reports included, prints.
+pub fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let injected = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.starts_with("injected"))
+                .or_else(|| {
+                    payload
+                        .downcast_ref::<String>()
+                        .map(|s| s.starts_with("injected"))
+                })
+                .unwrap_or(false);
+            if !injected {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// The models' configuration: tiny segments, one write head.

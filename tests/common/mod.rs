@@ -47,9 +47,10 @@ impl Latch {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    /// Waits (at most 10 s) until `n` threads are held at the latch.
+    /// Waits (at most 60 s: generous, so a loaded machine never trips it)
+    /// until `n` threads are held at the latch.
     pub fn await_waiting(&self, n: usize, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.waiting() < n {
             assert!(Instant::now() < deadline, "{what} never reached the latch");
             std::thread::sleep(Duration::from_millis(1));
