@@ -54,6 +54,7 @@ MODELS=(
   models:model_21_failed_truncation_retried
   models:model_22_recovered_frees_vs_stabilize_and_next
   models:model_23_queue_stand_in_is_not_stronger
+  unwind:model_u1_panicking_pass_hands_the_token_on
 )
 
 if [ $# -gt 0 ]; then

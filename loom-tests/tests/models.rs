@@ -772,11 +772,7 @@ fn model_22_recovered_frees_vs_stabilize_and_next() {
         // Segment 0 holds page 1 (lsn 0), segment 1 is empty, segment 2
         // holds page 2 (lsn 2L) and was being written at the crash.
         let mut snapshot = Snapshot::empty();
-        let fragment = |lsn: i64, lid: u64| Fragment {
-            lsn,
-            ptr: DiskPtr::Inline(lid),
-            size: 8,
-        };
+        let fragment = |lsn: i64, lid: u64| Fragment::new(lsn, DiskPtr::Inline(lid), 8);
         snapshot
             .pages
             .insert(1, PageState::Present(vec![fragment(0, 0)]));
