@@ -85,7 +85,7 @@
 //! // A torn write of a third segment.
 //! let mut third = SegmentBuilder::new(4096, 8192, 8192);
 //! third.append(MessageKind::Free, 1, b"").unwrap();
-//! storage.write_at(8192, &third.finish()[..100])?;
+//! storage.write_at(8192, &third.finish()[..20])?; // the header itself torn
 //!
 //! let config = Config::builder().segment_size(4096).build()?;
 //! let (acc, scan) = Accountant::recover(config, storage, Collector::new())?;
