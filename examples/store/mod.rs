@@ -339,8 +339,10 @@ struct FlushState {
     vouches: Vec<(Lsn, Lsn)>,
     /// The highest stable lsn any written header or checkpoint vouches for.
     vouch_written_max: Lsn,
-    /// The end lsn of the last checkpoint appended.
-    last_checkpoint_end: Lsn,
+    /// The end lsn of the last checkpoint if it was appended right at the
+    /// durable end it vouches for: when the durable end reaches it and
+    /// nothing else was written, the store is idle and fully vouched for.
+    idle_mark: Lsn,
 }
 
 /// What one `relocate` did.
@@ -464,7 +466,7 @@ impl<A: Backend> Store<A> {
             sealed: SegQueue::new(),
             flusher: Mutex::new(FlushState {
                 vouch_written_max: vouched,
-                last_checkpoint_end: -1,
+                idle_mark: -1,
                 ..FlushState::default()
             }),
             stripes: stripes.into_boxed_slice(),
@@ -926,18 +928,18 @@ impl<A: Backend> Store<A> {
         // 1. The durable log's end is vouched for by nothing written yet
         // (new data, not just our last checkpoint): append a checkpoint.
         let d = self.durable_end();
-        if d > f.vouch_written_max && d != f.last_checkpoint_end {
-            let end = self.append(
+        if d > f.vouch_written_max && d != f.idle_mark {
+            let (start, end) = self.append(
                 0,
                 -1,
                 MessageKind::Checkpoint,
                 0,
                 &d.to_le_bytes(),
-                |lsn, _, size| Ok(lsn + size as Lsn),
+                |lsn, _, size| Ok((lsn, lsn + size as Lsn)),
             )?;
             f.vouches.push((end, d));
             f.vouch_written_max = f.vouch_written_max.max(d);
-            f.last_checkpoint_end = end;
+            f.idle_mark = if start == d { end } else { -1 };
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             done.checkpoint = true;
         }
