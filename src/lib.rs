@@ -133,6 +133,7 @@ mod error;
 pub mod fault;
 pub mod format;
 mod freelist;
+pub mod guide;
 pub mod introspect;
 pub mod model;
 mod pidset;
