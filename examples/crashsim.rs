@@ -287,8 +287,17 @@ fn main() {
             storage.crash_after(1 + rng.below(400));
             run_single(&store, &mut rng, &version, &mut history, &mut tally);
         } else {
-            storage.crash_after(1 + rng.below(60));
-            let forced = run_threads(&store, &args, &mut rng, &version, &mut history, &mut tally);
+            let crash_in = 1 + rng.below(60);
+            let forced = run_threads(
+                &store,
+                &storage,
+                crash_in,
+                &args,
+                &mut rng,
+                &version,
+                &mut history,
+                &mut tally,
+            );
             if forced {
                 tally.forced_crashes += 1;
             }
@@ -374,10 +383,14 @@ fn record_relocation(history: &mut History, moved: Relocated) {
 }
 
 /// T writers, a flusher and a cleaner at once, until the storage crashes
-/// under them (or, as a fallback, 2 s pass: then the crash is forced).
-/// Returns whether it was forced.
+/// under them, `crash_in` writes or syncs after they all got going (or, as
+/// a fallback, 2 s pass: then the crash is forced). Returns whether it was
+/// forced.
+#[allow(clippy::too_many_arguments)]
 fn run_threads(
     store: &Arc<Store>,
+    storage: &FaultStorage,
+    crash_in: u64,
     args: &Args,
     rng: &mut Rng,
     version: &Arc<AtomicU64>,
@@ -442,6 +455,11 @@ fn run_threads(
             }
         })
     };
+    // Arm the crash once the writers are under way, so a cycle's log grows
+    // past its first new segment (recovery's empty segments are reused only
+    // once a new segment is stable: spec section 7, rule 4).
+    std::thread::sleep(Duration::from_millis(2));
+    storage.crash_after(crash_in);
     let started = Instant::now();
     let mut forced = false;
     while !store.failed() {

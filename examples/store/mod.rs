@@ -339,6 +339,11 @@ struct FlushState {
     vouches: Vec<(Lsn, Lsn)>,
     /// The highest stable lsn any written header or checkpoint vouches for.
     vouch_written_max: Lsn,
+    /// Segments (by lsn) whose first piece, with the header, is durable:
+    /// only their later pieces may be written. (A later piece that reached
+    /// the disk while the header piece of its incarnation did not would
+    /// sit inside the previous incarnation, under its header.)
+    headers_durable: rustc_hash::FxHashSet<Lsn>,
     /// The end lsn of the last checkpoint if it was appended right at the
     /// durable end it vouches for: when the durable end reaches it and
     /// nothing else was written, the store is idle and fully vouched for.
@@ -924,7 +929,6 @@ impl<A: Backend> Store<A> {
         let mut f = self.flusher.lock();
         self.check()?;
         let mut done = Flushed::default();
-        let guard = epoch::pin();
         // 1. The durable log's end is vouched for by nothing written yet
         // (new data, not just our last checkpoint): append a checkpoint.
         let d = self.durable_end();
@@ -943,8 +947,11 @@ impl<A: Backend> Store<A> {
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             done.checkpoint = true;
         }
-        // 2. Seal what the heads hold; roll heads that lag.
+        // 2. Seal what the heads hold; roll heads that lag. (Pinned only
+        // while a head's buffer is in hand: a long pin would hold back the
+        // epoch, and with it the frees `flush_deferred` pushes through.)
         let newest = self.next_lsn.load(Ordering::Acquire);
+        let guard = epoch::pin();
         for head in self.heads.iter() {
             let shared = head.current.load(Ordering::Acquire, &guard);
             // Safety: see `append`.
@@ -956,15 +963,25 @@ impl<A: Backend> Store<A> {
                 }
             }
         }
+        drop(guard);
         // 3. Write every ready buffer.
         while let Some(b) = self.sealed.pop() {
             f.pending.push(b);
         }
         let mut still = Vec::with_capacity(f.pending.len());
         let pending = std::mem::take(&mut f.pending);
+        let mut new_headers = Vec::new();
+        let mut finished = Vec::new();
         for b in pending {
-            match b.ready() {
+            let header_durable = b.start == 0 || f.headers_durable.contains(&b.seg_lsn);
+            match b.ready().filter(|_| header_durable) {
                 Some((end, rolled)) => {
+                    if b.start == 0 && !rolled {
+                        new_headers.push(b.seg_lsn);
+                    }
+                    if b.start > 0 && rolled {
+                        finished.push(b.seg_lsn);
+                    }
                     // Safety: ready, and only the flusher prepares buffers.
                     let bytes = unsafe { b.prepare(end, rolled) };
                     if let Err(e) = self.storage.write_at(b.lid + b.start, bytes) {
@@ -993,15 +1010,21 @@ impl<A: Backend> Store<A> {
             return Err(e.into());
         }
         done.synced = true;
+        f.headers_durable.extend(new_headers);
+        for lsn in finished {
+            f.headers_durable.remove(&lsn);
+        }
         // 5. The durable end: below every head's open buffer and every
         // sealed buffer not yet written. Heads first, then the queue: a
         // buffer sealed meanwhile is queued before its head moves on.
         let mut end = Lsn::MAX;
+        let guard = epoch::pin();
         for head in self.heads.iter() {
             // Safety: see `append`.
             let buf = unsafe { head.current.load(Ordering::Acquire, &guard).deref() };
             end = end.min(buf.start_lsn());
         }
+        drop(guard);
         while let Some(b) = self.sealed.pop() {
             f.pending.push(b);
         }
