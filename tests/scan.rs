@@ -322,3 +322,41 @@ fn checkpoints_vouch_like_headers() {
     let s = scan(&st, SS).unwrap();
     assert_eq!(s.discarded, vec![2 * SS]);
 }
+
+/// Why a store writes a segment's later pieces only once the piece with
+/// its header is durable: a later piece of a new incarnation that reached
+/// the disk while its header piece did not lies inside the previous
+/// incarnation, under that one's header; below the vouched lsn that reads
+/// as a damaged stable segment. With the header piece durable first, the
+/// new header is what the scanner sees.
+#[test]
+fn a_later_piece_without_its_header_piece_damages_the_old_incarnation() {
+    let st = MemStorage::new();
+    // Incarnation 1 of lid 0 (lsn 0), complete; segment L vouches for it.
+    let mut old = SegmentBuilder::new(SS, 0, -1);
+    old.append(Full, 1, &[1; 60]).unwrap();
+    old.append(Full, 2, &[2; 60]).unwrap();
+    st.write_at(0, &old.finish()).unwrap();
+    segment(&st, SS, L, L, &[(3, Full)]);
+    // Incarnation 2 of lid 0 (lsn 2L, after lid 0 was freed): only its
+    // second piece reached the disk.
+    let mut new = SegmentBuilder::new(SS, 2 * L, L);
+    new.append(Full, 4, &[4; 40]).unwrap();
+    let cut = new.written().len();
+    new.append(Full, 5, &[5; 40]).unwrap();
+    let second_piece = new.written()[cut..].to_vec();
+    let damaged = MemStorage::new();
+    damaged.write_at(0, &st.contents()).unwrap();
+    damaged.write_at(cut as u64, &second_piece).unwrap();
+    assert!(matches!(
+        scan(&damaged, SS),
+        Err(ScanError::CorruptStableSegment { lid: 0, .. })
+    ));
+    // The header piece first (durable), then the second: the new
+    // incarnation is what the scanner finds.
+    st.write_at(0, &new.written()[..cut]).unwrap();
+    st.write_at(cut as u64, &second_piece).unwrap();
+    let s = scan(&st, SS).unwrap();
+    assert!(present(&s, 4).is_some() && present(&s, 5).is_some());
+    assert_eq!(present(&s, 1), None);
+}
