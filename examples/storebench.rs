@@ -131,6 +131,7 @@ fn parse() -> Args {
 struct Run {
     ops_per_s: f64,
     rolled: u64,
+    write_amp: f64,
 }
 
 fn run_one<A: Backend>(
@@ -211,6 +212,7 @@ fn run_one<A: Backend>(
     Ok(Run {
         ops_per_s: ops as f64 / elapsed,
         rolled: store.segments_rolled(),
+        write_amp: store.bytes_written() as f64 / store.user_bytes().max(1) as f64,
     })
 }
 
@@ -266,10 +268,11 @@ fn main() {
                         std::process::exit(1);
                     });
                     eprintln!(
-                        "  {} threads={threads} run={run} {}: {:.0} ops/s ({} segments rolled)",
+                        "  {} threads={threads} run={run} {}: {:.0} ops/s, write amplification {:.2}, {} segments rolled",
                         shape.name(),
                         if accountant { "accountant" } else { "baseline" },
                         r.ops_per_s,
+                        r.write_amp,
                         r.rolled
                     );
                     if accountant {

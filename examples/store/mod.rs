@@ -13,8 +13,9 @@
 //! - **The flusher** (`flush`, one caller at a time) seals every head's
 //!   buffer that holds records, so a flush never waits for a segment to
 //!   fill: the head goes on in the rest of the same segment. It writes
-//!   every sealed buffer whose writers are done, syncs once for all of
-//!   them (group commit), and then calls `stabilize` with the highest
+//!   every sealed buffer whose writers are done (a segment's later pieces
+//!   only once the piece with its header is durable), syncs once for all
+//!   of them (group commit), and then calls `stabilize` with the highest
 //!   stable lsn that a *durable* header or checkpoint vouches for, never
 //!   with the raw end of what it just synced (spec section 2, rule 4; the
 //!   crash simulation's `--unsafe-raw-stable` shows why). When the log is
@@ -971,7 +972,6 @@ impl<A: Backend> Store<A> {
         let mut still = Vec::with_capacity(f.pending.len());
         let pending = std::mem::take(&mut f.pending);
         let mut new_headers = Vec::new();
-        let mut finished = Vec::new();
         for b in pending {
             let header_durable = b.start == 0 || f.headers_durable.contains(&b.seg_lsn);
             match b.ready().filter(|_| header_durable) {
@@ -979,9 +979,7 @@ impl<A: Backend> Store<A> {
                     if b.start == 0 && !rolled {
                         new_headers.push(b.seg_lsn);
                     }
-                    if b.start > 0 && rolled {
-                        finished.push(b.seg_lsn);
-                    }
+
                     // Safety: ready, and only the flusher prepares buffers.
                     let bytes = unsafe { b.prepare(end, rolled) };
                     if let Err(e) = self.storage.write_at(b.lid + b.start, bytes) {
@@ -1011,9 +1009,6 @@ impl<A: Backend> Store<A> {
         }
         done.synced = true;
         f.headers_durable.extend(new_headers);
-        for lsn in finished {
-            f.headers_durable.remove(&lsn);
-        }
         // 5. The durable end: below every head's open buffer and every
         // sealed buffer not yet written. Heads first, then the queue: a
         // buffer sealed meanwhile is queued before its head moves on.
@@ -1033,6 +1028,9 @@ impl<A: Backend> Store<A> {
         }
         let end = end.max(d);
         self.durable_end.store(end, Ordering::Release);
+        // A segment wholly below the durable end has no piece left to write.
+        let ss = self.ss as Lsn;
+        f.headers_durable.retain(|&lsn| lsn + ss > end);
         // 6. Stabilize with what a durable vouch covers (rule 4), or, in
         // the unsafe variant, with the raw durable end.
         let vouched = if self.options.unsafe_raw_stable {
