@@ -1152,8 +1152,10 @@ impl Store<Accountant> {
 
 /// Background threads of a store: a flusher and cleaners.
 pub struct Background {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Result<()>>>,
+    stop_cleaners: Arc<AtomicBool>,
+    stop_flusher: Arc<AtomicBool>,
+    flusher: std::thread::JoinHandle<Result<()>>,
+    cleaners: Vec<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl Background {
@@ -1164,11 +1166,11 @@ impl Background {
         flush_pause: Duration,
         cleaners: usize,
     ) -> Background {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        {
-            let (store, stop) = (store.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || -> Result<()> {
+        let stop_flusher = Arc::new(AtomicBool::new(false));
+        let stop_cleaners = Arc::new(AtomicBool::new(false));
+        let flusher = {
+            let (store, stop) = (store.clone(), stop_flusher.clone());
+            std::thread::spawn(move || -> Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     let done = store.flush()?;
                     if done.buffers == 0 || !flush_pause.is_zero() {
@@ -1176,32 +1178,43 @@ impl Background {
                     }
                 }
                 Ok(())
-            }));
-        }
-        for _ in 0..cleaners {
-            let (store, stop) = (store.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || -> Result<()> {
-                while !stop.load(Ordering::Relaxed) {
-                    if store.relocate(u64::MAX)? == Relocated::Nothing {
-                        std::thread::sleep(Duration::from_micros(200));
+            })
+        };
+        let cleaners = (0..cleaners)
+            .map(|_| {
+                let (store, stop) = (store.clone(), stop_cleaners.clone());
+                std::thread::spawn(move || -> Result<()> {
+                    while !stop.load(Ordering::Relaxed) {
+                        if store.relocate(u64::MAX)? == Relocated::Nothing {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
                     }
-                }
-                Ok(())
-            }));
+                    Ok(())
+                })
+            })
+            .collect();
+        Background {
+            stop_cleaners,
+            stop_flusher,
+            flusher,
+            cleaners,
         }
-        Background { stop, threads }
     }
 
-    /// Stops the threads and returns the first error any of them hit.
+    /// Stops the threads and returns the first error any of them hit: the
+    /// cleaners first, while the flusher still runs (a cleaner may be
+    /// waiting for it to make room), then the flusher.
     pub fn stop(self) -> Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop_cleaners.store(true, Ordering::Relaxed);
         let mut first = Ok(());
-        for t in self.threads {
-            let r = t.join().map_err(|_| "a background thread panicked")?;
+        for t in self.cleaners {
+            let r = t.join().map_err(|_| "a cleaner panicked")?;
             if first.is_ok() {
                 first = r;
             }
         }
-        first
+        self.stop_flusher.store(true, Ordering::Relaxed);
+        let r = self.flusher.join().map_err(|_| "the flusher panicked")?;
+        first.and(r)
     }
 }
