@@ -120,7 +120,7 @@ fn parse() -> Args {
             other => usage(&format!("unknown option {other}")),
         }
     }
-    if a.runs == 0 || !(a.seconds > 0.0) || a.keys == 0 || a.value_size < 16 {
+    if a.runs == 0 || a.seconds.is_nan() || a.seconds <= 0.0 || a.keys == 0 || a.value_size < 16 {
         usage("--runs, --seconds, --keys positive; --value-size at least 16");
     }
     a

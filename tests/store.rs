@@ -4,7 +4,7 @@
 //! store's tail becomes stable, and recovery finds what was acknowledged.
 
 #[path = "../examples/store/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod store;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
