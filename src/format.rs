@@ -833,12 +833,12 @@ mod tests {
         // messages that persisted whole are a valid prefix; the segment is
         // not complete.
         let mut torn = vec![0xAB; 256];
-        torn[..100].copy_from_slice(&bytes[..100]);
+        torn[..110].copy_from_slice(&bytes[..110]);
         assert!(decode_segment(&torn, 256).is_err());
         let walk = walk_segment(&torn, 256).unwrap();
         assert_eq!(
             (walk.records.len(), walk.end, walk.complete),
-            (1, 72, false)
+            (1, 104, false)
         );
         // A stale pad (from another lsn) is detected.
         let mut other = SegmentBuilder::new(256, 2048, 512);
