@@ -1,36 +1,44 @@
-//! The demo: a small multi-threaded key-value log store on a real file.
+//! The demo: a concurrent key-value log store on a real file.
 //!
-//! Writer threads put random keys through the store of
-//! `examples/store/mod.rs` (the reference segment format; segments from the
-//! accountant's `next`; full rewrites as `mark_replace`; relocation of the
-//! pages `clean` suggests; `stabilize` with the header-vouched lsn after
-//! each sync). A live line shows ops/s, file size, live bytes, space and
-//! write amplification and segments per state. Then the demo crashes
-//! itself: it drops the store without a clean shutdown (the segment being
-//! filled is lost; with `--tear`, half of it is written over the file, as
-//! a torn write), recovers with `Accountant::recover`, and checks that
-//! every acknowledged write (one the accountant had been told was stable)
-//! reads back intact.
+//! `--threads N` writer threads put random keys through the store of
+//! `examples/store/` at once: each reserves room in the open segment
+//! buffer with one atomic, writes its record, tells the accountant
+//! (`mark_replace`) and releases; no lock is shared by all writers. A
+//! background flusher group-commits (one sync for every sealed buffer)
+//! and stabilizes with the lsn a durable header or checkpoint vouches
+//! for; a background cleaner relocates what `clean_placed` suggests. A
+//! live line (rewritten in a terminal, plain lines otherwise) shows ops/s,
+//! file size, live bytes, space and write amplification and segments per
+//! state. Then the demo crashes itself: it stops without a clean shutdown
+//! (unflushed buffers are lost; with `--tear`, half of the open buffer is
+//! written over the file, as a torn write), recovers with
+//! `Accountant::recover`, and checks that every acknowledged write (below
+//! the lsn the store had passed to `stabilize`) reads back intact.
+//!
+//! With `--fill-mib M` it writes until the file holds M MiB instead of for
+//! `--seconds`, and reads the whole file sequentially before and after
+//! recovering, so recovery's time can be compared with a plain read of the
+//! same file (the faster of the two reads).
 //!
 //! ```text
 //! cargo run --release --example demo -- [--threads N] [--seconds S] [--keys K] [--value-size B]
 //!                                        [--segment-size B] [--path FILE] [--tear | --no-tear]
+//!                                        [--fill-mib M]
 //! ```
 
 mod store;
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use segment_accountant::{Config, FileStorage, Lsn, PageId, Storage};
-use store::{read_version, Store};
+use store::{check_payload, payload, Background, Options, Store};
 
 #[derive(Debug)]
-struct Options {
+struct Args {
     threads: usize,
     seconds: f64,
     keys: u64,
@@ -38,12 +46,14 @@ struct Options {
     segment_size: u64,
     path: Option<PathBuf>,
     tear: bool,
+    fill_mib: Option<u64>,
+    recover_only: bool,
 }
 
-const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear]";
+const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear] [--fill-mib M] [--recover-only]";
 
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut o = Args {
         threads: 4,
         seconds: 5.0,
         keys: 10_000,
@@ -51,6 +61,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         segment_size: 64 * 1024,
         path: None,
         tear: true,
+        fill_mib: None,
+        recover_only: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -77,9 +89,17 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .parse()
                     .map_err(|_| "--segment-size: not a number")?
             }
+            "--fill-mib" => {
+                o.fill_mib = Some(
+                    value(flag)?
+                        .parse()
+                        .map_err(|_| "--fill-mib: not a number")?,
+                )
+            }
             "--path" => o.path = Some(PathBuf::from(value(flag)?)),
             "--tear" => o.tear = true,
             "--no-tear" => o.tear = false,
+            "--recover-only" => o.recover_only = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -93,6 +113,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if !(o.seconds > 0.0 && o.seconds <= 3600.0) {
         return Err("--seconds must be in (0, 3600]".into());
     }
+    if o.recover_only && o.path.is_none() {
+        return Err("--recover-only needs --path".into());
+    }
+    if o.fill_mib == Some(0) {
+        return Err("--fill-mib must be positive".into());
+    }
     if let Err(e) = Config::builder().segment_size(o.segment_size).build() {
         return Err(format!("--segment-size: {e}"));
     }
@@ -103,12 +129,6 @@ fn parse(args: &[String]) -> Result<Options, String> {
         ));
     }
     Ok(o)
-}
-
-/// Per key: versions written, and the last one acknowledged (stable).
-#[derive(Default)]
-struct Acks {
-    written: HashMap<PageId, Vec<(Lsn, u64)>>,
 }
 
 fn main() {
@@ -126,7 +146,46 @@ fn main() {
     }
 }
 
-fn run(o: Options) -> store::Result<()> {
+/// A writer's count of puts, on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+/// One acknowledged-or-not write: key, lsn, version.
+type Write3 = (PageId, Lsn, u64);
+
+/// Recovers the log at `--path` without writing: a sequential read of the
+/// file, the scan alone, and the whole recovery, timed.
+fn recover_only(o: &Args) -> store::Result<()> {
+    let path = o.path.clone().expect("checked by parse");
+    let config = Config::builder().segment_size(o.segment_size).build()?;
+    let storage = Arc::new(FileStorage::open(&path)?);
+    let len = storage.len()?;
+    let read_ms = sequential_read(&*storage, len)?.min(sequential_read(&*storage, len)?) * 1e3;
+    let t = Instant::now();
+    let found = segment_accountant::scan::scan(&*storage, o.segment_size)?;
+    let scan_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let (recovered, _) = Store::recover(&config, storage.clone(), Options::default())?;
+    let recovery_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("  {:<28} {:>14}", "log file (MiB)", len >> 20);
+    println!("  {:<28} {:>14}", "pages", found.snapshot.pages.len());
+    println!("  {:<28} {:>14.1}", "sequential read (ms)", read_ms);
+    println!("  {:<28} {:>14.1}", "scan alone (ms)", scan_ms);
+    println!("  {:<28} {:>14.1}", "recovery (ms)", recovery_ms);
+    println!(
+        "  {:<28} {:>14.2}",
+        "recovery / read",
+        recovery_ms / read_ms
+    );
+    drop(recovered);
+    Ok(())
+}
+
+fn run(o: Args) -> store::Result<()> {
+    if o.recover_only {
+        return recover_only(&o);
+    }
     let dir = tempfile::tempdir()?;
     let path = o
         .path
@@ -136,115 +195,116 @@ fn run(o: Options) -> store::Result<()> {
     let storage = Arc::new(FileStorage::open(&path)?);
     storage.set_len(0)?;
     println!(
-        "demo: {} threads, {} keys of {} bytes, {} KiB segments, file {}",
+        "demo: {} writer threads, {} keys of {} bytes, {} KiB segments, file {}",
         o.threads,
         o.keys,
         o.value_size,
         o.segment_size / 1024,
         path.display()
     );
-    let mut s = Store::create(config.clone(), storage.clone())?;
-    s.value_size = o.value_size;
-    let store = Arc::new(Mutex::new(s));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let ops = Arc::new(AtomicU64::new(0));
-    let next_version = Arc::new(AtomicU64::new(1));
+    let options = Options {
+        background_flusher: true,
+        ..Options::default()
+    };
+    let store = Arc::new(Store::new(&config, storage.clone(), options.clone())?);
+    let background = Background::start(&store, Duration::ZERO, 1);
+    let counters: Arc<Vec<Counter>> =
+        Arc::new((0..o.threads).map(|_| Counter::default()).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let writers: Vec<_> = (0..o.threads)
         .map(|t| {
-            let (store, acks, ops, next_version, stop) = (
-                store.clone(),
-                acks.clone(),
-                ops.clone(),
-                next_version.clone(),
-                stop.clone(),
-            );
-            let keys = o.keys;
-            std::thread::spawn(move || -> store::Result<()> {
+            let (store, counters, stop) = (store.clone(), counters.clone(), stop.clone());
+            let (keys, value_size) = (o.keys, o.value_size);
+            std::thread::spawn(move || -> store::Result<Vec<Write3>> {
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
+                let mut writes = Vec::new();
+                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
                     let key = x % keys;
-                    let version = next_version.fetch_add(1, Ordering::Relaxed);
-                    let mut s = store.lock().unwrap();
-                    let lsn = s.put(key, version)?;
-                    acks.lock()
-                        .unwrap()
-                        .written
-                        .entry(key)
-                        .or_default()
-                        .push((lsn, version));
-                    // Relocate what the cleaner asks for, a little per write.
-                    for _ in 0..2 {
-                        if s.relocate(key)?.is_none() {
-                            break;
-                        }
+                    // Unique per writer without a shared counter.
+                    let version = ((t as u64 + 1) << 40) | n;
+                    let lsn = store.put(key, &payload(key, version, value_size))?;
+                    writes.push((key, lsn, version));
+                    n += 1;
+                    if n % 64 == 0 {
+                        counters[t].0.store(n, Ordering::Relaxed);
                     }
-                    if x % 256 == 0 {
-                        s.flush()?;
-                    }
-                    drop(s);
-                    ops.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                counters[t].0.store(n, Ordering::Relaxed);
+                Ok(writes)
             })
         })
         .collect();
+
+    // The live line.
+    let tty = std::io::stdout().is_terminal();
+    let total = |c: &[Counter]| c.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
     let deadline = Duration::from_secs_f64(o.seconds);
     let mut last = (Instant::now(), 0u64);
-    while started.elapsed() < deadline {
+    let mut last_line = Instant::now();
+    loop {
         std::thread::sleep(Duration::from_millis(250));
-        let s = store.lock().unwrap();
-        let st = s.acc.stats();
-        let n = ops.load(Ordering::Relaxed);
+        let done = match o.fill_mib {
+            Some(mib) => store.acc.tip() >= mib << 20,
+            None => started.elapsed() >= deadline,
+        };
+        if done || store.failed() {
+            break;
+        }
+        if !tty && last_line.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_line = Instant::now();
+        let st = store.acc.stats();
+        let n = total(&counters);
         let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), n);
-        let done = (started.elapsed().as_secs_f64() / o.seconds).min(1.0);
-        let bar: String = (0..20)
-            .map(|i| if (i as f64) < done * 20.0 { '#' } else { '.' })
-            .collect();
-        print!(
-            "\r[{bar}] {:>8.0} ops/s  file {:>6} KiB  live {:>6} KiB  space amp {:>4.2}  write amp {:>4.2}  active {} inactive {} draining {} free {}   ",
+        let line = format!(
+            "{:>9.0} puts/s  file {:>7} KiB  live {:>7} KiB  space amp {:>4.2}  write amp {:>4.2}  segments: active {} inactive {} draining {} free {}",
             rate,
             st.tip_bytes / 1024,
             st.live_bytes / 1024,
             st.tip_bytes as f64 / st.live_bytes.max(1) as f64,
-            s.bytes_written as f64 / s.user_bytes.max(1) as f64,
+            store.bytes_written() as f64 / store.user_bytes().max(1) as f64,
             st.active,
             st.inactive,
             st.draining,
             st.free + st.freeing
         );
-        std::io::stdout().flush().ok();
+        if tty {
+            print!("\r{line}   ");
+            std::io::stdout().flush().ok();
+        } else {
+            println!("{line}");
+        }
     }
-    println!();
+    if tty {
+        println!();
+    }
     stop.store(true, Ordering::Relaxed);
+    let mut writes = Vec::new();
     for w in writers {
-        w.join().map_err(|_| "a writer panicked")??;
+        writes.extend(w.join().map_err(|_| "a writer panicked")??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    background.stop()?;
+    let puts = writes.len() as u64;
 
-    // Crash: no clean shutdown. The segment being filled is lost (it only
-    // lives in memory); with --tear, a torn prefix of it lands in the file.
-    let store = Arc::try_unwrap(store)
-        .map_err(|_| "store still shared")?
-        .into_inner()
-        .unwrap();
-    let stable_end = match store.acc.stable_lsn() {
-        -1 => -1,
-        lsn => lsn + o.segment_size as Lsn,
-    };
+    // Crash: no clean shutdown. Buffers not yet written are lost; with
+    // --tear, a torn prefix of the open one lands in the file.
+    let acknowledged = store.vouched();
     let before = store.acc.stats();
-    let (user_bytes, bytes_written) = (store.user_bytes, store.bytes_written);
+    let (user_bytes, bytes_written) = (store.user_bytes(), store.bytes_written());
     if o.tear {
         store.tear_head()?;
     }
     drop(store);
     println!(
-        "crash: dropped the store without a clean shutdown{}",
+        "crash: stopped without a clean shutdown{}",
         if o.tear {
             ", tearing the last write"
         } else {
@@ -252,45 +312,50 @@ fn run(o: Options) -> store::Result<()> {
         }
     );
 
+    // A plain sequential read of the whole file, for comparison.
+    let file_len = storage.len()?;
+    let read_ms = if o.fill_mib.is_some() {
+        Some(sequential_read(&*storage, file_len)? * 1e3)
+    } else {
+        None
+    };
+    drop(storage);
+
     // Recover from the file.
     let t = Instant::now();
     let storage = Arc::new(FileStorage::open(&path)?);
-    let (recovered, scan) = Store::recover(config, storage.clone())?;
+    let (recovered, scan) = Store::recover(&config, storage.clone(), options)?;
     let recovery_ms = t.elapsed().as_secs_f64() * 1e3;
     recovered.acc.audit()?;
+    // Read the file again (recovery left it in the page cache): the
+    // comparison uses the faster of the two reads.
+    let read_ms = match read_ms {
+        Some(before) => Some(before.min(sequential_read(&*storage, file_len)? * 1e3)),
+        None => None,
+    };
 
-    // Verify every acknowledged key.
-    let acks = acks.lock().unwrap();
+    // Verify every key with an acknowledged write.
+    writes.sort_unstable();
     let (mut verified, mut lost) = (0u64, 0u64);
-    for (&key, writes) in &acks.written {
-        let Some(k) = writes.iter().rposition(|&(lsn, _)| lsn < stable_end) else {
+    for group in writes.chunk_by(|a, b| a.0 == b.0) {
+        let key = group[0].0;
+        let Some(k) = group.iter().rposition(|&(_, lsn, _)| lsn < acknowledged) else {
             continue;
         };
         verified += 1;
-        let ok = recovered.pages.get(&key).is_some_and(|page| {
-            !page.deleted
-                && writes[k..].iter().any(|&(_, v)| v == page.version)
-                && read_version(
-                    &*storage,
-                    o.segment_size,
-                    key,
-                    *page.ptrs.last().expect("ptr"),
-                )
-                .ok()
-                .flatten()
-                    == Some(page.version)
-        });
-        if !ok {
+        let value = recovered.get(key).ok().flatten();
+        let version = value.and_then(|v| check_payload(key, &v));
+        if !version.is_some_and(|v| group[k..].iter().any(|&(_, _, w)| w == v)) {
             lost += 1;
         }
     }
-    let total = ops.load(Ordering::Relaxed);
     println!();
-    println!("  {:<28} {:>14}", "writes", total);
+    println!("  {:<28} {:>14}", "writer threads", o.threads);
+    println!("  {:<28} {:>14}", "puts", puts);
     println!(
         "  {:<28} {:>14.0}",
-        "writes per second",
-        total as f64 / elapsed
+        "puts per second",
+        puts as f64 / elapsed
     );
     println!(
         "  {:<28} {:>14}",
@@ -322,7 +387,18 @@ fn run(o: Options) -> store::Result<()> {
         "segments discarded",
         scan.discarded.len()
     );
+    if let Some(read_ms) = read_ms {
+        println!("  {:<28} {:>14}", "log file (MiB)", file_len >> 20);
+        println!("  {:<28} {:>14.1}", "sequential read (ms)", read_ms);
+    }
     println!("  {:<28} {:>14.1}", "recovery (ms)", recovery_ms);
+    if let Some(read_ms) = read_ms {
+        println!(
+            "  {:<28} {:>14.2}",
+            "recovery / read",
+            recovery_ms / read_ms
+        );
+    }
     println!(
         "  {:<28} {:>14}",
         "pages recovered",
@@ -333,6 +409,23 @@ fn run(o: Options) -> store::Result<()> {
         return Err(format!("{lost} acknowledged keys lost").into());
     }
     Ok(())
+}
+
+/// Reads the whole file front to back in 4 MiB reads, as the scanner
+/// does; returns the seconds it took.
+fn sequential_read(storage: &dyn Storage, len: u64) -> store::Result<f64> {
+    let t = Instant::now();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut at = 0;
+    let mut sum = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        storage.read_at(at, &mut buf[..n])?;
+        sum = sum.wrapping_add(buf[n - 1] as u64);
+        at += n as u64;
+    }
+    std::hint::black_box(sum);
+    Ok(t.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
@@ -346,12 +439,12 @@ mod tests {
     #[test]
     fn good_options_parse() {
         let o = parse(&args(
-            "--threads 2 --seconds 0.5 --keys 100 --value-size 64 --segment-size 8192",
+            "--threads 2 --seconds 0.5 --keys 100 --value-size 64 --segment-size 8192 --fill-mib 3",
         ))
         .unwrap();
         assert_eq!(
-            (o.threads, o.keys, o.value_size, o.segment_size),
-            (2, 100, 64, 8192)
+            (o.threads, o.keys, o.value_size, o.segment_size, o.fill_mib),
+            (2, 100, 64, 8192, Some(3))
         );
         assert!(parse(&[]).is_ok());
     }
@@ -367,6 +460,7 @@ mod tests {
             "--segment-size 1024",
             "--value-size 8",
             "--value-size 100000",
+            "--fill-mib 0",
             "--frobnicate",
             "--path",
         ] {

@@ -144,7 +144,7 @@
 //! // A torn write of a third segment.
 //! let mut third = SegmentBuilder::new(4096, 8192, 8192);
 //! third.append(MessageKind::Free, 1, b"").unwrap();
-//! storage.write_at(8192, &third.finish()[..100])?;
+//! storage.write_at(8192, &third.finish()[..20])?; // the header itself torn
 //!
 //! let config = Config::builder().segment_size(4096).build()?;
 //! // The same collector `Accountant::new` uses; readers pin `acc.collector()`.
@@ -202,6 +202,8 @@ mod error;
 pub mod fault;
 pub mod format;
 mod freelist;
+pub mod guide;
+pub mod introspect;
 #[cfg(feature = "testing")]
 pub mod model;
 mod pidset;

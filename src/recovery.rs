@@ -421,8 +421,8 @@ pub enum RecoverError {
     /// The scan failed (I/O, or durable data damaged).
     #[error(transparent)]
     Scan(#[from] crate::scan::ScanError),
-    /// Invalidating the discarded tail failed; nothing was rebuilt and
-    /// recovering again is safe.
+    /// Invalidating the discarded tail (or completing the last segment)
+    /// failed; nothing was rebuilt and recovering again is safe.
     #[error("invalidating the discarded tail failed: {0}")]
     Invalidate(#[source] std::io::Error),
     /// The accountant rejected the snapshot.
@@ -434,7 +434,8 @@ impl crate::Accountant {
     /// Recovers a file written in the reference [`format`](mod@crate::format):
     /// scans it, makes every discarded segment durably invalid ([recovery
     /// rule 5](crate::properties#recovery-rules): the sync is skipped only
-    /// for a temporary store) and rebuilds the accountant from the scan
+    /// for a temporary store), durably completes a partly written last
+    /// segment with a pad, and rebuilds the accountant from the scan
     /// ([`from_snapshot`](crate::Accountant::from_snapshot)). Returns the accountant
     /// and the scan (the pages, and the lsn to resume writing at).
     /// Idempotent, and safe to repeat after a crash during its own writes.
@@ -472,7 +473,7 @@ impl crate::Accountant {
     ) -> Result<(crate::Accountant, crate::scan::Scan), RecoverError> {
         let ss = config.segment_size;
         let found = crate::scan::scan(&*storage, ss)?;
-        if !found.discarded.is_empty() {
+        if !found.discarded.is_empty() || found.open_tail.is_some() {
             for &lid in &found.discarded {
                 crate::format::invalidate_header(
                     &*storage,
@@ -481,6 +482,13 @@ impl crate::Accountant {
                     found.snapshot.max_header_stable_lsn,
                 )
                 .map_err(RecoverError::Invalidate)?;
+            }
+            // The last segment kept may be partly written: complete it, so
+            // that once new writes vouch past it, it is a complete stable
+            // segment and nothing beyond its valid prefix can surface.
+            if let Some(tail) = found.open_tail {
+                crate::format::seal_segment(&*storage, tail.lid, ss, tail.lsn, tail.salt, tail.end)
+                    .map_err(RecoverError::Invalidate)?;
             }
             if !config.temporary {
                 storage.sync().map_err(RecoverError::Invalidate)?;
