@@ -40,6 +40,14 @@ pub struct Relocation {
     pub stream: StreamId,
 }
 
+impl Relocation {
+    /// A suggestion to rewrite `pid` in `stream` (for adapters that put
+    /// another accountant behind the same interface).
+    pub fn new(pid: PageId, stream: StreamId) -> Relocation {
+        Relocation { pid, stream }
+    }
+}
+
 /// The stream for pages relocated from a segment of stream `from`.
 ///
 /// ```

@@ -194,10 +194,9 @@ impl Backend for Baseline {
         self.inner.stabilize(lsn)
     }
     fn clean_placed(&self, ignore: PageId) -> Option<Relocation> {
-        self.inner.clean(ignore).map(|pid| Relocation {
-            pid,
-            stream: self.relocation_stream,
-        })
+        self.inner
+            .clean(ignore)
+            .map(|pid| Relocation::new(pid, self.relocation_stream))
     }
     fn stream_for_write(&self, _lsn: Lsn, _old: &[DiskPtr]) -> u8 {
         0
