@@ -288,6 +288,7 @@ pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError>
             last_lid: last.map(|(_, lid)| lid),
             last_lsn: last.map_or(-1, |(lsn, _)| lsn + ss as Lsn - 1),
             max_header_stable_lsn: trusted,
+            resume: None,
         },
         resume_lsn: last.map_or(0, |(lsn, _)| lsn + ss as Lsn),
         discarded,

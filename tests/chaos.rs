@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use segment_accountant::policy::{SegmentFacts, Spec};
+use segment_accountant::Skip;
 use segment_accountant::{
     Accountant, BlobId, CleaningPolicy, Collector, Config, DiskPtr, Error, Lid, Lsn, MemStorage,
     PageId, Storage,
@@ -377,7 +378,9 @@ fn worker(world: &World, me: usize, calls: usize) {
             }
             // A relocation the accountant suggests (of our own pages).
             11 => {
-                let picked = world.call(me, "clean", |a| a.clean(rng.next()));
+                let picked = world.call(me, "clean", |a| {
+                    a.clean(Skip::Page(rng.next())).map(|r| r.pid)
+                });
                 if let Some(Some(pid)) = picked {
                     if let Some(old) = pages.get(&pid).cloned() {
                         let lsn = h.lsn + h.used as Lsn;
