@@ -790,9 +790,42 @@ impl Accountant {
     /// segments below the tip with segment lsn at or above `lsn` rounded
     /// down, in lsn order.
     ///
+    /// This lists **every segment that has had an lsn, freed ones
+    /// included**: a Freeing or Free segment appears with the stale lsn of
+    /// its last activation (as the seed's iterator does, for updates still
+    /// in buffers that point there). An engine iterating its log for the
+    /// segments in use wants
+    /// [`segments_in_use_from`](Self::segments_in_use_from).
+    ///
     /// # Errors
     /// [`Error::NotPaused`] unless rewriting is paused.
     pub fn segment_snapshot_iter_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        self.segment_pairs(lsn, |state| state != SegmentState::Vacant)
+    }
+
+    /// [`segment_snapshot_iter_from`](Self::segment_snapshot_iter_from),
+    /// listing only the segments in use: Active, Sealing, Inactive and
+    /// Draining ones (never a freed segment's stale lsn).
+    ///
+    /// # Errors
+    /// [`Error::NotPaused`] unless rewriting is paused.
+    pub fn segments_in_use_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        self.segment_pairs(lsn, |state| {
+            matches!(
+                state,
+                SegmentState::Active
+                    | SegmentState::Sealing
+                    | SegmentState::Inactive
+                    | SegmentState::Draining
+            )
+        })
+    }
+
+    fn segment_pairs(
+        &self,
+        lsn: Lsn,
+        listed: impl Fn(SegmentState) -> bool,
+    ) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
         self.shared.poison.check()?;
         if !self.shared.gate.is_paused() {
             return Err(Error::NotPaused);
@@ -803,7 +836,7 @@ impl Accountant {
             .filter_map(|index| {
                 let word = self.shared.table.segment(index).load();
                 let seg_lsn = word.lsn(ss as u64)?;
-                (word.state != SegmentState::Vacant && seg_lsn >= from)
+                (listed(word.state) && seg_lsn >= from)
                     .then_some((seg_lsn, index as u64 * ss as u64))
             })
             .collect();
