@@ -69,7 +69,7 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::sync::Arc;
 //! use segment_accountant::format::{self, MessageKind, SegmentHeader, MESSAGE_HEADER_LEN};
-//! use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageState, Storage};
+//! use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageState, LogFile, Storage};
 //!
 //! const SS: u64 = 4096;
 //! const WRITER: u64 = 1 << 48;

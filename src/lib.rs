@@ -132,7 +132,7 @@
 //! use std::sync::Arc;
 //! use segment_accountant::format::{MessageKind, SegmentBuilder};
 //! use segment_accountant::{
-//!     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+//!     default_collector, Accountant, Config, MemStorage, PageState, LogFile, Storage,
 //! };
 //!
 //! let storage = Arc::new(MemStorage::new());
@@ -238,7 +238,7 @@ pub use placement::{Relocation, Skip};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
-pub use storage::{FileStorage, MemStorage, Storage};
+pub use storage::{FileStorage, LogFile, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 /// The README's code (its API tour) runs as a doc test.

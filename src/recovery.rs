@@ -559,7 +559,7 @@ impl crate::Accountant {
     /// use std::sync::Arc;
     /// use segment_accountant::format::{MessageKind, SegmentBuilder};
     /// use segment_accountant::{
-    ///     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+    ///     default_collector, Accountant, Config, MemStorage, PageState, LogFile, Storage,
     /// };
     ///
     /// let storage = Arc::new(MemStorage::new());
@@ -577,7 +577,7 @@ impl crate::Accountant {
     /// ```
     pub fn recover(
         config: crate::Config,
-        storage: std::sync::Arc<dyn crate::Storage>,
+        storage: std::sync::Arc<dyn crate::LogFile>,
         collector: crate::Collector,
     ) -> Result<(crate::Accountant, crate::scan::Scan), RecoverError> {
         let ss = config.segment_size;
@@ -603,6 +603,9 @@ impl crate::Accountant {
                 storage.sync().map_err(RecoverError::Invalidate)?;
             }
         }
+        // An `Arc` of a log file is the accountant's storage (no trait
+        // upcasting needed).
+        let storage: std::sync::Arc<dyn crate::Storage> = std::sync::Arc::new(storage);
         let acc = Self::from_snapshot(config, storage, collector, &found.snapshot, found.file_len)?;
         Ok((acc, found))
     }

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use segment_accountant::policy::{SegmentFacts, Spec};
 use segment_accountant::Skip;
 use segment_accountant::{
-    Accountant, BlobId, CleaningPolicy, Collector, Config, DiskPtr, Error, Lid, Lsn, MemStorage,
-    PageId, Storage,
+    Accountant, BlobId, CleaningPolicy, Collector, Config, DiskPtr, Error, Lid, LogFile, Lsn,
+    MemStorage, PageId, Storage,
 };
 
 const THREADS: usize = 4;
@@ -78,15 +78,6 @@ struct ChaosStorage {
 }
 
 impl Storage for ChaosStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        // Only the length matters here: keep no bytes.
-        self.len
-            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
     fn set_len(&self, len: u64) -> io::Result<()> {
         maybe_panic("set_len");
         self.len.store(len, Ordering::Relaxed);
@@ -103,6 +94,18 @@ impl Storage for ChaosStorage {
     fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
         maybe_panic("remove_blob");
         self.inner.remove_blob(blob)
+    }
+}
+
+impl LogFile for ChaosStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        // Only the length matters here: keep no bytes.
+        self.len
+            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
     }
 }
 

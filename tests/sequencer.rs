@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{within, LatchedStorage};
 use segment_accountant::Skip;
 use segment_accountant::{
-    Accountant, Collector, Config, DiskPtr, Error, Lsn, SegmentState, Storage,
+    Accountant, Collector, Config, DiskPtr, Error, LogFile, Lsn, SegmentState, Storage,
 };
 
 const SS: u64 = 4096;

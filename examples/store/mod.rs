@@ -56,7 +56,7 @@ use segment_accountant::format::{self, MessageKind};
 use segment_accountant::placement::{Relocation, Skip};
 use segment_accountant::scan::Scan;
 use segment_accountant::{
-    Accountant, Config, DiskPtr, Lid, Lsn, PageId, PageState, SegmentState, Storage,
+    Accountant, Config, DiskPtr, Lid, LogFile, Lsn, PageId, PageState, SegmentState, Storage,
 };
 
 pub use buffer::Buffer;
@@ -385,7 +385,7 @@ pub struct Flushed {
 /// The store.
 pub struct Store<A: Backend = Accountant> {
     pub acc: A,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn LogFile>,
     ss: u64,
     options: Options,
     heads: Box<[Head]>,
@@ -424,7 +424,7 @@ impl<A: Backend> Store<A> {
     pub fn create(
         acc: A,
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
     ) -> Result<Store<A>> {
         Self::start(acc, config, storage, options, 0, -1, FxHashMap::default())
@@ -433,7 +433,7 @@ impl<A: Backend> Store<A> {
     fn start(
         acc: A,
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
         resume_lsn: Lsn,
         vouched: Lsn,
@@ -1110,8 +1110,8 @@ impl Store<Accountant> {
     /// A store on this crate's accountant over an empty file, deferring
     /// frees through the collector its readers pin (crossbeam-epoch's
     /// default one).
-    pub fn new(config: &Config, storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
-        let acc = Accountant::new(config.clone(), storage.clone());
+    pub fn new(config: &Config, storage: Arc<dyn LogFile>, options: Options) -> Result<Store> {
+        let acc = Accountant::new(config.clone(), Arc::new(storage.clone()));
         Self::create(acc, config, storage, options)
     }
 
@@ -1123,7 +1123,7 @@ impl Store<Accountant> {
     /// makes one durable and stabilizes with it. Reads no page.
     pub fn recover(
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
     ) -> Result<(Store, Scan)> {
         storage.sync()?;
