@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use segment_accountant::fault::FaultStorage;
 use segment_accountant::scan;
-use segment_accountant::{Config, Lsn, PageId, Storage};
+use segment_accountant::{Config, LogFile, Lsn, PageId};
 use store::{check_payload, payload, Background, Options, Relocated, Store};
 
 const SEGMENT_SIZE: u64 = 1024;
@@ -196,7 +196,7 @@ fn main() {
         if rng.below(4) == 0 {
             storage.crash_after(rng.below(3));
         }
-        let dyn_storage: Arc<dyn Storage> = storage.clone();
+        let dyn_storage: Arc<dyn LogFile> = storage.clone();
         let first = scan::scan(&*dyn_storage, SEGMENT_SIZE);
         let second = scan::scan(&*dyn_storage, SEGMENT_SIZE);
         match (&first, &second) {

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use segment_accountant::{Config, FileStorage, Lsn, PageId, Storage};
+use segment_accountant::{Config, FileStorage, LogFile, Lsn, PageId, Storage};
 use store::{check_payload, payload, Background, Options, Store};
 
 #[derive(Debug)]
@@ -413,7 +413,7 @@ fn run(o: Args) -> store::Result<()> {
 
 /// Reads the whole file front to back in 4 MiB reads, as the scanner
 /// does; returns the seconds it took.
-fn sequential_read(storage: &dyn Storage, len: u64) -> store::Result<f64> {
+fn sequential_read(storage: &dyn LogFile, len: u64) -> store::Result<f64> {
     let t = Instant::now();
     let mut buf = vec![0u8; 4 << 20];
     let mut at = 0;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use segment_accountant::{Accountant, Config, FileStorage, MemStorage, Storage};
+use segment_accountant::{Accountant, Config, FileStorage, LogFile, MemStorage};
 use store::{Backend, Background, Baseline, Options, Store};
 
 struct Args {
@@ -135,7 +135,7 @@ struct Run {
 }
 
 fn run_one<A: Backend>(
-    make: impl FnOnce(&Config, Arc<dyn Storage>) -> A,
+    make: impl FnOnce(&Config, Arc<dyn LogFile>) -> A,
     args: &Args,
     shape: Shape,
     threads: usize,
@@ -152,7 +152,7 @@ fn run_one<A: Backend>(
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
-    let storage: Arc<dyn Storage> = if args.mem {
+    let storage: Arc<dyn LogFile> = if args.mem {
         Arc::new(MemStorage::new())
     } else {
         Arc::new(FileStorage::open(dir.path().join("bench.log"))?)
@@ -255,7 +255,7 @@ fn main() {
                 let mut one = |accountant: bool| {
                     let r = if accountant {
                         run_one(
-                            |c, storage| Accountant::new(c.clone(), storage),
+                            |c, storage| Accountant::new(c.clone(), Arc::new(storage)),
                             &args,
                             shape,
                             threads,

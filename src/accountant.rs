@@ -17,7 +17,7 @@ use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::freelist::{Epochs, RewriteGate};
 use crate::pidset::LsnSet;
-use crate::placement::{self, Relocation, StreamId};
+use crate::placement::{self, Relocation, Skip, StreamId};
 use crate::segment::{
     DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
 };
@@ -646,19 +646,17 @@ impl Accountant {
         self.shared.combiner.request(&self.shared, goal)
     }
 
-    /// Suggests a page to relocate so that a draining segment empties, or
-    /// `None` if there is nothing to do (or the pick is `ignore_pid`).
+    /// Suggests a page to relocate so that a draining segment empties:
+    /// the page, the segment it is drained from (so a store can skip a
+    /// page it already moved out of it) and the stream to rewrite it in
+    /// (see [`placement`](crate::placement)). `None` if there is nothing
+    /// to do, or the pick is the page `skip` names.
+    ///
     /// Round-robin over the to-clean set and each segment's pages not yet
     /// replaced; a returned page was, at some instant during the call, not
-    /// yet replaced in a to-clean segment.
-    pub fn clean(&self, ignore_pid: PageId) -> Option<PageId> {
-        self.pick_relocation(ignore_pid).map(|(pid, _)| pid)
-    }
-
-    /// [`clean`](Self::clean), with the stream the page should be
-    /// rewritten in (see [`placement`](crate::placement)).
-    pub fn clean_placed(&self, ignore_pid: PageId) -> Option<Relocation> {
-        let (pid, index) = self.pick_relocation(ignore_pid)?;
+    /// yet replaced in the returned segment, which was Draining.
+    pub fn clean(&self, skip: Skip) -> Option<Relocation> {
+        let (pid, index, word) = self.pick_relocation(skip)?;
         let config = &self.shared.config;
         // Relaxed: the stream was published with the segment's activation,
         // which the pick's Acquire load of the word saw.
@@ -670,7 +668,14 @@ impl Accountant {
             .load(Ordering::Relaxed);
         let stream =
             placement::relocation_stream(config.user_streams, config.relocation_streams, from);
-        Some(Relocation { pid, stream })
+        let ss = self.segment_size();
+        Some(Relocation {
+            pid,
+            stream,
+            segment_lid: index as u64 * ss,
+            // A Draining segment has an lsn.
+            segment_lsn: word.lsn(ss).unwrap_or(-1),
+        })
     }
 
     /// The user stream a full rewrite of a page at `lsn` should go to,
@@ -710,8 +715,8 @@ impl Accountant {
         (l != u64::MAX).then_some(l)
     }
 
-    /// Picks a page to relocate and its segment's index.
-    fn pick_relocation(&self, ignore_pid: PageId) -> Option<(PageId, usize)> {
+    /// Picks a page to relocate, its segment's index and word.
+    fn pick_relocation(&self, skip: Skip) -> Option<(PageId, usize, Word)> {
         let shared = &self.shared;
         let draining = shared.counts.snapshot().draining;
         if draining == 0 {
@@ -743,7 +748,7 @@ impl Accountant {
                     if segment.load() == word {
                         drop(list);
                         shared.clean_cursor.store(index + 1, Ordering::Relaxed);
-                        return (pid != ignore_pid).then_some((pid, index));
+                        return (skip != Skip::Page(pid)).then_some((pid, index, word));
                     }
                     break;
                 }
@@ -785,9 +790,42 @@ impl Accountant {
     /// segments below the tip with segment lsn at or above `lsn` rounded
     /// down, in lsn order.
     ///
+    /// This lists **every segment that has had an lsn, freed ones
+    /// included**: a Freeing or Free segment appears with the stale lsn of
+    /// its last activation (as the seed's iterator does, for updates still
+    /// in buffers that point there). An engine iterating its log for the
+    /// segments in use wants
+    /// [`segments_in_use_from`](Self::segments_in_use_from).
+    ///
     /// # Errors
     /// [`Error::NotPaused`] unless rewriting is paused.
     pub fn segment_snapshot_iter_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        self.segment_pairs(lsn, |state| state != SegmentState::Vacant)
+    }
+
+    /// [`segment_snapshot_iter_from`](Self::segment_snapshot_iter_from),
+    /// listing only the segments in use: Active, Sealing, Inactive and
+    /// Draining ones (never a freed segment's stale lsn).
+    ///
+    /// # Errors
+    /// [`Error::NotPaused`] unless rewriting is paused.
+    pub fn segments_in_use_from(&self, lsn: Lsn) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
+        self.segment_pairs(lsn, |state| {
+            matches!(
+                state,
+                SegmentState::Active
+                    | SegmentState::Sealing
+                    | SegmentState::Inactive
+                    | SegmentState::Draining
+            )
+        })
+    }
+
+    fn segment_pairs(
+        &self,
+        lsn: Lsn,
+        listed: impl Fn(SegmentState) -> bool,
+    ) -> Result<std::vec::IntoIter<(Lsn, Lid)>> {
         self.shared.poison.check()?;
         if !self.shared.gate.is_paused() {
             return Err(Error::NotPaused);
@@ -798,7 +836,7 @@ impl Accountant {
             .filter_map(|index| {
                 let word = self.shared.table.segment(index).load();
                 let seg_lsn = word.lsn(ss as u64)?;
-                (word.state != SegmentState::Vacant && seg_lsn >= from)
+                (listed(word.state) && seg_lsn >= from)
                     .then_some((seg_lsn, index as u64 * ss as u64))
             })
             .collect();

@@ -250,8 +250,14 @@ impl MutexAccountant {
         Ok(())
     }
 
-    /// See [`Accountant::clean`](crate::Accountant::clean).
+    /// See [`Accountant::clean`](crate::Accountant::clean): the page only.
     pub fn clean(&self, ignore_pid: PageId) -> Option<PageId> {
+        self.clean_from(ignore_pid).map(|(pid, _, _)| pid)
+    }
+
+    /// The page [`clean`](Self::clean) picks, with the base lid and lsn of
+    /// the segment it is drained from.
+    pub fn clean_from(&self, ignore_pid: PageId) -> Option<(PageId, Lid, Lsn)> {
         let mut inner = self.inner.lock();
         if inner.to_clean.is_empty() {
             return None;
@@ -269,7 +275,9 @@ impl MutexAccountant {
             .copied()?;
         let set = &inner.segments[pick].not_yet_replaced;
         let pid = *set.iter().nth(k % set.len())?;
-        (pid != ignore_pid).then_some(pid)
+        let lid = pick as u64 * inner.config.segment_size;
+        let lsn = inner.segments[pick].lsn.unwrap_or(-1);
+        (pid != ignore_pid).then_some((pid, lid, lsn))
     }
 }
 

@@ -16,7 +16,7 @@
 //! All randomness comes from a seed, so a failing run can be replayed.
 //!
 //! ```
-//! use segment_accountant::{fault::FaultStorage, Storage};
+//! use segment_accountant::{fault::FaultStorage, LogFile, Storage};
 //! let s = FaultStorage::restart(Vec::new(), 7);
 //! s.write_at(0, b"durable").unwrap();
 //! s.sync().unwrap();
@@ -29,7 +29,7 @@ use std::collections::HashSet;
 use std::io;
 use std::sync::Mutex;
 
-use crate::storage::Storage;
+use crate::storage::{LogFile, Storage};
 use crate::types::BlobId;
 
 #[derive(Clone, Debug)]
@@ -238,49 +238,6 @@ impl FaultStorage {
 }
 
 impl Storage for FaultStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.lock();
-        if s.crashed {
-            return Err(crashed());
-        }
-        if s.fail_write > 0 {
-            s.fail_write -= 1;
-            return Err(io::Error::other("injected write error"));
-        }
-        offset
-            .checked_add(buf.len() as u64)
-            .filter(|&end| end < (1 << 40))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
-        s.writes += 1;
-        let op = Pending::Write {
-            offset,
-            data: buf.to_vec(),
-        };
-        if s.tick() {
-            s.crash(Some(op));
-            return Err(crashed());
-        }
-        apply(&mut s.current, &op);
-        s.pending.push(op);
-        Ok(())
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let s = self.lock();
-        if s.crashed {
-            return Err(crashed());
-        }
-        let end = offset as usize + buf.len();
-        if end > s.current.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past end",
-            ));
-        }
-        buf.copy_from_slice(&s.current[offset as usize..end]);
-        Ok(())
-    }
-
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = self.lock();
         if s.crashed {
@@ -347,6 +304,50 @@ impl Storage for FaultStorage {
             panic!("injected panic in remove_blob({blob})");
         }
         s.blobs.remove(&blob);
+        Ok(())
+    }
+}
+
+impl LogFile for FaultStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.crashed {
+            return Err(crashed());
+        }
+        if s.fail_write > 0 {
+            s.fail_write -= 1;
+            return Err(io::Error::other("injected write error"));
+        }
+        offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end < (1 << 40))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+        s.writes += 1;
+        let op = Pending::Write {
+            offset,
+            data: buf.to_vec(),
+        };
+        if s.tick() {
+            s.crash(Some(op));
+            return Err(crashed());
+        }
+        apply(&mut s.current, &op);
+        s.pending.push(op);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = self.lock();
+        if s.crashed {
+            return Err(crashed());
+        }
+        let end = offset as usize + buf.len();
+        if end > s.current.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end",
+            ));
+        }
+        buf.copy_from_slice(&s.current[offset as usize..end]);
         Ok(())
     }
 }

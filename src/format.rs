@@ -39,7 +39,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::storage::Storage;
+use crate::storage::LogFile;
 use crate::types::{BlobId, Lid, Lsn, PageId};
 
 /// Bytes of a segment header.
@@ -406,7 +406,7 @@ pub enum ReadError {
 /// checksum and length. The caller checks that its pid and lsn are the
 /// ones it expects.
 pub fn read_message_at(
-    storage: &dyn Storage,
+    storage: &dyn LogFile,
     lid: Lid,
     size: u64,
 ) -> Result<(MessageHeader, Vec<u8>), ReadError> {
@@ -749,7 +749,7 @@ pub fn decode_segment(bytes: &[u8], segment_size: u64) -> Result<DecodedSegment,
 /// `stable_lsn` survives (so a second recovery trusts what the first did).
 /// Does not sync: the caller syncs once after invalidating everything.
 pub fn invalidate_header(
-    storage: &dyn Storage,
+    storage: &dyn LogFile,
     lid: Lid,
     segment_size: u64,
     stable_lsn: Lsn,
@@ -771,7 +771,7 @@ pub fn invalidate_header(
 /// segment of the log it keeps, so every segment below the next vouched
 /// lsn is complete. Does not sync.
 pub fn seal_segment(
-    storage: &dyn Storage,
+    storage: &dyn LogFile,
     lid: Lid,
     segment_size: u64,
     lsn: Lsn,

@@ -33,7 +33,7 @@
 //! | 6. flush | flusher | write every sealed buffer whose writer count is zero (the last one of a segment padded to its end; a segment's later pieces only once the piece with its header is durable), then **one** `sync` for all | every byte below the *durable end* (below every head's open buffer and every unwritten sealed one) is on disk; no piece of a new incarnation lands under an old incarnation's header |
 //! | 7. stabilize | flusher | [`stabilize`](crate::Accountant::stabilize) with the highest stable lsn that a **durable** header or checkpoint vouches for, never with the raw durable end (spec rule 4) | a segment is reused only when a durable vouch covers it, so recovery never finds a gap in its unstable tail |
 //! | 7b. checkpoint | flusher | when the durable end is past every vouch written, append a [`Checkpoint`](crate::format::MessageKind::Checkpoint) vouching for it; it counts once a later sync made it durable | an idle store's tail becomes stable; it stops once the only unvouched bytes are the last checkpoint itself |
-//! | 8. clean | cleaner | [`clean_placed`](crate::Accountant::clean_placed) names a page and a stream; under the page's latch read its value by pointer, write it at that head, `mark_replace` | draining segments empty; a page rewritten since the pick is left alone |
+//! | 8. clean | cleaner | [`clean`](crate::Accountant::clean) names a page, its segment and a stream; under the page's latch read its value by pointer, write it at that head, `mark_replace` | draining segments empty; a page rewritten since the pick is left alone |
 //! | 9. read | reader | pin the collector the accountant defers frees through, copy the pointer, read one record ([`format::read_message_at`](crate::format::read_message_at)), check its pid and lsn | a segment is not reused under a pinned reader (property B) |
 //!
 //! Why stabilize only with a vouched lsn: after a sync, everything below
@@ -69,7 +69,7 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::sync::Arc;
 //! use segment_accountant::format::{self, MessageKind, SegmentHeader, MESSAGE_HEADER_LEN};
-//! use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageState, Storage};
+//! use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageState, LogFile, Storage};
 //!
 //! const SS: u64 = 4096;
 //! const WRITER: u64 = 1 << 48;

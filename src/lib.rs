@@ -35,7 +35,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use segment_accountant::{Accountant, Config, DiskPtr, MemStorage, SegmentState};
+//! use segment_accountant::{Accountant, Config, DiskPtr, MemStorage, SegmentState, Skip};
 //!
 //! let config = Config::builder().segment_size(4096).build()?;
 //! let acc = Accountant::new(config, Arc::new(MemStorage::new()));
@@ -67,7 +67,9 @@
 //! // Segments holding very few pages are drained: `clean` suggests pages
 //! // to relocate from them.
 //! assert_eq!(first.state, SegmentState::Draining);
-//! assert!(matches!(acc.clean(u64::MAX), Some(1 | 2)));
+//! let relocation = acc.clean(Skip::Nothing).unwrap();
+//! assert!(matches!(relocation.pid, 1 | 2));
+//! assert_eq!((relocation.segment_lid, relocation.segment_lsn), (lid, 0));
 //! acc.audit()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -130,7 +132,7 @@
 //! use std::sync::Arc;
 //! use segment_accountant::format::{MessageKind, SegmentBuilder};
 //! use segment_accountant::{
-//!     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+//!     default_collector, Accountant, Config, MemStorage, PageState, LogFile, Storage,
 //! };
 //!
 //! let storage = Arc::new(MemStorage::new());
@@ -232,10 +234,11 @@ pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::{default_collector, Collector};
 pub use error::{Callback, Error, Result};
+pub use placement::{Relocation, Skip};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
 pub use segment::SegmentState;
-pub use storage::{FileStorage, MemStorage, Storage};
+pub use storage::{FileStorage, LogFile, MemStorage, Storage};
 pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 /// The README's code (its API tour) runs as a doc test.

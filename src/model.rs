@@ -667,10 +667,11 @@ impl Model {
         }
     }
 
-    /// Checks a `clean_placed(ignore)` result: the page as
-    /// [`check_clean`](Self::check_clean), and the stream as
+    /// Checks a `clean(Skip::Page(ignore))` result: the page as
+    /// [`check_clean`](Self::check_clean), the segment as a Draining one
+    /// holding it not yet replaced, and the stream as
     /// [`placement::relocation_stream`](crate::placement::relocation_stream)
-    /// of a Draining segment holding it not yet replaced.
+    /// of that segment.
     pub fn check_clean_placed(
         &self,
         ignore: PageId,
@@ -684,17 +685,22 @@ impl Model {
         let allowed: Vec<u8> = self
             .segments
             .iter()
-            .filter(|s| {
-                s.state == Some(SegmentState::Draining) && s.not_yet_replaced.contains(&r.pid)
+            .enumerate()
+            .filter(|(index, s)| {
+                s.state == Some(SegmentState::Draining)
+                    && s.not_yet_replaced.contains(&r.pid)
+                    && *index as u64 * self.config.segment_size == r.segment_lid
+                    && s.lsn == Some(r.segment_lsn)
             })
+            .map(|(_, s)| s)
             .map(|s| crate::placement::relocation_stream(user, relocation, s.stream))
             .collect();
         if allowed.contains(&r.stream) {
             Ok(())
         } else {
             Err(format!(
-                "clean_placed suggested stream {} for page {}; allowed {allowed:?}",
-                r.stream, r.pid
+                "clean suggested stream {} for page {} from lid {} lsn {}; allowed {allowed:?}",
+                r.stream, r.pid, r.segment_lid, r.segment_lsn
             ))
         }
     }

@@ -13,7 +13,7 @@
 //!   the average lifetime of the user segments cleaned lately: shorter than
 //!   that → stream 0, up to 4× → stream 1, and so on (after SepBIT, Wang et
 //!   al., FAST '22). New pages go to the last user stream.
-//! - relocations ([`Accountant::clean_placed`](crate::Accountant::clean_placed)):
+//! - relocations ([`Accountant::clean`](crate::Accountant::clean)):
 //!   with relocation streams, a page relocated from a user segment goes to
 //!   the first relocation stream, and from relocation stream `r` to `r + 1`
 //!   (capped): its stream counts how many cleanings it survived.
@@ -22,7 +22,7 @@
 //! `user_streams..user_streams + relocation_streams`. The defaults (one
 //! user stream, no relocation stream) are the single-head log.
 
-use crate::types::{Lsn, PageId};
+use crate::types::{Lid, Lsn, PageId};
 
 /// A write head's number.
 pub type StreamId = u8;
@@ -30,7 +30,13 @@ pub type StreamId = u8;
 /// The most streams of either kind.
 pub const MAX_STREAMS: u8 = 16;
 
-/// A page `clean` suggests relocating, and the stream to write it to.
+/// A page [`clean`](crate::Accountant::clean) suggests relocating: the
+/// segment it is drained from, and the stream to write it to.
+///
+/// A store that may have moved the page already (a user write since, or an
+/// earlier relocation still in its buffers) compares the page's current
+/// location with `segment_lid` and `segment_lsn`, and skips the page when
+/// its current fragment is no longer in that segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Relocation {
@@ -38,14 +44,44 @@ pub struct Relocation {
     pub pid: PageId,
     /// The stream to rewrite it in.
     pub stream: StreamId,
+    /// The base lid of the Draining segment the page is drained from.
+    pub segment_lid: Lid,
+    /// That segment's base lsn (it tells a reuse of the lid apart).
+    pub segment_lsn: Lsn,
 }
 
 impl Relocation {
-    /// A suggestion to rewrite `pid` in `stream` (for adapters that put
-    /// another accountant behind the same interface).
-    pub fn new(pid: PageId, stream: StreamId) -> Relocation {
-        Relocation { pid, stream }
+    /// A relocation of `pid` to `stream` from the segment at `segment_lid`
+    /// with base lsn `segment_lsn` (for adapters over other accountants).
+    pub fn new(pid: PageId, stream: StreamId, segment_lid: Lid, segment_lsn: Lsn) -> Relocation {
+        Relocation {
+            pid,
+            stream,
+            segment_lid,
+            segment_lsn,
+        }
     }
+
+    /// Whether a fragment of the page at `lid`, written at `lsn`, is in the
+    /// segment this relocation drains (so the page has not moved since);
+    /// `segment_size` is the accountant's.
+    pub fn drains(&self, lid: Lid, lsn: Lsn, segment_size: u64) -> bool {
+        lid / segment_size == self.segment_lid / segment_size
+            && lsn.div_euclid(segment_size as Lsn)
+                == self.segment_lsn.div_euclid(segment_size as Lsn)
+    }
+}
+
+/// Which page [`clean`](crate::Accountant::clean) must not suggest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Any page may be suggested.
+    Nothing,
+    /// The page the caller is busy with (writing it, or holding it in a
+    /// buffer): when the round-robin pick is this page, `clean` returns
+    /// `None` and the page goes to the back of its segment's turn, so the
+    /// next call moves on.
+    Page(PageId),
 }
 
 /// The stream for pages relocated from a segment of stream `from`.

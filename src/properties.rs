@@ -85,14 +85,15 @@
 //! [`Accountant::recover`](crate::Accountant::recover) does both and rule
 //! 5 too. The rebuilt accountant follows these rules:
 //!
-//! 1. the tip is the file length in whole segments (a partial last segment
-//!    counts when it holds at least a segment header);
+//! 1. the tip is the file length rounded up to whole segments (a partial
+//!    last segment counts, whatever it holds: the rule is format-agnostic);
 //! 2. every segment holding a live fragment gets the fragment's segment lsn
 //!    and the page, with its live bytes;
 //! 3. segments wholly below the vouched stable lsn are sealed; those other
 //!    than the last one written whose live bytes are at most the cleaning
 //!    threshold start Draining;
-//! 4. segments below the tip with no live fragment are freed, but reusable
+//!    the segment the snapshot says writing resumes in stays Active;
+//! 4. other segments below the tip with no live fragment are freed, but reusable
 //!    only once `stabilize` passes the snapshot's last lsn (property C);
 //! 5. a discarded tail (segments past a tear or a gap) is never read as
 //!    valid again: its headers are made durably invalid before the store

@@ -90,6 +90,11 @@ pub struct Snapshot {
     pub last_lsn: Lsn,
     /// The highest stable lsn vouched for by a durable segment header.
     pub max_header_stable_lsn: Lsn,
+    /// Where writing resumes inside a segment already in the file, if it
+    /// does: `(lid, lsn)`, the segment's base lid and the lsn of the next
+    /// write into it (see [`resume_at`](Snapshot::resume_at)). `None`: the
+    /// store resumes in a new segment, from [`Accountant::next`](crate::Accountant::next).
+    pub resume: Option<(Lid, Lsn)>,
 }
 
 impl Snapshot {
@@ -110,7 +115,43 @@ impl Snapshot {
             last_lid,
             last_lsn,
             max_header_stable_lsn,
+            resume: None,
         }
+    }
+
+    /// This snapshot, saying that writing resumes at `lsn` in the segment
+    /// whose base lid is `lid`: that segment stays Active at segment lsn
+    /// `lsn` rounded down to the segment size, even when it holds no live
+    /// fragment (an engine whose last segment holds only its header
+    /// resumes writing inside it, with [`mark_link`](crate::Accountant::mark_link)
+    /// and no `next`).
+    ///
+    /// The segment must lie below the file's tip, `lid` must be a multiple
+    /// of the segment size, and `lsn` must lie beyond the log's last lsn
+    /// (so beyond the header-vouched stable lsn); the segment's fragments
+    /// (if any) must carry its segment lsn. The
+    /// reference [`scan`](mod@crate::scan) does not set it:
+    /// [`recover`](crate::Accountant::recover) completes a partly written
+    /// last segment with a pad and writing resumes in a new segment.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use segment_accountant::{default_collector, Accountant, Config, DiskPtr, MemStorage, SegmentState, Snapshot};
+    ///
+    /// // The last segment (lid 4096, lsn 8192) holds only a 20-byte header.
+    /// let snapshot = Snapshot::new(Default::default(), Some(4096), 8192 + 19, -1)
+    ///     .resume_at(4096, 8192 + 20);
+    /// let config = Config::builder().segment_size(4096).build()?;
+    /// let acc = Accountant::from_snapshot(
+    ///     config, Arc::new(MemStorage::new()), default_collector().clone(), &snapshot, 4096 + 20,
+    /// )?;
+    /// assert_eq!(acc.segment_info(1).unwrap().state, SegmentState::Active);
+    /// acc.mark_link(7, 8192 + 20, DiskPtr::Inline(4096 + 20), 64)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resume_at(mut self, lid: Lid, lsn: Lsn) -> Snapshot {
+        self.resume = Some((lid, lsn));
+        self
     }
 }
 
@@ -188,11 +229,42 @@ pub enum SnapshotError {
         /// The tip in bytes.
         tip: u64,
     },
+    /// The segment writing resumes in ([`Snapshot::resume`]) is not one
+    /// writing can resume in.
+    #[error("writing cannot resume at lsn {lsn} in the segment at lid {lid}: {reason}")]
+    InvalidResume {
+        /// The segment's lid, as given.
+        lid: Lid,
+        /// The resume lsn, as given.
+        lsn: Lsn,
+        /// Why.
+        reason: ResumeRefusal,
+    },
 }
 
-/// The bytes a partial last segment must hold to count toward the tip: one
-/// segment header of the reference format.
-const HEADER_LEN: u64 = 32;
+/// Why [`Snapshot::resume`] was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeRefusal {
+    /// The lid is not a multiple of the segment size.
+    #[error("the lid is not a segment's base")]
+    UnalignedLid,
+    /// The segment is at or beyond the file's tip.
+    #[error("the segment is at or beyond the file tip ({tip} bytes)")]
+    BeyondTip {
+        /// The tip in bytes.
+        tip: u64,
+    },
+    /// The lsn is negative or beyond the accountant's range.
+    #[error("the lsn is out of range")]
+    LsnOutOfRange,
+    /// The lsn is not beyond the log's last lsn.
+    #[error("the lsn is not beyond the log's last lsn {last_lsn}")]
+    NotBeyondLog {
+        /// The snapshot's last lsn.
+        last_lsn: Lsn,
+    },
+}
 
 struct Recovered {
     segno: u64,
@@ -205,8 +277,9 @@ impl crate::Accountant {
     /// (`snapshot`) and the file's current length `file_len`, by the
     /// [recovery rules](crate::properties#recovery-rules):
     ///
-    /// 1. the tip is the file length in whole segments (a partial last
-    ///    segment counts when it holds at least a segment header);
+    /// 1. the tip is the file length rounded up to whole segments (a
+    ///    partial last segment counts, however few bytes it holds: the rule
+    ///    knows nothing of the store's format);
     /// 2. every segment holding a live fragment gets the fragment's segment
     ///    lsn and the page, with live bytes summed;
     /// 3. segments wholly below the header-vouched stable lsn are sealed
@@ -215,7 +288,9 @@ impl crate::Accountant {
     ///    written holding at most `threshold × segment_size` live bytes
     ///    start Draining; later segments stay Active until `stabilize`
     ///    passes them, in lsn order;
-    /// 4. segments below the tip with no live fragment are freed, but
+    ///    The segment writing resumes in ([`Snapshot::resume_at`]) stays
+    ///    Active, with or without live fragments;
+    /// 4. other segments below the tip with no live fragment are freed, but
     ///    reusable only once `stabilize` passes the snapshot's last lsn
     ///    (and then through the epoch collector).
     ///
@@ -242,10 +317,9 @@ impl crate::Accountant {
         use crate::table::{Bits, SegmentTable};
 
         let ss = config.segment_size;
-        let mut tip = file_len / ss;
-        if file_len % ss >= HEADER_LEN {
-            tip += 1;
-        }
+        // Rule 1, at segment granularity: any byte of a segment counts,
+        // whatever the store's format.
+        let tip = file_len.div_ceil(ss);
         let tip_bytes = tip * ss;
         if let Some(lid) = snapshot.last_lid {
             if lid >= tip_bytes {
@@ -311,6 +385,41 @@ impl crate::Accountant {
                 }
                 entry.pages.push((pid, fragment.size));
                 entry.bytes += fragment.size;
+            }
+        }
+        if let Some((lid, lsn)) = snapshot.resume {
+            let refuse = |reason| SnapshotError::InvalidResume { lid, lsn, reason };
+            if lid % ss != 0 {
+                return Err(refuse(ResumeRefusal::UnalignedLid).into());
+            }
+            if lid >= tip_bytes {
+                return Err(refuse(ResumeRefusal::BeyondTip { tip: tip_bytes }).into());
+            }
+            if lsn < 0 || lsn as u64 / ss > crate::segment::MAX_SEGMENT_NUMBER {
+                return Err(refuse(ResumeRefusal::LsnOutOfRange).into());
+            }
+            if lsn <= snapshot.last_lsn {
+                return Err(refuse(ResumeRefusal::NotBeyondLog {
+                    last_lsn: snapshot.last_lsn,
+                })
+                .into());
+            }
+            // Beyond the log's last lsn, so beyond the vouched stable lsn
+            // (checked above): the segment is never one sealed at recovery.
+            let segno = lsn as u64 / ss;
+            let entry = segments.entry(lid / ss).or_insert(Recovered {
+                segno,
+                pages: Vec::new(),
+                bytes: 0,
+            });
+            if entry.segno != segno {
+                return Err(SnapshotError::MixedSegmentLsns {
+                    lid,
+                    first: (entry.segno * ss) as Lsn,
+                    second: (segno * ss) as Lsn,
+                    pid: entry.pages.first().map_or(0, |&(pid, _)| pid),
+                }
+                .into());
             }
         }
         let mut by_segno: BTreeMap<u64, u64> = BTreeMap::new();
@@ -450,7 +559,7 @@ impl crate::Accountant {
     /// use std::sync::Arc;
     /// use segment_accountant::format::{MessageKind, SegmentBuilder};
     /// use segment_accountant::{
-    ///     default_collector, Accountant, Config, MemStorage, PageState, Storage,
+    ///     default_collector, Accountant, Config, MemStorage, PageState, LogFile, Storage,
     /// };
     ///
     /// let storage = Arc::new(MemStorage::new());
@@ -468,7 +577,7 @@ impl crate::Accountant {
     /// ```
     pub fn recover(
         config: crate::Config,
-        storage: std::sync::Arc<dyn crate::Storage>,
+        storage: std::sync::Arc<dyn crate::LogFile>,
         collector: crate::Collector,
     ) -> Result<(crate::Accountant, crate::scan::Scan), RecoverError> {
         let ss = config.segment_size;
@@ -494,6 +603,9 @@ impl crate::Accountant {
                 storage.sync().map_err(RecoverError::Invalidate)?;
             }
         }
+        // An `Arc` of a log file is the accountant's storage (no trait
+        // upcasting needed).
+        let storage: std::sync::Arc<dyn crate::Storage> = std::sync::Arc::new(storage);
         let acc = Self::from_snapshot(config, storage, collector, &found.snapshot, found.file_len)?;
         Ok((acc, found))
     }

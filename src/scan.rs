@@ -40,7 +40,7 @@ use rustc_hash::FxHashMap;
 
 use crate::format::{walk_segment, FormatError, MessageKind, Record, SEGMENT_HEADER_LEN};
 use crate::recovery::{Fragment, PageState, Snapshot};
-use crate::storage::Storage;
+use crate::storage::LogFile;
 use crate::types::{DiskPtr, Lid, Lsn};
 
 /// The partly written last segment of the accepted log.
@@ -131,7 +131,7 @@ struct Walked {
 const READ_CHUNK: u64 = 4 << 20;
 
 /// Scans the log in `storage`, written with segments of `segment_size`.
-pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError> {
+pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError> {
     if !segment_size.is_power_of_two()
         || segment_size < SEGMENT_HEADER_LEN as u64 * 2
         || segment_size > 1 << 31
@@ -288,6 +288,7 @@ pub fn scan(storage: &dyn Storage, segment_size: u64) -> Result<Scan, ScanError>
             last_lid: last.map(|(_, lid)| lid),
             last_lsn: last.map_or(-1, |(lsn, _)| lsn + ss as Lsn - 1),
             max_header_stable_lsn: trusted,
+            resume: None,
         },
         resume_lsn: last.map_or(0, |(lsn, _)| lsn + ss as Lsn),
         discarded,

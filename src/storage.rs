@@ -1,10 +1,20 @@
 //! The storage the accountant (and a store built on it) does its I/O
 //! through: one log file plus external blob files.
 //!
-//! The accountant itself only shortens the file ([`Storage::set_len`] then
-//! [`Storage::sync`], off the calling thread) and removes garbage blobs.
-//! Stores use the same trait for their segment writes and recovery reads,
-//! so tests can swap in [`MemStorage`] or a fault-injecting implementation.
+//! Two traits:
+//!
+//! - [`Storage`], what the accountant itself calls: it only shortens the
+//!   file ([`Storage::len`], [`Storage::set_len`] then [`Storage::sync`],
+//!   off the calling thread) and removes garbage blobs. An engine with its
+//!   own I/O implements just this one.
+//! - [`LogFile`]`: Storage` adds positioned reads and writes, what the
+//!   reference [`format`](mod@crate::format), [`scan`](mod@crate::scan) and
+//!   [`Accountant::recover`](crate::Accountant::recover) need.
+//!
+//! [`FileStorage`], [`MemStorage`] and (with the `testing` feature)
+//! `fault::FaultStorage` implement both. A store holding an
+//! `Arc<dyn LogFile>` hands the accountant `Arc::new(file)` (an `Arc` of a
+//! storage is a storage).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -14,13 +24,9 @@ use std::sync::Mutex;
 
 use crate::types::BlobId;
 
-/// Positioned I/O on one log file and its blob files.
+/// What the accountant calls on the log file and its blob files:
+/// truncation, durability, blob removal.
 pub trait Storage: Send + Sync + 'static {
-    /// Writes all of `buf` at byte `offset`, extending the file if needed.
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` past
-    /// the end.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Sets the file's length (truncating or zero-extending).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's current length.
@@ -34,6 +40,43 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes the external blob file `blob`. Removing a blob that does not
     /// exist is not an error.
     fn remove_blob(&self, blob: BlobId) -> io::Result<()>;
+}
+
+/// Positioned I/O on the log file: what the reference format, its scan and
+/// [`Accountant::recover`](crate::Accountant::recover) need besides
+/// [`Storage`].
+pub trait LogFile: Storage {
+    /// Writes all of `buf` at byte `offset`, extending the file if needed.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` past
+    /// the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// A shared storage is a storage: `Arc::new(file)` turns an
+/// `Arc<dyn LogFile>` into the accountant's `Arc<dyn Storage>`.
+impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        (**self).len()
+    }
+    fn sync(&self) -> io::Result<()> {
+        (**self).sync()
+    }
+    fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
+        (**self).remove_blob(blob)
+    }
+}
+
+impl<S: LogFile + ?Sized> LogFile for std::sync::Arc<S> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, buf)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, buf)
+    }
 }
 
 /// A [`Storage`] on a real file, with blob files in a sibling directory.
@@ -75,14 +118,6 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset)
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
-    }
-
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
@@ -100,6 +135,15 @@ impl Storage for FileStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+}
+
+impl LogFile for FileStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
     }
 }
 
@@ -156,29 +200,6 @@ fn end_of(offset: u64, len: usize) -> io::Result<usize> {
 }
 
 impl Storage for MemStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        let end = end_of(offset, buf.len())?;
-        let mut inner = self.lock();
-        if inner.data.len() < end {
-            inner.data.resize(end, 0);
-        }
-        inner.data[offset as usize..end].copy_from_slice(buf);
-        Ok(())
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = end_of(offset, buf.len())?;
-        let inner = self.lock();
-        if end > inner.data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past end",
-            ));
-        }
-        buf.copy_from_slice(&inner.data[offset as usize..end]);
-        Ok(())
-    }
-
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = end_of(len, 0)?;
         self.lock().data.resize(len, 0);
@@ -200,11 +221,35 @@ impl Storage for MemStorage {
     }
 }
 
+impl LogFile for MemStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let end = end_of(offset, buf.len())?;
+        let mut inner = self.lock();
+        if inner.data.len() < end {
+            inner.data.resize(end, 0);
+        }
+        inner.data[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = end_of(offset, buf.len())?;
+        let inner = self.lock();
+        if end > inner.data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end",
+            ));
+        }
+        buf.copy_from_slice(&inner.data[offset as usize..end]);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn exercise(s: &dyn Storage) {
+    fn exercise(s: &dyn LogFile) {
         s.write_at(10, b"hello").unwrap();
         assert_eq!(s.len().unwrap(), 15);
         let mut buf = [0u8; 5];

@@ -28,9 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use segment_accountant::policy::{SegmentFacts, Spec};
+use segment_accountant::Skip;
 use segment_accountant::{
-    Accountant, BlobId, CleaningPolicy, Collector, Config, DiskPtr, Error, Lid, Lsn, MemStorage,
-    PageId, Storage,
+    Accountant, BlobId, CleaningPolicy, Collector, Config, DiskPtr, Error, Lid, LogFile, Lsn,
+    MemStorage, PageId, Storage,
 };
 
 const THREADS: usize = 4;
@@ -77,15 +78,6 @@ struct ChaosStorage {
 }
 
 impl Storage for ChaosStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        // Only the length matters here: keep no bytes.
-        self.len
-            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
     fn set_len(&self, len: u64) -> io::Result<()> {
         maybe_panic("set_len");
         self.len.store(len, Ordering::Relaxed);
@@ -102,6 +94,18 @@ impl Storage for ChaosStorage {
     fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
         maybe_panic("remove_blob");
         self.inner.remove_blob(blob)
+    }
+}
+
+impl LogFile for ChaosStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        // Only the length matters here: keep no bytes.
+        self.len
+            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
     }
 }
 
@@ -377,7 +381,9 @@ fn worker(world: &World, me: usize, calls: usize) {
             }
             // A relocation the accountant suggests (of our own pages).
             11 => {
-                let picked = world.call(me, "clean", |a| a.clean(rng.next()));
+                let picked = world.call(me, "clean", |a| {
+                    a.clean(Skip::Page(rng.next())).map(|r| r.pid)
+                });
                 if let Some(Some(pid)) = picked {
                     if let Some(old) = pages.get(&pid).cloned() {
                         let lsn = h.lsn + h.used as Lsn;

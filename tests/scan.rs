@@ -9,14 +9,16 @@ use segment_accountant::format::{
     invalidate_header, read_message_at, seal_segment, walk_segment, MessageKind, SegmentBuilder,
 };
 use segment_accountant::scan::{scan, ScanError};
-use segment_accountant::{Accountant, Collector, Config, Lsn, MemStorage, PageState, Storage};
+use segment_accountant::{
+    Accountant, Collector, Config, LogFile, Lsn, MemStorage, PageState, Storage,
+};
 
 const SS: u64 = 256;
 const L: Lsn = SS as Lsn;
 
 /// Writes a segment at `lid` with lsn `lsn`, vouching `stable`, holding
 /// full images of `pids`.
-fn segment(storage: &dyn Storage, lid: u64, lsn: Lsn, stable: Lsn, pids: &[(u64, MessageKind)]) {
+fn segment(storage: &dyn LogFile, lid: u64, lsn: Lsn, stable: Lsn, pids: &[(u64, MessageKind)]) {
     let mut b = SegmentBuilder::new(SS, lsn, stable);
     for &(pid, kind) in pids {
         let payload = if kind == MessageKind::Free {
@@ -261,7 +263,7 @@ fn a_segment_made_durable_half_full_then_appended_to() {
     );
     // Recovery completes the segment; the file then scans the same, and
     // the segment is complete.
-    let storage: Arc<dyn Storage> = Arc::new(mem);
+    let storage: Arc<dyn LogFile> = Arc::new(mem);
     let (acc, found) = Accountant::recover(config, storage.clone(), Collector::new()).unwrap();
     assert_eq!(found.snapshot, s.snapshot);
     acc.audit().unwrap();

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use segment_accountant::policy::{self, NAMES};
-use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageId};
+use segment_accountant::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, PageId, Skip};
 
 const SS: u64 = 4096;
 const PAGE: u64 = 128;
@@ -135,7 +135,7 @@ impl Writer {
     /// A user write of `pid`, then every relocation `clean` suggests.
     fn user_write(&mut self, pid: PageId, size: u64) {
         self.write(pid, size);
-        while let Some(victim) = self.acc.clean(pid) {
+        while let Some(victim) = self.acc.clean(Skip::Page(pid)).map(|r| r.pid) {
             let (_, size) = self.pages[victim as usize].expect("clean suggests live pages");
             self.write(victim, size);
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use segment_accountant::{Config, MemStorage, SegmentState, Storage};
+use segment_accountant::{Config, LogFile, MemStorage, SegmentState};
 use store::{check_payload, payload, Background, Options, Relocated, Store};
 
 fn config(ss: u64) -> Config {
@@ -219,7 +219,7 @@ fn concurrent_writers_flusher_and_cleaner() {
     assert!(newest.values().all(|&(lsn, _)| lsn < vouched));
     drop(store);
     let (recovered, _) =
-        Store::recover(&config(ss), storage.clone() as Arc<dyn Storage>, options).unwrap();
+        Store::recover(&config(ss), storage.clone() as Arc<dyn LogFile>, options).unwrap();
     for (&pid, &(_, v)) in &newest {
         assert_eq!(
             check_payload(pid, &recovered.get(pid).unwrap().unwrap()),

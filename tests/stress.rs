@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use segment_accountant::Skip;
 use segment_accountant::{
     Accountant, Collector, Config, DiskPtr, Lid, Lsn, MemStorage, PageId, SegmentState,
 };
@@ -482,7 +483,7 @@ fn writer(h: Arc<Harness>, t: usize, barrier: Arc<Barrier>) {
             80..=97 => {
                 c.cleans.fetch_add(1, Ordering::Relaxed);
                 let ignore = if r & 1 == 0 { pid } else { u64::MAX };
-                if let Some(placed) = h.acc.clean_placed(ignore) {
+                if let Some(placed) = h.acc.clean(Skip::Page(ignore)) {
                     let victim = placed.pid;
                     assert_ne!(victim, ignore, "clean returned the ignored page");
                     assert!(victim < LARGE, "clean returned unknown page {victim}");
@@ -744,7 +745,7 @@ fn stress(config: Config, seconds: f64) {
     for _ in 0..64 {
         // The heads were sealed by the last `stabilize`: roll them.
         h.roll_all();
-        while let Some(placed) = h.acc.clean_placed(u64::MAX) {
+        while let Some(placed) = h.acc.clean(Skip::Nothing) {
             let mut page = lock(&h.pages[placed.pid as usize]);
             let size = if page.freed { FREE_RECORD } else { 32 };
             h.rewrite_in(placed.pid, &mut page, size, placed.stream);

@@ -26,8 +26,8 @@ use common::within;
 use segment_accountant::fault::FaultStorage;
 use segment_accountant::policy::SegmentFacts;
 use segment_accountant::{
-    Accountant, Callback, CleaningPolicy, Collector, Config, DiskPtr, Error, Lsn, MemStorage,
-    SegmentState, Storage,
+    Accountant, Callback, CleaningPolicy, Collector, Config, DiskPtr, Error, LogFile, Lsn,
+    MemStorage, SegmentState, Storage,
 };
 
 const SS: u64 = 4096;
@@ -413,12 +413,6 @@ struct Turnstile {
 }
 
 impl Storage for Turnstile {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(offset, buf)
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         self.inner.set_len(len)
     }
@@ -437,6 +431,15 @@ impl Storage for Turnstile {
             return Err(std::io::Error::other("blob 3 cannot be removed"));
         }
         self.inner.remove_blob(blob)
+    }
+}
+
+impl LogFile for Turnstile {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
     }
 }
 

@@ -53,10 +53,10 @@ use smallvec::SmallVec;
 
 use segment_accountant::baseline::MutexAccountant;
 use segment_accountant::format::{self, MessageKind};
-use segment_accountant::placement::Relocation;
+use segment_accountant::placement::{Relocation, Skip};
 use segment_accountant::scan::Scan;
 use segment_accountant::{
-    Accountant, Config, DiskPtr, Lid, Lsn, PageId, PageState, SegmentState, Storage,
+    Accountant, Config, DiskPtr, Lid, LogFile, Lsn, PageId, PageState, SegmentState, Storage,
 };
 
 pub use buffer::Buffer;
@@ -91,8 +91,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> segment_accountant::Result<()>;
     /// `stabilize`.
     fn stabilize(&self, lsn: Lsn) -> segment_accountant::Result<()>;
-    /// `clean_placed`.
-    fn clean_placed(&self, ignore: PageId) -> Option<Relocation>;
+    /// `clean`.
+    fn clean(&self, skip: Skip) -> Option<Relocation>;
     /// `stream_for_write`.
     fn stream_for_write(&self, lsn: Lsn, old: &[DiskPtr]) -> u8;
     /// Whether the segment of `lid` is Active (being written), if known
@@ -132,8 +132,8 @@ impl Backend for Accountant {
     fn stabilize(&self, lsn: Lsn) -> segment_accountant::Result<()> {
         Accountant::stabilize(self, lsn)
     }
-    fn clean_placed(&self, ignore: PageId) -> Option<Relocation> {
-        Accountant::clean_placed(self, ignore)
+    fn clean(&self, skip: Skip) -> Option<Relocation> {
+        Accountant::clean(self, skip)
     }
     fn stream_for_write(&self, lsn: Lsn, old: &[DiskPtr]) -> u8 {
         Accountant::stream_for_write(self, lsn, old)
@@ -193,10 +193,14 @@ impl Backend for Baseline {
     fn stabilize(&self, lsn: Lsn) -> segment_accountant::Result<()> {
         self.inner.stabilize(lsn)
     }
-    fn clean_placed(&self, ignore: PageId) -> Option<Relocation> {
+    fn clean(&self, skip: Skip) -> Option<Relocation> {
+        let ignore = match skip {
+            Skip::Page(pid) => pid,
+            _ => u64::MAX,
+        };
         self.inner
-            .clean(ignore)
-            .map(|pid| Relocation::new(pid, self.relocation_stream))
+            .clean_from(ignore)
+            .map(|(pid, lid, lsn)| Relocation::new(pid, self.relocation_stream, lid, lsn))
     }
     fn stream_for_write(&self, _lsn: Lsn, _old: &[DiskPtr]) -> u8 {
         0
@@ -381,7 +385,7 @@ pub struct Flushed {
 /// The store.
 pub struct Store<A: Backend = Accountant> {
     pub acc: A,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn LogFile>,
     ss: u64,
     options: Options,
     heads: Box<[Head]>,
@@ -420,7 +424,7 @@ impl<A: Backend> Store<A> {
     pub fn create(
         acc: A,
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
     ) -> Result<Store<A>> {
         Self::start(acc, config, storage, options, 0, -1, FxHashMap::default())
@@ -429,7 +433,7 @@ impl<A: Backend> Store<A> {
     fn start(
         acc: A,
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
         resume_lsn: Lsn,
         vouched: Lsn,
@@ -821,14 +825,14 @@ impl<A: Backend> Store<A> {
         Ok(Some(frag.lsn))
     }
 
-    /// Asks `clean_placed` for a page and rewrites it (its value, or its
-    /// free record) in the stream it advises. A page whose newest fragment
-    /// is not in the file yet (rewritten since it was picked) is left
-    /// alone.
+    /// Asks `clean` for a page and rewrites it (its value, or its free
+    /// record) in the stream it advises. A page with no fragment left in
+    /// the segment `clean` drains it from, or whose newest fragment is not
+    /// in the file yet (rewritten since it was picked), is left alone.
     pub fn relocate(&self, ignore: PageId) -> Result<Relocated> {
         self.check()?;
         self.backpressure()?;
-        let Some(placed) = self.acc.clean_placed(ignore) else {
+        let Some(placed) = self.acc.clean(Skip::Page(ignore)) else {
             return Ok(Relocated::Nothing);
         };
         let pid = placed.pid;
@@ -837,6 +841,14 @@ impl<A: Backend> Store<A> {
             self.set_failed();
             return fail(format!("clean suggested unknown page {pid}"));
         };
+        // Moved out of the drained segment already (rewritten since).
+        if !page
+            .frags
+            .iter()
+            .any(|f| placed.drains(f.ptr.lid(), f.lsn, self.ss))
+        {
+            return Ok(Relocated::Skipped(pid));
+        }
         // Only fragments in sealed segments are surely in the file.
         let in_file = |f: &Frag| self.acc.segment_active(f.ptr.lid()) == Some(false);
         let known = page.frags.iter().all(in_file);
@@ -1098,8 +1110,8 @@ impl Store<Accountant> {
     /// A store on this crate's accountant over an empty file, deferring
     /// frees through the collector its readers pin (crossbeam-epoch's
     /// default one).
-    pub fn new(config: &Config, storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
-        let acc = Accountant::new(config.clone(), storage.clone());
+    pub fn new(config: &Config, storage: Arc<dyn LogFile>, options: Options) -> Result<Store> {
+        let acc = Accountant::new(config.clone(), Arc::new(storage.clone()));
         Self::create(acc, config, storage, options)
     }
 
@@ -1111,7 +1123,7 @@ impl Store<Accountant> {
     /// makes one durable and stabilizes with it. Reads no page.
     pub fn recover(
         config: &Config,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn LogFile>,
         options: Options,
     ) -> Result<(Store, Scan)> {
         storage.sync()?;

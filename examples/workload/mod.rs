@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use segment_accountant::baseline::MutexAccountant;
-use segment_accountant::{Accountant, Config, DiskPtr, Lid, Lsn, MemStorage, PageId};
+use segment_accountant::{Accountant, Config, DiskPtr, Lid, Lsn, MemStorage, PageId, Skip};
 
 /// Segment size used by the mix.
 pub const SEGMENT_SIZE: u64 = 64 * 1024;
@@ -52,7 +52,7 @@ impl WritePath for Accountant {
         Accountant::stabilize(self, lsn).expect("stabilize")
     }
     fn clean(&self, ignore: PageId) -> Option<PageId> {
-        Accountant::clean(self, ignore)
+        Accountant::clean(self, Skip::Page(ignore)).map(|r| r.pid)
     }
 }
 

@@ -79,17 +79,6 @@ impl LoomStorage {
 }
 
 impl Storage for LoomStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.len
-            .fetch_max(offset + buf.len() as u64, Ordering::AcqRel);
-        Ok(())
-    }
-    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "models do not read",
-        ))
-    }
     fn set_len(&self, len: u64) -> io::Result<()> {
         // AcqRel: a test's setting of the count happens before the call.
         let failing = self

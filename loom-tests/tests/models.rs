@@ -10,6 +10,7 @@ use loom_tests::{
     accountant, accountant_with, config, config_with, explore, relocate, segment_with, LoomStorage,
     SS,
 };
+use segment_accountant::Skip;
 use segment_accountant::{
     Accountant, Collector, DiskPtr, Error, Fragment, PageState, SegmentState, SegmentState::*,
     Snapshot,
@@ -272,7 +273,7 @@ fn model_7_clean_vs_reuse() {
         let t = acc.next(L).unwrap();
         let cleaner = {
             let acc = acc.clone();
-            thread::spawn(move || acc.clean(u64::MAX))
+            thread::spawn(move || acc.clean(Skip::Nothing).map(|r| r.pid))
         };
         relocate(&acc, 1, L, d, t);
         acc.stabilize(2 * L).unwrap(); // d empties and is freed
@@ -459,7 +460,11 @@ fn model_12_replace_vs_seal_of_old() {
             vec![(1, 8)],
             "replaced before T is stable"
         );
-        assert_eq!(acc.clean(u64::MAX), None, "clean suggested a replaced page");
+        assert_eq!(
+            acc.clean(Skip::Nothing).map(|r| r.pid),
+            None,
+            "clean suggested a replaced page"
+        );
         acc.stabilize(2 * L).unwrap();
         assert!(acc.segment_pages(0).is_empty());
         acc.flush();
@@ -547,7 +552,7 @@ fn model_15_clean_vs_replace_of_pick() {
             thread::spawn(move || {
                 // Acquire: pairs with the Release store after the replace.
                 let before = replaced.load(Ordering::Acquire);
-                (before, acc.clean(u64::MAX))
+                (before, acc.clean(Skip::Nothing).map(|r| r.pid))
             })
         };
         relocate(&acc, 1, L, d, t);
@@ -560,7 +565,7 @@ fn model_15_clean_vs_replace_of_pick() {
                 "clean suggested a page replaced before it began"
             );
         }
-        assert_eq!(acc.clean(u64::MAX), None);
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), None);
         acc.stabilize(2 * L).unwrap();
         acc.flush();
         acc.audit().unwrap();
@@ -578,7 +583,7 @@ fn model_16_drain_start_vs_clean() {
         let cleaner = {
             let acc = acc.clone();
             thread::spawn(move || {
-                let picked = acc.clean(u64::MAX);
+                let picked = acc.clean(Skip::Nothing).map(|r| r.pid);
                 if picked.is_some() {
                     assert_eq!(state(&acc, 0), Draining, "suggested before draining");
                 }
@@ -589,7 +594,11 @@ fn model_16_drain_start_vs_clean() {
         let picked = cleaner.join().unwrap();
         assert!(picked.is_none() || picked == Some(1));
         assert_eq!(state(&acc, 0), Draining);
-        assert_eq!(acc.clean(u64::MAX), Some(1), "the drain list is complete");
+        assert_eq!(
+            acc.clean(Skip::Nothing).map(|r| r.pid),
+            Some(1),
+            "the drain list is complete"
+        );
         acc.audit().unwrap();
     });
 }

@@ -10,7 +10,7 @@ use segment_accountant::format::{
     SegmentBuilder, SegmentHeader,
 };
 use segment_accountant::scan::scan;
-use segment_accountant::{Accountant, Collector, Config, MemStorage, Storage};
+use segment_accountant::{Accountant, Collector, Config, LogFile, MemStorage};
 
 const SS: u64 = 256;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use segment_accountant::{BlobId, MemStorage, Storage};
+use segment_accountant::{BlobId, LogFile, MemStorage, Storage};
 
 /// A gate threads wait at while it is closed.
 #[derive(Default)]
@@ -90,14 +90,6 @@ fn take_one(counter: &AtomicU32) -> bool {
 }
 
 impl Storage for LatchedStorage {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, buf)
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-
     fn set_len(&self, len: u64) -> io::Result<()> {
         if take_one(&self.fail_set_len) {
             return Err(io::Error::other("injected set_len failure"));
@@ -120,6 +112,15 @@ impl Storage for LatchedStorage {
     fn remove_blob(&self, blob: BlobId) -> io::Result<()> {
         self.blob_latch.pass();
         self.inner.remove_blob(blob)
+    }
+}
+
+impl LogFile for LatchedStorage {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
     }
 }
 

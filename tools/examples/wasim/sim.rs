@@ -56,7 +56,7 @@ pub fn scheme(name: &str, heads: Option<u8>) -> Result<Scheme, String> {
 use std::sync::Arc;
 use std::time::Instant;
 
-use segment_accountant::{policy, Accountant, Collector, Config, DiskPtr, Lsn, MemStorage};
+use segment_accountant::{policy, Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, Skip};
 
 /// Which page each user write rewrites.
 #[derive(Clone, Debug, PartialEq)]
@@ -340,7 +340,7 @@ impl Sim {
         self.write(stream as usize, pid);
         self.writes += 1;
         let mut buffered = 0;
-        while let Some(r) = self.acc.clean_placed(pid) {
+        while let Some(r) = self.acc.clean(Skip::Page(pid)) {
             if self.pending[r.pid as usize].is_some() {
                 buffered += 1;
                 if buffered == 64 {
