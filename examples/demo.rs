@@ -8,7 +8,8 @@
 //! and stabilizes with the lsn a durable header or checkpoint vouches
 //! for; a background cleaner relocates what `clean_placed` suggests. A
 //! live line (rewritten in a terminal, plain lines otherwise) shows ops/s,
-//! file size, live bytes, space and write amplification and segments per
+//! file size, live bytes, space and write amplification (the accountant's
+//! own counters, `Accountant::metrics`) and segments per
 //! state. Then the demo crashes itself: it stops without a clean shutdown
 //! (unflushed buffers are lost; with `--tear`, half of the open buffer is
 //! written over the file, as a torn write), recovers with
@@ -260,6 +261,8 @@ fn run(o: Args) -> store::Result<()> {
         }
         last_line = Instant::now();
         let st = store.acc.stats();
+        // Amplification from the accountant's own counters (O(1)).
+        let m = store.acc.metrics();
         let n = total(&counters);
         let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), n);
@@ -268,8 +271,8 @@ fn run(o: Args) -> store::Result<()> {
             rate,
             st.tip_bytes / 1024,
             st.live_bytes / 1024,
-            st.tip_bytes as f64 / st.live_bytes.max(1) as f64,
-            store.bytes_written() as f64 / store.user_bytes().max(1) as f64,
+            m.space_amplification(),
+            m.write_amplification(),
             st.active,
             st.inactive,
             st.draining,
@@ -298,7 +301,7 @@ fn run(o: Args) -> store::Result<()> {
     // --tear, a torn prefix of the open one lands in the file.
     let acknowledged = store.vouched();
     let before = store.acc.stats();
-    let (user_bytes, bytes_written) = (store.user_bytes(), store.bytes_written());
+    let metrics = store.acc.metrics();
     if o.tear {
         store.tear_head()?;
     }
@@ -370,12 +373,12 @@ fn run(o: Args) -> store::Result<()> {
     println!(
         "  {:<28} {:>14.2}",
         "space amplification",
-        before.tip_bytes as f64 / before.live_bytes.max(1) as f64
+        metrics.space_amplification()
     );
     println!(
         "  {:<28} {:>14.2}",
         "write amplification",
-        bytes_written as f64 / user_bytes.max(1) as f64
+        metrics.write_amplification()
     );
     println!(
         "  {:<28} {:>14}",

@@ -114,6 +114,12 @@ pub(crate) struct Shared {
     pub(crate) handed_out: AtomicU64,
     /// Broken internal invariants met where no panic may surface.
     pub(crate) poison: Arc<Poison>,
+    /// The metrics snapshot the last combiner pass published.
+    pub(crate) metrics: arc_swap::ArcSwap<crate::metrics::Metrics>,
+    /// Segments `next` reused and appended (std atomics: statistics on
+    /// `next`'s slower paths, which the loom models need not explore).
+    pub(crate) reused: std::sync::atomic::AtomicU64,
+    pub(crate) appended: std::sync::atomic::AtomicU64,
 }
 
 /// The largest fragment size any configuration accepts: sizes are summed
@@ -209,6 +215,13 @@ impl Accountant {
                 user_lifetime: AtomicU64::new(u64::MAX),
                 handed_out: AtomicU64::new(recovered.max(stabilized)),
                 poison,
+                metrics: arc_swap::ArcSwap::from_pointee(crate::metrics::Metrics {
+                    segment_size: config.segment_size,
+                    file_bytes: tip as u64 * config.segment_size,
+                    ..Default::default()
+                }),
+                reused: std::sync::atomic::AtomicU64::new(0),
+                appended: std::sync::atomic::AtomicU64::new(0),
                 config,
             },
         }
@@ -429,12 +442,29 @@ impl Accountant {
         if let Some(_reuser) = shared.gate.enter() {
             // The guard leaves the gate on return and on unwind alike.
             if let Some(index) = self.reuse(segno, stream)? {
+                // Relaxed: a statistic, folded in by the next pass.
+                shared
+                    .reused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(index);
             }
         }
-        shared.sequencer.extend(&shared.table, |index, word| {
+        let index = shared.sequencer.extend(&shared.table, |index, word| {
             self.activate(index, word, segno, stream);
-        })
+        })?;
+        // Relaxed: a statistic, folded in by the next pass.
+        shared
+            .appended
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(index)
+    }
+
+    /// Cumulative counters (user and relocated bytes, reuse, truncation,
+    /// drains, passes) and the derived write and space amplification, as
+    /// of the last combiner pass (see [`Metrics`](crate::Metrics)). O(1):
+    /// one lock-free load of the snapshot the combiner published.
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::Metrics> {
+        self.shared.metrics.load_full()
     }
 
     /// The reuse path, inside the rewrite gate.
@@ -598,12 +628,22 @@ impl Accountant {
                 .blob_removals
                 .extend(old_ptrs.iter().filter_map(|p| p.blob()));
         }
-        for &(old_index, _) in &olds {
-            self.shared
-                .table
-                .segment(old_index as usize)
-                .present
-                .mark_replaced(pid);
+        let mut relocates = false;
+        for &(old_index, old_segno) in &olds {
+            let old = self.shared.table.segment(old_index as usize);
+            if old.present.mark_replaced(pid).is_some() {
+                // This call took the page out of `clean`'s reach: if its
+                // segment is Draining, the replace did a relocation's work.
+                let old_word = old.load();
+                relocates |=
+                    old_word.state == SegmentState::Draining && old_word.segno == Some(old_segno);
+            }
+        }
+        if relocates && self.shared.config.relocation_streams == 0 {
+            // Counted under the deferred-work lock held here (no shared
+            // write); the seal folds it into the metrics.
+            deferred.relocated_bytes = deferred.relocated_bytes.saturating_add(size);
+            deferred.relocated_pages += 1;
         }
         Ok(())
     }

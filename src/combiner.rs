@@ -56,6 +56,7 @@ use std::collections::BinaryHeap;
 use crate::accountant::Shared;
 use crate::config::Mode;
 use crate::error::{contain, Callback, Error, Result};
+use crate::metrics::{DrainReason, Metrics, Totals};
 use crate::policy::{self, SegmentFacts};
 use crate::segment::{Deferred, SegmentState, Word};
 use crate::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
@@ -176,6 +177,8 @@ pub(crate) struct CombinerState {
     /// Errors met in the current pass.
     errors: Vec<Error>,
     pub(crate) cleaning: Cleaning,
+    /// The running totals the metrics snapshot is made from.
+    totals: Totals,
 }
 
 impl CombinerState {
@@ -304,6 +307,7 @@ impl Combiner {
                 closing: Vec::new(),
                 errors: Vec::new(),
                 cleaning,
+                totals: Totals::default(),
             }),
             activations: Queue::new(),
             sink: Queue::new(),
@@ -615,6 +619,40 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     enforce_space_target(shared, state, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state);
+    state.totals.passes += 1;
+    publish_metrics(shared, state);
+}
+
+/// Publishes a fresh metrics snapshot (the end of every pass): the
+/// combiner's totals, the counters `next` and the sequencer keep on their
+/// rare paths, and the gauges.
+fn publish_metrics(shared: &Shared, state: &CombinerState) {
+    let t = &state.totals;
+    // Relaxed: statistics; a count that lags shows in the next snapshot.
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let counts = shared.counts.snapshot();
+    let ss = shared.config.segment_size;
+    let metrics = Metrics {
+        user_bytes: t.user_bytes,
+        user_pages: t.user_pages,
+        relocated_bytes: t.relocated_bytes,
+        relocated_pages: t.relocated_pages,
+        segments_sealed: t.sealed,
+        segments_reused: shared.reused.load(relaxed),
+        segments_appended: shared.appended.load(relaxed),
+        segments_freed: t.freed,
+        truncations: shared.sequencer.truncations(),
+        bytes_truncated: shared.sequencer.bytes_truncated(),
+        drains_policy: t.drains_policy,
+        drains_space_target: t.drains_space_target,
+        drains_tip: t.drains_tip,
+        passes: t.passes,
+        file_bytes: shared.sequencer.tip() as u64 * ss,
+        live_bytes: state.cleaning.sealed_live,
+        active_segments: counts.active as u64,
+        segment_size: ss,
+    };
+    shared.metrics.store(std::sync::Arc::new(metrics));
 }
 
 /// Closes a registered Active segment (the first half of its seal):
@@ -637,6 +675,8 @@ fn close(shared: &Shared, index: usize, segno: u64) {
 fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, stable_lsn: Lsn) {
     let segment = shared.table.segment(index);
     let word = segment.load();
+    // Relocated bytes and pages written here (see `crate::metrics`).
+    let mut relocated: (u64, u64);
     assert!(
         word.state == SegmentState::Sealing && word.segno == Some(segno),
         "closed segment {index} (segno {segno}) is {word:?}"
@@ -645,13 +685,23 @@ fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, 
         // Complete since the barrier: a `mark_replace` records only while
         // it sees the segment Active under this lock.
         let mut deferred = lock(&segment.deferred);
+        relocated = (
+            std::mem::take(&mut deferred.relocated_bytes),
+            std::mem::take(&mut deferred.relocated_pages),
+        );
         std::mem::swap(&mut deferred.replacements, &mut state.scratch.replacements);
         std::mem::swap(
             &mut deferred.blob_removals,
             &mut state.scratch.blob_removals,
         );
     }
-    segment.seal_bytes();
+    let (bytes, pages) = segment.seal_bytes();
+    let (user, relocation) = shared.config.streams();
+    // Relaxed: the stream was set before the activation this combiner saw.
+    if relocation > 0 && segment.stream.load(Ordering::Relaxed) >= user {
+        relocated = (bytes, pages);
+    }
+    state.totals.sealed(bytes, pages, relocated.0, relocated.1);
     // Saturating, like every live-byte sum: sizes are bounded at the API
     // edge, so only an absurd number of links could reach the bound, and
     // the combiner must not panic even then.
@@ -746,7 +796,7 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
                     false
                 });
             if drain {
-                start_draining(shared, state, index, word);
+                start_draining(shared, state, index, word, DrainReason::Policy);
             } else {
                 let segno = word.segno.expect("a sealed segment has an lsn");
                 state
@@ -775,7 +825,14 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
     }
 }
 
-fn start_draining(shared: &Shared, state: &mut CombinerState, index: usize, word: Word) {
+fn start_draining(
+    shared: &Shared,
+    state: &mut CombinerState,
+    index: usize,
+    word: Word,
+    reason: DrainReason,
+) {
+    state.totals.drained(reason);
     let segment = shared.table.segment(index);
     segment.must_transition(word, word.with_state(SegmentState::Draining));
     state.cleaning.victims.remove(index);
@@ -811,6 +868,7 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     }
     let freeing = word.with_state(SegmentState::Freeing);
     segment.must_transition(word, freeing);
+    state.totals.freed += 1;
     shared.counts.moved(word.state, SegmentState::Freeing);
     let lsn = word
         .lsn(shared.config.segment_size)
@@ -904,7 +962,7 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
         }
         let word = shared.table.segment(victim).load();
         debug_assert_eq!(word.state, SegmentState::Inactive);
-        start_draining(shared, state, victim, word);
+        start_draining(shared, state, victim, word, DrainReason::SpaceTarget);
         unrelocated += to_relocate;
     }
 }
@@ -933,7 +991,7 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     for index in (0..tip).rev() {
         let word = shared.table.segment(index).load();
         if word.state == SegmentState::Inactive {
-            start_draining(shared, state, index, word);
+            start_draining(shared, state, index, word, DrainReason::TipShrink);
             return;
         }
     }

@@ -206,6 +206,7 @@ pub mod format;
 mod freelist;
 pub mod guide;
 pub mod introspect;
+pub mod metrics;
 #[cfg(feature = "testing")]
 pub mod model;
 mod pidset;
@@ -234,6 +235,7 @@ pub use audit::{AuditError, SegmentInfo, Stats};
 pub use config::{Config, ConfigBuilder, ConfigError, Mode};
 pub use crossbeam_epoch::{default_collector, Collector};
 pub use error::{Callback, Error, Result};
+pub use metrics::Metrics;
 pub use placement::{Relocation, Skip};
 pub use policy::CleaningPolicy;
 pub use recovery::{Fragment, PageState, RecoverError, Snapshot};

@@ -232,15 +232,22 @@ impl PageMap {
     }
 
     /// `mark_replace` was called for `pid`: `clean` no longer suggests it.
-    pub(crate) fn mark_replaced(&self, pid: PageId) {
+    /// Returns whether this call cleared the flag (the page was present
+    /// and not yet replaced), with its bytes here.
+    pub(crate) fn mark_replaced(&self, pid: PageId) -> Option<u64> {
         #[cfg(not(loom))]
         if let Some(mut v) = self.inner.get_mut(&pid) {
+            let was = *v;
             *v &= !NYR;
+            return (was & NYR != 0).then_some(was & !NYR);
         }
         #[cfg(loom)]
         if let Some(v) = self.inner.write(pid).get_mut(&pid) {
+            let was = *v;
             *v &= !NYR;
+            return (was & NYR != 0).then_some(was & !NYR);
         }
+        None
     }
 
     /// Removes `pid`; returns its bytes.
@@ -509,7 +516,8 @@ mod tests {
         assert_eq!(map.len(), 3000);
         assert_eq!(map.bytes(), 3000 * 10 + 1000 * 5);
         assert!(map.is_not_yet_replaced(2999));
-        map.mark_replaced(2999);
+        assert_eq!(map.mark_replaced(2999), Some(10), "cleared once");
+        assert_eq!(map.mark_replaced(2999), None, "already cleared");
         assert!(!map.is_not_yet_replaced(2999));
         assert_eq!(map.not_yet_replaced().len(), 2999);
         assert_eq!(map.remove(3), Some(15));

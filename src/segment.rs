@@ -201,6 +201,13 @@ pub(crate) struct DeferredReplacement {
 pub(crate) struct Deferred {
     pub(crate) replacements: Vec<DeferredReplacement>,
     pub(crate) blob_removals: Vec<BlobId>,
+    /// With no relocation streams: bytes and pages of the `mark_replace`
+    /// calls into this segment that replaced a not-yet-replaced page of a
+    /// Draining segment (relocations, for [`crate::Metrics`]); taken by the
+    /// seal. Kept under the lock `mark_replace` already holds, so counting
+    /// costs no shared write.
+    pub(crate) relocated_bytes: u64,
+    pub(crate) relocated_pages: u64,
 }
 
 /// One segment's metadata.
@@ -358,17 +365,20 @@ impl Segment {
     }
 
     /// Seals the live-byte counter: from now on replacements lower it.
-    pub(crate) fn seal_bytes(&self) {
+    /// Returns the bytes and the pages linked into this incarnation (no
+    /// fragment leaves the map before the seal, so the sum is every byte
+    /// written here; a page linked twice here counts once).
+    pub(crate) fn seal_bytes(&self) -> (u64, u64) {
         // Saturating: sizes are validated at the API edge (at most 2^32 per
         // fragment), so only billions of links of one segment could reach
         // the bound; the combiner must not overflow even then.
-        let bytes = self
-            .present
-            .entries()
+        let entries = self.present.entries();
+        let bytes = entries
             .iter()
             .fold(0u64, |sum, &(_, b)| sum.saturating_add(b));
         // Relaxed: written by the combiner only, read for statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
+        (bytes, entries.len() as u64)
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.

@@ -55,6 +55,9 @@ pub(crate) struct Sequencer {
     tip: AtomicUsize,
     state: Mutex<State>,
     bytes_truncated: AtomicU64,
+    /// How many times the file was shortened (a std atomic: a statistic
+    /// the loom models need not explore).
+    truncations: std::sync::atomic::AtomicU64,
 }
 
 /// Claims the free segment `index` for truncation: clearing its free bit
@@ -77,6 +80,7 @@ impl Sequencer {
             tip: AtomicUsize::new(tip),
             state: Mutex::new(State::default()),
             bytes_truncated: AtomicU64::new(0),
+            truncations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -90,6 +94,12 @@ impl Sequencer {
     pub(crate) fn bytes_truncated(&self) -> u64 {
         // Relaxed: a statistic.
         self.bytes_truncated.load(Ordering::Relaxed)
+    }
+
+    /// How many times the file was shortened.
+    pub(crate) fn truncations(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.truncations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn finish_truncation(state: &mut State) -> Result<()> {
@@ -181,6 +191,9 @@ impl Sequencer {
         let bytes = (old_tip - new_tip) as u64 * segment_size;
         // Relaxed: a statistic.
         self.bytes_truncated.fetch_add(bytes, Ordering::Relaxed);
+        // Relaxed: a statistic, on the rare truncation path.
+        self.truncations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let len = new_tip as u64 * segment_size;
         let done = Arc::new(AtomicBool::new(false));
         let storage = storage.clone();
