@@ -49,6 +49,12 @@ const SEGMENT_SIZE: u64 = 1024;
 /// Pages: a small, hot set, so segments empty (and are reused) within one
 /// flush interval, which is where an early stabilize would lose data.
 const PAGES: u64 = 40;
+/// Calls one writer makes in one threaded cycle at most: the crash usually
+/// comes long before; if it does not, the cycle ends here rather than after
+/// a fixed time, so the log a cycle adds does not depend on how fast the
+/// machine is (a fast machine writing for seconds grew the image to
+/// hundreds of megabytes and slowed every later scan).
+const WRITES_PER_CYCLE: u64 = 4_000;
 
 struct Rng(u64);
 
@@ -429,7 +435,7 @@ fn run_threads(
                         }),
                     };
                     n += 1;
-                    if result.is_err() {
+                    if result.is_err() || n >= WRITES_PER_CYCLE {
                         return (ops, n);
                     }
                     if n % 64 == 0 {
@@ -463,7 +469,9 @@ fn run_threads(
     let started = Instant::now();
     let mut forced = false;
     while !store.failed() {
-        if started.elapsed() > Duration::from_secs(2) {
+        // The writers' budget spent (or, as a last resort on a stalled
+        // machine, a long wait): crash the cycle by hand.
+        if writers.iter().all(|w| w.is_finished()) || started.elapsed() > Duration::from_secs(30) {
             store.set_failed();
             forced = true;
         }
