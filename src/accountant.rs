@@ -277,13 +277,20 @@ impl Accountant {
 
     /// Checks a fragment size: at most the segment size (a fragment lies
     /// within its segment) and at most [`MAX_FRAGMENT_BYTES`].
-    #[inline]
+    #[inline(always)]
     fn check_size(&self, size: u64) -> Result<()> {
-        let max = self.segment_size().min(MAX_FRAGMENT_BYTES);
-        if size > max {
-            return Err(Error::SizeOutOfRange { size, max });
+        if size > self.segment_size().min(MAX_FRAGMENT_BYTES) {
+            return Err(self.size_error(size));
         }
         Ok(())
+    }
+
+    /// The error of an oversized fragment, built out of the hot path.
+    #[cold]
+    #[inline(never)]
+    fn size_error(&self, size: u64) -> Error {
+        let max = self.segment_size().min(MAX_FRAGMENT_BYTES);
+        Error::SizeOutOfRange { size, max }
     }
 
     /// The segment of `lid`, which must be below the tip.
