@@ -20,6 +20,8 @@
 //! number of calls, not a duration: the test does not depend on speed.
 //! `CHAOS_CALLS` overrides the total (default 120,000).
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -517,18 +519,7 @@ fn worker(world: &World, me: usize, calls: usize) {
 
 #[test]
 fn chaos_never_wedges_the_accountant() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        if !message.starts_with("injected") {
-            default_hook(info);
-        }
-    }));
+    common::quiet_injected_panics();
     let total: usize = std::env::var("CHAOS_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::quiet_injected_panics;
 use common::within;
 use segment_accountant::fault::FaultStorage;
 use segment_accountant::policy::SegmentFacts;
@@ -40,26 +41,6 @@ fn config() -> Config {
 
 fn ptr(lid: u64) -> DiskPtr {
     DiskPtr::Inline(lid)
-}
-
-/// Silences the default panic message of the panics these tests inject
-/// (their messages start with "injected"), keeping real failures loud.
-fn quiet_injected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !message.starts_with("injected") {
-                default(info);
-            }
-        }));
-    });
 }
 
 fn is_panic_of(result: &Result<(), Error>, expected: Callback) -> bool {

@@ -149,3 +149,23 @@ pub fn within<T: Send + 'static>(
         }
     }
 }
+
+/// Silences the default panic message of the panics these tests inject
+/// (their messages start with "injected"), keeping real failures loud.
+pub fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !message.starts_with("injected") {
+                default(info);
+            }
+        }));
+    });
+}
