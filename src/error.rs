@@ -6,8 +6,8 @@
 
 use std::fmt;
 
+use crate::types::SegmentState;
 use crate::types::{BlobId, Lid, Lsn, PageId};
-use crate::SegmentState;
 
 /// The caller-supplied code a contained panic came from (see
 /// [`Error::CallbackPanicked`]).
@@ -154,10 +154,10 @@ pub enum Error {
     NotPaused,
     /// A recovery snapshot contradicts itself or the file.
     #[error("invalid snapshot: {0}")]
-    InvalidSnapshot(#[from] crate::recovery::SnapshotError),
+    InvalidSnapshot(#[from] crate::error::SnapshotError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// An asynchronous truncation of the file failed; reported by the next
     /// change of the file tip.
     #[error("truncating the file failed: {0}")]
@@ -248,4 +248,153 @@ pub(crate) fn contain<R>(callback: Callback, f: impl FnOnce() -> R) -> Result<R>
             message: panic_message(&*payload),
         }
     })
+}
+
+/// Why a snapshot was rejected: it contradicts itself or the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A fragment lies at or beyond the file's tip.
+    #[error("page {pid} has a fragment at lid {lid}, at or beyond the file tip ({tip} bytes)")]
+    FragmentBeyondTip {
+        /// The page.
+        pid: PageId,
+        /// The fragment's lid.
+        lid: Lid,
+        /// The tip in bytes.
+        tip: u64,
+    },
+    /// A fragment has a negative lsn or one too large for the accountant.
+    #[error("page {pid} has a fragment at invalid lsn {lsn}")]
+    InvalidLsn {
+        /// The page.
+        pid: PageId,
+        /// The lsn.
+        lsn: Lsn,
+    },
+    /// A fragment's size is beyond anything a fragment can be (2^32
+    /// bytes): the live-byte sums would overflow.
+    #[error("page {pid} has a fragment of {size} bytes, beyond the largest fragment size {max}")]
+    FragmentTooLarge {
+        /// The page.
+        pid: PageId,
+        /// The fragment's size.
+        size: u64,
+        /// The largest accepted size.
+        max: u64,
+    },
+    /// Two fragments in one segment belong to different segment lsns.
+    #[error(
+        "segment at lid {lid} holds fragments of segment lsns {first} and {second} (page {pid})"
+    )]
+    MixedSegmentLsns {
+        /// The segment's base lid.
+        lid: Lid,
+        /// The segment lsn seen first.
+        first: Lsn,
+        /// The conflicting segment lsn.
+        second: Lsn,
+        /// The page of the conflicting fragment.
+        pid: PageId,
+    },
+    /// Two segments carry one lsn.
+    #[error("segments at lids {first} and {second} both have segment lsn {lsn}")]
+    DuplicateSegmentLsn {
+        /// The shared segment lsn.
+        lsn: Lsn,
+        /// One segment's lid.
+        first: Lid,
+        /// The other's.
+        second: Lid,
+    },
+    /// A header vouches for a stable lsn beyond the end of the log (a
+    /// header only vouches for the log before its own segment).
+    #[error("the header-vouched stable lsn {stable} lies beyond the log's last lsn {last_lsn}")]
+    StableBeyondLog {
+        /// The vouched stable lsn.
+        stable: Lsn,
+        /// The last lsn of the log.
+        last_lsn: Lsn,
+    },
+    /// The segment said to be written last lies beyond the file.
+    #[error("the last segment written, at lid {lid}, is at or beyond the file tip ({tip} bytes)")]
+    LastSegmentBeyondTip {
+        /// Its lid.
+        lid: Lid,
+        /// The tip in bytes.
+        tip: u64,
+    },
+    /// The segment writing resumes in ([`Snapshot::resume`](crate::Snapshot::resume)) is not one
+    /// writing can resume in.
+    #[error("writing cannot resume at lsn {lsn} in the segment at lid {lid}: {reason}")]
+    InvalidResume {
+        /// The segment's lid, as given.
+        lid: Lid,
+        /// The resume lsn, as given.
+        lsn: Lsn,
+        /// Why.
+        reason: ResumeRefusal,
+    },
+}
+
+/// Why [`Snapshot::resume`](crate::Snapshot::resume) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeRefusal {
+    /// The lid is not a multiple of the segment size.
+    #[error("the lid is not a segment's base")]
+    UnalignedLid,
+    /// The segment is at or beyond the file's tip.
+    #[error("the segment is at or beyond the file tip ({tip} bytes)")]
+    BeyondTip {
+        /// The tip in bytes.
+        tip: u64,
+    },
+    /// The lsn is negative or beyond the accountant's range.
+    #[error("the lsn is out of range")]
+    LsnOutOfRange,
+    /// The lsn is not beyond the log's last lsn.
+    #[error("the lsn is not beyond the log's last lsn {last_lsn}")]
+    NotBeyondLog {
+        /// The snapshot's last lsn.
+        last_lsn: Lsn,
+    },
+}
+
+/// A configuration value that was rejected.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The segment size is not a power of two.
+    #[error("segment size {0} is not a power of two")]
+    SegmentSizeNotPowerOfTwo(u64),
+    /// The segment size is below the minimum.
+    #[error("segment size {size} is below the minimum {min} (small segments must be allowed explicitly, for tests)")]
+    SegmentSizeTooSmall {
+        /// The requested size.
+        size: u64,
+        /// The minimum that applies.
+        min: u64,
+    },
+    /// The cleanup threshold is not a percentage in 1..=99.
+    #[error("cleanup threshold {0}% is outside 1..=99")]
+    CleanupThreshold(u8),
+    /// The skew is not in 0..=100 percentage points.
+    #[error("cleanup skew {0} is outside 0..=100 percentage points")]
+    Skew(u8),
+    /// The space target is not a finite ratio above 1.
+    #[error("space target {0} is not a finite ratio of file bytes to live bytes above 1")]
+    SpaceTarget(f64),
+    /// Stream counts out of range: 1 to 16 user streams, 0 to 16
+    /// relocation streams.
+    #[error("{user} user streams and {relocation} relocation streams: need 1..=16 and 0..=16")]
+    Streams {
+        /// User streams requested.
+        user: u8,
+        /// Relocation streams requested.
+        relocation: u8,
+    },
+    /// The policy only ranks victims and needs a space target to act.
+    #[error("cleaning policy `{0}` drains only under a space target; set one")]
+    PolicyNeedsSpaceTarget(String),
 }

@@ -193,55 +193,47 @@
 
 #![warn(missing_docs)]
 
-mod accountant;
-mod audit;
-#[cfg(feature = "testing")]
-pub mod baseline;
-mod combiner;
-pub mod config;
+// Rooms, bottom to top (docs/design.md has the map): the shared
+// vocabulary (`types`, `error`, `storage`), then the lock-free `core`,
+// `cleaning` and `recovery` side by side, the `accountant` facade on top;
+// `testing` outside the shipped surface. Imports point down only.
 mod error;
-#[cfg(feature = "testing")]
-pub mod fault;
-pub mod format;
-mod freelist;
-pub mod guide;
-pub mod introspect;
-pub mod metrics;
-#[cfg(feature = "testing")]
-pub mod model;
-mod pidset;
-pub mod placement;
-pub mod policy;
-pub mod properties;
-pub mod recovery;
-pub mod scan;
 #[cfg(seeded_bugs)]
 mod seeded;
-mod segment;
-mod sequencer;
 pub mod storage;
-mod sync;
+mod types;
+
+mod accountant;
+mod cleaning;
+mod core;
+pub mod recovery;
+#[cfg(feature = "testing")]
+mod testing;
+
+pub mod guide;
+pub mod properties;
+
+pub use accountant::audit::{AuditError, SegmentInfo, Stats};
+pub use accountant::{introspect, metrics, Accountant};
+pub use cleaning::{config, placement, policy};
+pub use config::{Config, ConfigBuilder, Mode};
+pub use crossbeam_epoch::{default_collector, Collector};
+pub use error::{Callback, ConfigError, Error, Result};
+pub use metrics::Metrics;
+pub use placement::{Relocation, Skip};
+pub use policy::CleaningPolicy;
+pub use recovery::{format, scan};
+pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
+pub use storage::{FileStorage, LogFile, MemStorage, Storage};
+#[cfg(feature = "testing")]
+pub use testing::{baseline, fault, model};
+pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId, SegmentState};
+
 /// The loom stand-in of crossbeam's queue, for its litmus model in
 /// `loom-tests` (exists only under `--cfg loom`).
 #[cfg(loom)]
 #[doc(hidden)]
-pub use sync::loom_queue;
-mod table;
-mod types;
-mod victims;
-
-pub use accountant::Accountant;
-pub use audit::{AuditError, SegmentInfo, Stats};
-pub use config::{Config, ConfigBuilder, ConfigError, Mode};
-pub use crossbeam_epoch::{default_collector, Collector};
-pub use error::{Callback, Error, Result};
-pub use metrics::Metrics;
-pub use placement::{Relocation, Skip};
-pub use policy::CleaningPolicy;
-pub use recovery::{Fragment, PageState, RecoverError, Snapshot};
-pub use segment::SegmentState;
-pub use storage::{FileStorage, LogFile, MemStorage, Storage};
-pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId};
+pub use crate::core::sync::loom_queue;
 
 /// The README's code (its API tour) runs as a doc test.
 #[cfg(doctest)]

@@ -51,3 +51,25 @@ impl DiskPtr {
         }
     }
 }
+
+/// The life-cycle state of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum SegmentState {
+    /// Beyond the file tip: never used, or truncated away.
+    Vacant,
+    /// Below the tip and reusable by `next`.
+    Free,
+    /// Emptied and waiting for readers to leave (epoch) and for the stable
+    /// lsn to pass it before it becomes Free.
+    Freeing,
+    /// Being written: accepts `mark_link`.
+    Active,
+    /// A `stabilize` covering it is sealing it: writes into it are refused
+    /// from now on (it becomes Inactive when the seal finishes).
+    Sealing,
+    /// Sealed and stable; its pages are live.
+    Inactive,
+    /// In the to-clean set: `clean` asks the store to relocate its pages.
+    Draining,
+}

@@ -2,8 +2,8 @@
 //! (issue 14, spec property F). One test per defect the issue lists, each
 //! through the public API except the two that need a state the public API
 //! cannot reach quickly (2^21 reuses of one segment; a broken internal
-//! invariant), which are unit tests in `src/combiner.rs` and
-//! `src/freelist.rs`.
+//! invariant), which are unit tests in `src/accountant/combiner.rs` and
+//! `src/core/freelist.rs`.
 //!
 //! The policy under test: a panic in caller-supplied code the accountant
 //! runs (`Storage`, `CleaningPolicy`, closures deferred on the shared epoch

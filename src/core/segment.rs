@@ -47,31 +47,12 @@
 
 use std::collections::VecDeque;
 
-use crate::pidset::PageMap;
-use crate::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
+use crate::core::pidset::PageMap;
+use crate::core::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
+/// The state the segment word encodes (defined with the other shared
+/// types, so that errors can name it without depending on the core).
+pub use crate::types::SegmentState;
 use crate::types::{BlobId, Lsn, PageId};
-
-/// The life-cycle state of one segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum SegmentState {
-    /// Beyond the file tip: never used, or truncated away.
-    Vacant,
-    /// Below the tip and reusable by `next`.
-    Free,
-    /// Emptied and waiting for readers to leave (epoch) and for the stable
-    /// lsn to pass it before it becomes Free.
-    Freeing,
-    /// Being written: accepts `mark_link`.
-    Active,
-    /// A `stabilize` covering it is sealing it: writes into it are refused
-    /// from now on (it becomes Inactive when the seal finishes).
-    Sealing,
-    /// Sealed and stable; its pages are live.
-    Inactive,
-    /// In the to-clean set: `clean` asks the store to relocate its pages.
-    Draining,
-}
 
 impl SegmentState {
     fn from_bits(bits: u64) -> SegmentState {
@@ -361,7 +342,7 @@ impl Segment {
             return;
         }
         self.present.barrier();
-        drop(crate::sync::lock(&self.deferred));
+        drop(crate::core::sync::lock(&self.deferred));
     }
 
     /// Seals the live-byte counter: from now on replacements lower it.

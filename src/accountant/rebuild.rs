@@ -1,270 +1,12 @@
-//! Restarting after a crash: the [`Snapshot`] a log scan produces, and the
-//! accountant rebuilt from it (the [recovery
-//! rules](crate::properties#recovery-rules)).
+//! Rebuilding the accountant from a recovery [`Snapshot`]
+//! ([`Accountant::from_snapshot`]) and recovering a file in the reference
+//! format ([`Accountant::recover`]).
 
 use std::collections::BTreeMap;
 
-use crate::types::{DiskPtr, Lid, Lsn, PageId};
-
-/// One fragment of a page found in the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct Fragment {
-    /// Where in the logical log it was written.
-    pub lsn: Lsn,
-    /// Where in the file (and which blob) it lives.
-    pub ptr: DiskPtr,
-    /// Its size in the log, in bytes.
-    pub size: u64,
-}
-
-/// A page's state at the end of the scanned log.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum PageState {
-    /// The page's live fragments (the last full image and any later
-    /// deltas), in log order.
-    Present(Vec<Fragment>),
-    /// The page was freed; its free record (a header-sized fragment) is at
-    /// this place in the log.
-    Freed(Fragment),
-}
-
-impl Fragment {
-    /// The fragment of `size` bytes written at `lsn` and stored at `ptr`.
-    pub fn new(lsn: Lsn, ptr: DiskPtr, size: u64) -> Fragment {
-        Fragment { lsn, ptr, size }
-    }
-}
-
-impl PageState {
-    /// The fragments that hold this state (the free record for a freed
-    /// page).
-    pub fn fragments(&self) -> &[Fragment] {
-        match self {
-            PageState::Present(f) => f,
-            PageState::Freed(f) => std::slice::from_ref(f),
-        }
-    }
-}
-
-/// What a scan of the log found: the input of
-/// [`Accountant::from_snapshot`](crate::Accountant::from_snapshot).
-///
-/// [`scan`](mod@crate::scan) builds it for the reference format; an engine
-/// with its own log format and scan starts from [`Snapshot::empty`] and
-/// fills the fields in:
-///
-/// ```
-/// use std::sync::Arc;
-/// use segment_accountant::{
-///     default_collector, Accountant, Config, DiskPtr, Fragment, MemStorage, PageState, Snapshot,
-/// };
-///
-/// // One segment at lid 0 with lsn 0, holding page 7 (64 bytes at lsn 40),
-/// // and no header vouching for anything yet.
-/// let mut snapshot = Snapshot::empty();
-/// snapshot.pages.insert(7, PageState::Present(vec![Fragment::new(40, DiskPtr::Inline(40), 64)]));
-/// snapshot.last_lid = Some(0);
-/// snapshot.last_lsn = 104;
-///
-/// let config = Config::builder().segment_size(4096).build()?;
-/// let acc = Accountant::from_snapshot(
-///     config,
-///     Arc::new(MemStorage::new()),
-///     default_collector().clone(),
-///     &snapshot,
-///     4096, // the file's length
-/// )?;
-/// assert_eq!(acc.segment_info(0).unwrap().live_pages, 1);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// Every page's state.
-    pub pages: BTreeMap<PageId, PageState>,
-    /// The offset of the segment being written when the log ended (the
-    /// last segment the scan accepted), if any.
-    pub last_lid: Option<Lid>,
-    /// The highest lsn in the accepted log (−1 for an empty log).
-    pub last_lsn: Lsn,
-    /// The highest stable lsn vouched for by a durable segment header.
-    pub max_header_stable_lsn: Lsn,
-    /// Where writing resumes inside a segment already in the file, if it
-    /// does: `(lid, lsn)`, the segment's base lid and the lsn of the next
-    /// write into it (see [`resume_at`](Snapshot::resume_at)). `None`: the
-    /// store resumes in a new segment, from [`Accountant::next`](crate::Accountant::next).
-    pub resume: Option<(Lid, Lsn)>,
-}
-
-impl Snapshot {
-    /// An empty log.
-    pub fn empty() -> Snapshot {
-        Snapshot::new(BTreeMap::new(), None, -1, -1)
-    }
-
-    /// A snapshot with the given fields (see each field's documentation).
-    pub fn new(
-        pages: BTreeMap<PageId, PageState>,
-        last_lid: Option<Lid>,
-        last_lsn: Lsn,
-        max_header_stable_lsn: Lsn,
-    ) -> Snapshot {
-        Snapshot {
-            pages,
-            last_lid,
-            last_lsn,
-            max_header_stable_lsn,
-            resume: None,
-        }
-    }
-
-    /// This snapshot, saying that writing resumes at `lsn` in the segment
-    /// whose base lid is `lid`: that segment stays Active at segment lsn
-    /// `lsn` rounded down to the segment size, even when it holds no live
-    /// fragment (an engine whose last segment holds only its header
-    /// resumes writing inside it, with [`mark_link`](crate::Accountant::mark_link)
-    /// and no `next`).
-    ///
-    /// The segment must lie below the file's tip, `lid` must be a multiple
-    /// of the segment size, and `lsn` must lie beyond the log's last lsn
-    /// (so beyond the header-vouched stable lsn); the segment's fragments
-    /// (if any) must carry its segment lsn. The
-    /// reference [`scan`](mod@crate::scan) does not set it:
-    /// [`recover`](crate::Accountant::recover) completes a partly written
-    /// last segment with a pad and writing resumes in a new segment.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use segment_accountant::{default_collector, Accountant, Config, DiskPtr, MemStorage, SegmentState, Snapshot};
-    ///
-    /// // The last segment (lid 4096, lsn 8192) holds only a 20-byte header.
-    /// let snapshot = Snapshot::new(Default::default(), Some(4096), 8192 + 19, -1)
-    ///     .resume_at(4096, 8192 + 20);
-    /// let config = Config::builder().segment_size(4096).build()?;
-    /// let acc = Accountant::from_snapshot(
-    ///     config, Arc::new(MemStorage::new()), default_collector().clone(), &snapshot, 4096 + 20,
-    /// )?;
-    /// assert_eq!(acc.segment_info(1).unwrap().state, SegmentState::Active);
-    /// acc.mark_link(7, 8192 + 20, DiskPtr::Inline(4096 + 20), 64)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn resume_at(mut self, lid: Lid, lsn: Lsn) -> Snapshot {
-        self.resume = Some((lid, lsn));
-        self
-    }
-}
-
-/// Why a snapshot was rejected: it contradicts itself or the file.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SnapshotError {
-    /// A fragment lies at or beyond the file's tip.
-    #[error("page {pid} has a fragment at lid {lid}, at or beyond the file tip ({tip} bytes)")]
-    FragmentBeyondTip {
-        /// The page.
-        pid: PageId,
-        /// The fragment's lid.
-        lid: Lid,
-        /// The tip in bytes.
-        tip: u64,
-    },
-    /// A fragment has a negative lsn or one too large for the accountant.
-    #[error("page {pid} has a fragment at invalid lsn {lsn}")]
-    InvalidLsn {
-        /// The page.
-        pid: PageId,
-        /// The lsn.
-        lsn: Lsn,
-    },
-    /// A fragment's size is beyond anything a fragment can be (2^32
-    /// bytes): the live-byte sums would overflow.
-    #[error("page {pid} has a fragment of {size} bytes, beyond the largest fragment size {max}")]
-    FragmentTooLarge {
-        /// The page.
-        pid: PageId,
-        /// The fragment's size.
-        size: u64,
-        /// The largest accepted size.
-        max: u64,
-    },
-    /// Two fragments in one segment belong to different segment lsns.
-    #[error(
-        "segment at lid {lid} holds fragments of segment lsns {first} and {second} (page {pid})"
-    )]
-    MixedSegmentLsns {
-        /// The segment's base lid.
-        lid: Lid,
-        /// The segment lsn seen first.
-        first: Lsn,
-        /// The conflicting segment lsn.
-        second: Lsn,
-        /// The page of the conflicting fragment.
-        pid: PageId,
-    },
-    /// Two segments carry one lsn.
-    #[error("segments at lids {first} and {second} both have segment lsn {lsn}")]
-    DuplicateSegmentLsn {
-        /// The shared segment lsn.
-        lsn: Lsn,
-        /// One segment's lid.
-        first: Lid,
-        /// The other's.
-        second: Lid,
-    },
-    /// A header vouches for a stable lsn beyond the end of the log (a
-    /// header only vouches for the log before its own segment).
-    #[error("the header-vouched stable lsn {stable} lies beyond the log's last lsn {last_lsn}")]
-    StableBeyondLog {
-        /// The vouched stable lsn.
-        stable: Lsn,
-        /// The last lsn of the log.
-        last_lsn: Lsn,
-    },
-    /// The segment said to be written last lies beyond the file.
-    #[error("the last segment written, at lid {lid}, is at or beyond the file tip ({tip} bytes)")]
-    LastSegmentBeyondTip {
-        /// Its lid.
-        lid: Lid,
-        /// The tip in bytes.
-        tip: u64,
-    },
-    /// The segment writing resumes in ([`Snapshot::resume`]) is not one
-    /// writing can resume in.
-    #[error("writing cannot resume at lsn {lsn} in the segment at lid {lid}: {reason}")]
-    InvalidResume {
-        /// The segment's lid, as given.
-        lid: Lid,
-        /// The resume lsn, as given.
-        lsn: Lsn,
-        /// Why.
-        reason: ResumeRefusal,
-    },
-}
-
-/// Why [`Snapshot::resume`] was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResumeRefusal {
-    /// The lid is not a multiple of the segment size.
-    #[error("the lid is not a segment's base")]
-    UnalignedLid,
-    /// The segment is at or beyond the file's tip.
-    #[error("the segment is at or beyond the file tip ({tip} bytes)")]
-    BeyondTip {
-        /// The tip in bytes.
-        tip: u64,
-    },
-    /// The lsn is negative or beyond the accountant's range.
-    #[error("the lsn is out of range")]
-    LsnOutOfRange,
-    /// The lsn is not beyond the log's last lsn.
-    #[error("the lsn is not beyond the log's last lsn {last_lsn}")]
-    NotBeyondLog {
-        /// The snapshot's last lsn.
-        last_lsn: Lsn,
-    },
-}
+use crate::error::{ResumeRefusal, SnapshotError};
+use crate::recovery::{RecoverError, Snapshot};
+use crate::types::{Lsn, PageId};
 
 struct Recovered {
     segno: u64,
@@ -313,8 +55,8 @@ impl crate::Accountant {
         snapshot: &Snapshot,
         file_len: u64,
     ) -> crate::Result<crate::Accountant> {
-        use crate::segment::{SegmentState, Word};
-        use crate::table::{Bits, SegmentTable};
+        use crate::core::segment::{SegmentState, Word};
+        use crate::core::table::{Bits, SegmentTable};
 
         let ss = config.segment_size;
         // Rule 1, at segment granularity: any byte of a segment counts,
@@ -351,7 +93,8 @@ impl crate::Accountant {
                     }
                     .into());
                 }
-                if fragment.lsn < 0 || fragment.lsn as u64 / ss > crate::segment::MAX_SEGMENT_NUMBER
+                if fragment.lsn < 0
+                    || fragment.lsn as u64 / ss > crate::core::segment::MAX_SEGMENT_NUMBER
                 {
                     return Err(SnapshotError::InvalidLsn {
                         pid,
@@ -395,7 +138,7 @@ impl crate::Accountant {
             if lid >= tip_bytes {
                 return Err(refuse(ResumeRefusal::BeyondTip { tip: tip_bytes }).into());
             }
-            if lsn < 0 || lsn as u64 / ss > crate::segment::MAX_SEGMENT_NUMBER {
+            if lsn < 0 || lsn as u64 / ss > crate::core::segment::MAX_SEGMENT_NUMBER {
                 return Err(refuse(ResumeRefusal::LsnOutOfRange).into());
             }
             if lsn <= snapshot.last_lsn {
@@ -436,7 +179,8 @@ impl crate::Accountant {
 
         // Segments wholly below the vouched stable lsn are stable.
         let done = if snapshot.max_header_stable_lsn > 0 {
-            (snapshot.max_header_stable_lsn as u64 / ss).min(crate::segment::MAX_SEGMENT_NUMBER + 1)
+            (snapshot.max_header_stable_lsn as u64 / ss)
+                .min(crate::core::segment::MAX_SEGMENT_NUMBER + 1)
         } else {
             0
         };
@@ -445,7 +189,7 @@ impl crate::Accountant {
         let mut active = Vec::new();
         let mut waiting = Vec::new();
         let mut counts = [0usize; 3]; // active, inactive, draining
-        let mut cleaning = crate::combiner::Cleaning::new(ss);
+        let mut cleaning = crate::accountant::combiner::Cleaning::new(ss);
         let drain_limit = ss * config.cleanup_threshold as u64 / 100;
         for index in 0..tip as usize {
             let segment = table.segment(index);
@@ -501,11 +245,15 @@ impl crate::Accountant {
         };
         for index in 0..tip as usize {
             if table.bit(Bits::Drain, index) {
-                crate::combiner::fill_drain_list(&table, index);
+                crate::accountant::combiner::fill_drain_list(&table, index);
             }
         }
-        let combiner =
-            crate::combiner::Combiner::recovered(done, active.clone(), waiting, cleaning);
+        let combiner = crate::accountant::combiner::Combiner::recovered(
+            done,
+            active.clone(),
+            waiting,
+            cleaning,
+        );
         let acc = crate::Accountant::assemble(
             config,
             storage,
@@ -521,22 +269,6 @@ impl crate::Accountant {
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
         Ok(acc)
     }
-}
-
-/// Why [`Accountant::recover`](crate::Accountant::recover) failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecoverError {
-    /// The scan failed (I/O, or durable data damaged).
-    #[error(transparent)]
-    Scan(#[from] crate::scan::ScanError),
-    /// Invalidating the discarded tail (or completing the last segment)
-    /// failed; nothing was rebuilt and recovering again is safe.
-    #[error("invalidating the discarded tail failed: {0}")]
-    Invalidate(#[source] std::io::Error),
-    /// The accountant rejected the snapshot.
-    #[error(transparent)]
-    Accountant(#[from] crate::Error),
 }
 
 impl crate::Accountant {
@@ -579,12 +311,12 @@ impl crate::Accountant {
         config: crate::Config,
         storage: std::sync::Arc<dyn crate::LogFile>,
         collector: crate::Collector,
-    ) -> Result<(crate::Accountant, crate::scan::Scan), RecoverError> {
+    ) -> Result<(crate::Accountant, crate::recovery::scan::Scan), RecoverError> {
         let ss = config.segment_size;
-        let found = crate::scan::scan(&*storage, ss)?;
+        let found = crate::recovery::scan::scan(&*storage, ss)?;
         if !found.discarded.is_empty() || found.open_tail.is_some() {
             for &lid in &found.discarded {
-                crate::format::invalidate_header(
+                crate::recovery::format::invalidate_header(
                     &*storage,
                     lid,
                     ss,
@@ -596,8 +328,10 @@ impl crate::Accountant {
             // that once new writes vouch past it, it is a complete stable
             // segment and nothing beyond its valid prefix can surface.
             if let Some(tail) = found.open_tail {
-                crate::format::seal_segment(&*storage, tail.lid, ss, tail.lsn, tail.salt, tail.end)
-                    .map_err(RecoverError::Invalidate)?;
+                crate::recovery::format::seal_segment(
+                    &*storage, tail.lid, ss, tail.lsn, tail.salt, tail.end,
+                )
+                .map_err(RecoverError::Invalidate)?;
             }
             if !config.temporary {
                 storage.sync().map_err(RecoverError::Invalidate)?;

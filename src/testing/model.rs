@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, Mode};
+use crate::cleaning::config::{Config, Mode};
+use crate::cleaning::policy::{self, SegmentFacts};
+use crate::core::segment::{SegmentState, MAX_SEGMENT_NUMBER};
 use crate::error::Error;
-use crate::policy::{self, SegmentFacts};
-use crate::segment::{SegmentState, MAX_SEGMENT_NUMBER};
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 impl ModelSegment {
@@ -675,7 +675,7 @@ impl Model {
     pub fn check_clean_placed(
         &self,
         ignore: PageId,
-        got: Option<crate::placement::Relocation>,
+        got: Option<crate::cleaning::placement::Relocation>,
     ) -> Result<(), String> {
         self.check_clean(ignore, got.map(|r| r.pid))?;
         let Some(r) = got else {
@@ -693,7 +693,7 @@ impl Model {
                     && s.lsn == Some(r.segment_lsn)
             })
             .map(|(_, s)| s)
-            .map(|s| crate::placement::relocation_stream(user, relocation, s.stream))
+            .map(|s| crate::cleaning::placement::relocation_stream(user, relocation, s.stream))
             .collect();
         if allowed.contains(&r.stream) {
             Ok(())

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::policy::{CleaningPolicy, Spec};
+use crate::cleaning::policy::{CleaningPolicy, Spec};
+pub use crate::error::ConfigError;
 
 /// The smallest segment size accepted in production.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -21,44 +22,6 @@ pub enum Mode {
     /// Segments are never reused: every `next` extends the file, as if
     /// rewriting were paused for good.
     Linear,
-}
-
-/// A configuration value that was rejected.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The segment size is not a power of two.
-    #[error("segment size {0} is not a power of two")]
-    SegmentSizeNotPowerOfTwo(u64),
-    /// The segment size is below the minimum.
-    #[error("segment size {size} is below the minimum {min} (small segments must be allowed explicitly, for tests)")]
-    SegmentSizeTooSmall {
-        /// The requested size.
-        size: u64,
-        /// The minimum that applies.
-        min: u64,
-    },
-    /// The cleanup threshold is not a percentage in 1..=99.
-    #[error("cleanup threshold {0}% is outside 1..=99")]
-    CleanupThreshold(u8),
-    /// The skew is not in 0..=100 percentage points.
-    #[error("cleanup skew {0} is outside 0..=100 percentage points")]
-    Skew(u8),
-    /// The space target is not a finite ratio above 1.
-    #[error("space target {0} is not a finite ratio of file bytes to live bytes above 1")]
-    SpaceTarget(f64),
-    /// Stream counts out of range: 1 to 16 user streams, 0 to 16
-    /// relocation streams.
-    #[error("{user} user streams and {relocation} relocation streams: need 1..=16 and 0..=16")]
-    Streams {
-        /// User streams requested.
-        user: u8,
-        /// Relocation streams requested.
-        relocation: u8,
-    },
-    /// The policy only ranks victims and needs a space target to act.
-    #[error("cleaning policy `{0}` drains only under a space target; set one")]
-    PolicyNeedsSpaceTarget(String),
 }
 
 /// A validated configuration. Build one with [`Config::builder`].
@@ -259,7 +222,7 @@ impl ConfigBuilder {
         if c.skew > 100 {
             return Err(ConfigError::Skew(c.skew));
         }
-        let max = crate::placement::MAX_STREAMS;
+        let max = crate::cleaning::placement::MAX_STREAMS;
         if !(1..=max).contains(&c.user_streams) || c.relocation_streams > max {
             return Err(ConfigError::Streams {
                 user: c.user_streams,
@@ -335,11 +298,13 @@ mod tests {
             ConfigError::SpaceTarget(_)
         ));
         assert_eq!(
-            b().policy(crate::policy::Greedy).build().unwrap_err(),
+            b().policy(crate::cleaning::policy::Greedy)
+                .build()
+                .unwrap_err(),
             ConfigError::PolicyNeedsSpaceTarget("greedy".into())
         );
         assert!(b()
-            .policy(crate::policy::Greedy)
+            .policy(crate::cleaning::policy::Greedy)
             .space_target(Some(1.25))
             .build()
             .is_ok());

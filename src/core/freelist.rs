@@ -32,12 +32,12 @@
 //! SeqCst fences. A reuser holds a [`Reuser`] guard, so even a panic
 //! unwinding out of the reuse path leaves the gate.
 
-use crate::audit::Poison;
+use crate::core::poison::Poison;
+use crate::core::segment::{Segment, Word};
+use crate::core::sync::epoch::{Collector, Guard};
+use crate::core::sync::{spin_wait, Arc, AtomicBool, AtomicU64, Ordering};
+use crate::core::table::{Bits, SegmentTable};
 use crate::error::{contain, Callback, Result};
-use crate::segment::{Segment, Word};
-use crate::sync::epoch::{Collector, Guard};
-use crate::sync::{spin_wait, Arc, AtomicBool, AtomicU64, Ordering};
-use crate::table::{Bits, SegmentTable};
 
 /// Lands the incarnation `ticket` names unless another deferral of it
 /// already has: Freeing → Free, then publish it in the free bitmap. Never
@@ -81,7 +81,7 @@ pub(crate) struct Epochs {
 impl Epochs {
     pub(crate) fn new(collector: Collector, poison: Arc<Poison>) -> Epochs {
         Epochs {
-            is_default: &collector == crate::sync::epoch::default_collector(),
+            is_default: &collector == crate::core::sync::epoch::default_collector(),
             collector,
             lost: AtomicBool::new(false),
             poison,
@@ -99,7 +99,7 @@ impl Epochs {
     pub(crate) fn with_guard<R>(&self, f: impl FnOnce(&Guard) -> R) -> Result<R> {
         let result = contain(Callback::EpochCollector, || {
             if self.is_default {
-                return f(&crate::sync::epoch::pin());
+                return f(&crate::core::sync::epoch::pin());
             }
             let handle = self.collector.register();
             let guard = handle.pin();
@@ -297,7 +297,7 @@ impl Drop for Reuser<'_> {
 mod tests {
     use std::sync::Arc;
 
-    use crate::sync::Ordering;
+    use crate::core::sync::Ordering;
     use crate::{Accountant, Collector, Config, DiskPtr, Error, Lsn, MemStorage, SegmentState};
 
     const SS: u64 = 4096;

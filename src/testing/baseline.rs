@@ -16,10 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::config::{Config, Mode};
+use crate::cleaning::config::{Config, Mode};
+use crate::cleaning::policy;
+use crate::core::segment::SegmentState;
 use crate::error::{Error, Result};
-use crate::policy;
-use crate::segment::SegmentState;
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 #[derive(Debug, Default)]

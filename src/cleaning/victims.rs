@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::{self, CleaningPolicy, SegmentFacts, BUCKETS};
+use crate::cleaning::policy::{self, CleaningPolicy, SegmentFacts, BUCKETS};
 use crate::types::Lsn;
 
 #[derive(Debug)]
@@ -123,7 +123,7 @@ impl VictimIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{CostBenefit, Fifo, Greedy};
+    use crate::cleaning::policy::{CostBenefit, Fifo, Greedy};
 
     const SS: u64 = 1 << 20;
 

@@ -25,13 +25,13 @@
 
 use std::io;
 
-use crate::error::{contain, panic_message, Callback, Error, Result};
-use crate::segment::{SegmentState, Word};
-use crate::storage::Storage;
-use crate::sync::{
+use crate::core::segment::{SegmentState, Word};
+use crate::core::sync::{
     lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
 };
-use crate::table::{Bits, SegmentTable};
+use crate::core::table::{Bits, SegmentTable};
+use crate::error::{contain, panic_message, Callback, Error, Result};
+use crate::storage::Storage;
 
 #[derive(Debug)]
 enum Truncation {

@@ -1,4 +1,11 @@
-//! The accountant: the public face of the write path.
+//! The facade: [`Accountant`], the public face of the write path, with the
+//! machinery only it drives: the combiner that seals and drains in lsn
+//! order, the audit and statistics, introspection, the metrics it
+//! publishes, and the rebuild from a recovery snapshot.
+//!
+//! **May use** every room below it: the core, cleaning, recovery and the
+//! shared vocabulary. Nothing below imports from here.
+//!
 //!
 //! Hot-path calls (`mark_link`, `mark_replace`, `clean`, and `next` when a
 //! free segment exists) touch only the segments they name: one packed
@@ -7,25 +14,31 @@
 //! hands ordered work to the combiner and never waits. Only growing the
 //! file takes the sequencer's lock.
 
+pub(crate) mod audit;
+pub(crate) mod combiner;
+pub mod introspect;
+pub mod metrics;
+mod rebuild;
+
 use std::sync::Arc as StdArc;
 
 use smallvec::SmallVec;
 
-use crate::audit::Poison;
-use crate::combiner::Combiner;
-use crate::config::{Config, Mode};
-use crate::error::{Error, Result};
-use crate::freelist::{Epochs, RewriteGate};
-use crate::pidset::LsnSet;
-use crate::placement::{self, Relocation, Skip, StreamId};
-use crate::segment::{
+use crate::accountant::combiner::Combiner;
+use crate::cleaning::config::{Config, Mode};
+use crate::cleaning::placement::{self, Relocation, Skip, StreamId};
+use crate::core::freelist::{Epochs, RewriteGate};
+use crate::core::pidset::LsnSet;
+use crate::core::poison::Poison;
+use crate::core::segment::{
     DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
 };
-use crate::sequencer::Sequencer;
+use crate::core::sequencer::Sequencer;
+use crate::core::sync::epoch::Collector;
+use crate::core::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use crate::core::table::{Bits, SegmentTable};
+use crate::error::{Error, Result};
 use crate::storage::Storage;
-use crate::sync::epoch::Collector;
-use crate::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use crate::table::{Bits, SegmentTable};
 use crate::types::{DiskPtr, Lid, Lsn, PageId};
 
 /// Segments per live state, kept as counters so the heuristics need no
@@ -115,7 +128,7 @@ pub(crate) struct Shared {
     /// Broken internal invariants met where no panic may surface.
     pub(crate) poison: Arc<Poison>,
     /// The metrics snapshot the last combiner pass published.
-    pub(crate) metrics: arc_swap::ArcSwap<crate::metrics::Metrics>,
+    pub(crate) metrics: arc_swap::ArcSwap<crate::accountant::metrics::Metrics>,
     /// Segments `next` reused and appended (std atomics: statistics on
     /// `next`'s slower paths, which the loom models need not explore).
     pub(crate) reused: std::sync::atomic::AtomicU64,
@@ -156,7 +169,7 @@ impl Accountant {
         Self::with_collector(
             config,
             storage,
-            crate::sync::epoch::default_collector().clone(),
+            crate::core::sync::epoch::default_collector().clone(),
         )
     }
 
@@ -215,7 +228,7 @@ impl Accountant {
                 user_lifetime: AtomicU64::new(u64::MAX),
                 handed_out: AtomicU64::new(recovered.max(stabilized)),
                 poison,
-                metrics: arc_swap::ArcSwap::from_pointee(crate::metrics::Metrics {
+                metrics: arc_swap::ArcSwap::from_pointee(crate::accountant::metrics::Metrics {
                     segment_size: config.segment_size,
                     file_bytes: tip as u64 * config.segment_size,
                     ..Default::default()
@@ -470,7 +483,7 @@ impl Accountant {
     /// drains, passes) and the derived write and space amplification, as
     /// of the last combiner pass (see [`Metrics`](crate::Metrics)). O(1):
     /// one lock-free load of the snapshot the combiner published.
-    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> std::sync::Arc<crate::accountant::metrics::Metrics> {
         self.shared.metrics.load_full()
     }
 

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use crate::accountant::Accountant;
-use crate::error::{Error, Result};
-use crate::segment::SegmentState;
-use crate::sync::{lock, AtomicBool, Mutex, Ordering};
-use crate::table::Bits;
+use crate::core::segment::SegmentState;
+use crate::core::sync::{lock, Ordering};
+use crate::core::table::Bits;
+use crate::error::Result;
 use crate::types::{Lid, Lsn};
 
 /// One segment's facts at one instant (fields are read one by one, so
@@ -37,7 +37,7 @@ pub struct SegmentInfo {
     /// Whether the segment is in the to-clean set.
     pub to_clean: bool,
     /// The write head (stream) of its current incarnation.
-    pub stream: crate::placement::StreamId,
+    pub stream: crate::cleaning::placement::StreamId,
 }
 
 /// A snapshot of the accountant's figures.
@@ -70,52 +70,6 @@ pub struct Stats {
     pub bytes_truncated: u64,
     /// The highest stabilized segment lsn.
     pub stable_lsn: Lsn,
-}
-
-/// Internal invariants found broken where no panic may surface: inside an
-/// epoch-deferred closure (which runs on whatever thread pins next, often a
-/// store's reader), or left behind by a panic that unwound out of the
-/// combiner. The first one poisons the accountant: every later call that
-/// returns a `Result` fails with [`Error::Poisoned`], and `audit` fails.
-#[derive(Debug)]
-pub(crate) struct Poison {
-    poisoned: AtomicBool,
-    /// The first broken invariant, described.
-    first: Mutex<Option<String>>,
-}
-
-impl Poison {
-    pub(crate) fn new() -> Poison {
-        Poison {
-            poisoned: AtomicBool::new(false),
-            first: Mutex::new(None),
-        }
-    }
-
-    /// Records a broken invariant (never panics, so it may run anywhere).
-    #[cold]
-    pub(crate) fn record(&self, what: String) {
-        lock(&self.first).get_or_insert(what);
-        // Release: a caller that sees the flag (acquire in `check`) finds
-        // the description.
-        self.poisoned.store(true, Ordering::Release);
-    }
-
-    /// `Err(Poisoned)` once an invariant was recorded broken.
-    #[inline]
-    pub(crate) fn check(&self) -> Result<()> {
-        // Acquire: pairs with the release store in `record`.
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.error());
-        }
-        Ok(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn error(&self) -> Error {
-        Error::Poisoned(lock(&self.first).clone().unwrap_or_default())
-    }
 }
 
 /// What [`Accountant::audit`] found wrong.

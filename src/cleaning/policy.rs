@@ -37,7 +37,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{Config, Mode};
+use crate::cleaning::config::{Config, Mode};
 use crate::types::Lsn;
 
 /// What the accountant knows about one sealed segment.

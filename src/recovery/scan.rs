@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::format::{walk_segment, FormatError, MessageKind, Record, SEGMENT_HEADER_LEN};
+use crate::recovery::format::{walk_segment, FormatError, MessageKind, Record, SEGMENT_HEADER_LEN};
 use crate::recovery::{Fragment, PageState, Snapshot};
 use crate::storage::LogFile;
 use crate::types::{DiskPtr, Lid, Lsn};
@@ -155,7 +155,7 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
             if bytes.len() < SEGMENT_HEADER_LEN {
                 continue;
             }
-            let header = match crate::format::SegmentHeader::decode(bytes) {
+            let header = match crate::recovery::format::SegmentHeader::decode(bytes) {
                 Ok(h) if h.segment_size as u64 == ss => h,
                 _ => continue,
             };

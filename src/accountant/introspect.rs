@@ -18,9 +18,9 @@
 //! the caller looks at it, like any read of shared state.
 
 use crate::accountant::Accountant;
-use crate::placement::StreamId;
-use crate::segment::SegmentState;
-use crate::sync::Ordering;
+use crate::cleaning::placement::StreamId;
+use crate::core::segment::SegmentState;
+use crate::core::sync::Ordering;
 use crate::types::{Lid, Lsn};
 
 /// A segment's state and base lsn, from one atomic load.

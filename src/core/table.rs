@@ -16,8 +16,8 @@
 //! A bit is the claim token: whoever clears a set `free` bit owns the
 //! segment's Free → Active (or → Vacant) transition.
 
-use crate::segment::Segment;
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::core::segment::Segment;
+use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Segments in the first chunk. Tiny under loom so that the models reach
 /// chunk growth, reuse and truncation within a few operations.

@@ -53,16 +53,16 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
-use crate::config::Mode;
+use crate::cleaning::config::Mode;
+use crate::cleaning::policy::{self, SegmentFacts};
+use crate::cleaning::victims::VictimIndex;
+use crate::core::segment::{Deferred, SegmentState, Word};
+use crate::core::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
+use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
-use crate::metrics::{DrainReason, Metrics, Totals};
-use crate::policy::{self, SegmentFacts};
-use crate::segment::{Deferred, SegmentState, Word};
-use crate::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
-use crate::table::Bits;
 use crate::types::Lsn;
-use crate::victims::VictimIndex;
 
 const BUSY: u64 = 1;
 /// No thread combines, but the goal is above what was done: a combiner
@@ -847,7 +847,7 @@ fn start_draining(
 
 /// Lists a newly Draining segment's pages for `clean` (also used by
 /// recovery).
-pub(crate) fn fill_drain_list(table: &crate::table::SegmentTable, index: usize) {
+pub(crate) fn fill_drain_list(table: &crate::core::table::SegmentTable, index: usize) {
     let segment = table.segment(index);
     let mut list = lock(&segment.drain_list);
     list.clear();
@@ -863,7 +863,10 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     // Relaxed: the stream was set before the activation this combiner saw.
     if segment.stream.load(Ordering::Relaxed) == 0 {
         if let Some(lsn) = word.lsn(shared.config.segment_size) {
-            record_user_lifetime(shared, crate::placement::lifetime(stable_lsn, lsn));
+            record_user_lifetime(
+                shared,
+                crate::cleaning::placement::lifetime(stable_lsn, lsn),
+            );
         }
     }
     let freeing = word.with_state(SegmentState::Freeing);
@@ -1001,7 +1004,7 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
 mod tests {
     use std::sync::Arc;
 
-    use crate::segment::Word;
+    use crate::core::segment::Word;
     use crate::{Accountant, Collector, Config, DiskPtr, Lsn, MemStorage, SegmentState};
 
     const SS: u64 = 4096;
