@@ -19,6 +19,8 @@ pub(crate) mod combiner;
 pub mod introspect;
 pub mod metrics;
 mod rebuild;
+#[cfg(all(test, sharing_audit))]
+mod sharing_audit;
 
 use std::sync::Arc as StdArc;
 
@@ -131,8 +133,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: arc_swap::ArcSwap<crate::accountant::metrics::Metrics>,
     /// Segments `next` reused and appended (std atomics: statistics on
     /// `next`'s slower paths, which the loom models need not explore).
-    pub(crate) reused: std::sync::atomic::AtomicU64,
-    pub(crate) appended: std::sync::atomic::AtomicU64,
+    pub(crate) reused: crate::core::sync::StatCounter,
+    pub(crate) appended: crate::core::sync::StatCounter,
 }
 
 /// The largest fragment size any configuration accepts: sizes are summed
@@ -233,8 +235,8 @@ impl Accountant {
                     file_bytes: tip as u64 * config.segment_size,
                     ..Default::default()
                 }),
-                reused: std::sync::atomic::AtomicU64::new(0),
-                appended: std::sync::atomic::AtomicU64::new(0),
+                reused: crate::core::sync::StatCounter::new(0),
+                appended: crate::core::sync::StatCounter::new(0),
                 config,
             },
         }

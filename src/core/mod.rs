@@ -15,5 +15,7 @@ pub(crate) mod pidset;
 pub(crate) mod poison;
 pub(crate) mod segment;
 pub(crate) mod sequencer;
+#[cfg(sharing_audit)]
+pub(crate) mod sharing;
 pub(crate) mod sync;
 pub(crate) mod table;

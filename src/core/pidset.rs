@@ -172,6 +172,36 @@ fn outlined<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl PageMap {
+    /// The sharing audit: the address range of the shards (their locks).
+    #[cfg(all(sharing_audit, not(loom)))]
+    // Used by the audit's test only.
+    #[allow(dead_code)]
+    pub(crate) fn audit_range(&self) -> (usize, usize) {
+        let shards = self.inner.shards();
+        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+    }
+}
+
+impl PageMap {
+    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
+    /// or on every shard; a read lock writes its lock word too.
+    #[inline(always)]
+    fn audit(&self, key: Option<u64>) {
+        #[cfg(all(sharing_audit, not(loom)))]
+        {
+            use std::hash::BuildHasher;
+            let shards = self.inner.shards();
+            match key {
+                Some(k) => {
+                    let hash = self.inner.hasher().hash_one(k);
+                    crate::core::sharing::wrote(&shards[self.inner.determine_shard(hash as usize)]);
+                }
+                None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
+            }
+        }
+        let _ = key;
+    }
+
     pub(crate) fn new() -> Self {
         PageMap {
             #[cfg(not(loom))]
@@ -194,6 +224,7 @@ impl PageMap {
         open: impl FnOnce() -> bool,
     ) -> Option<bool> {
         use std::hash::BuildHasher;
+        self.audit(Some(pid));
         // The key is hashed and its shard chosen exactly as dashmap's own
         // methods do (`hash_one` is dashmap's hash, `determine_shard` its
         // shard choice), so every other method finds what this inserts.
@@ -223,6 +254,7 @@ impl PageMap {
     /// update that held one of them before has finished, and every later
     /// one happens after (the seal's barrier).
     pub(crate) fn barrier(&self) {
+        self.audit(None);
         #[cfg(not(loom))]
         for shard in self.inner.shards() {
             drop(shard.write());
@@ -235,6 +267,7 @@ impl PageMap {
     /// Returns whether this call cleared the flag (the page was present
     /// and not yet replaced), with its bytes here.
     pub(crate) fn mark_replaced(&self, pid: PageId) -> Option<u64> {
+        self.audit(Some(pid));
         #[cfg(not(loom))]
         if let Some(mut v) = self.inner.get_mut(&pid) {
             let was = *v;
@@ -252,6 +285,7 @@ impl PageMap {
 
     /// Removes `pid`; returns its bytes.
     pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
+        self.audit(Some(pid));
         #[cfg(not(loom))]
         let v = self.inner.remove(&pid).map(|(_, v)| v);
         #[cfg(loom)]
@@ -261,6 +295,7 @@ impl PageMap {
 
     /// Whether `pid` is here and not yet replaced.
     pub(crate) fn is_not_yet_replaced(&self, pid: PageId) -> bool {
+        self.audit(Some(pid));
         #[cfg(not(loom))]
         let v = self.inner.get(&pid).map(|v| *v);
         #[cfg(loom)]
@@ -269,6 +304,7 @@ impl PageMap {
     }
 
     pub(crate) fn len(&self) -> usize {
+        self.audit(None);
         self.inner.len()
     }
 
@@ -277,10 +313,12 @@ impl PageMap {
     }
 
     pub(crate) fn clear(&self) {
+        self.audit(None);
         self.inner.clear()
     }
 
     fn raw_entries(&self) -> Vec<(PageId, u64)> {
+        self.audit(None);
         #[cfg(not(loom))]
         {
             self.inner.iter().map(|e| (*e.key(), *e.value())).collect()
@@ -325,6 +363,36 @@ impl PageMap {
 }
 
 impl LsnSet {
+    /// The sharing audit: the address range of the shards (their locks).
+    // Used by the audit's test only.
+    #[allow(dead_code)]
+    #[cfg(all(sharing_audit, not(loom)))]
+    pub(crate) fn audit_range(&self) -> (usize, usize) {
+        let shards = self.inner.shards();
+        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+    }
+}
+
+impl LsnSet {
+    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
+    /// or on every shard; a read lock writes its lock word too.
+    #[inline(always)]
+    fn audit(&self, key: Option<u64>) {
+        #[cfg(all(sharing_audit, not(loom)))]
+        {
+            use std::hash::BuildHasher;
+            let shards = self.inner.shards();
+            match key {
+                Some(k) => {
+                    let hash = self.inner.hasher().hash_one(k);
+                    crate::core::sharing::wrote(&shards[self.inner.determine_shard(hash as usize)]);
+                }
+                None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
+            }
+        }
+        let _ = key;
+    }
+
     pub(crate) fn new() -> Self {
         LsnSet {
             #[cfg(not(loom))]
@@ -337,6 +405,7 @@ impl LsnSet {
     /// Inserts `key` unless present; returns whether it was inserted. The
     /// shard's lock makes competing inserts of one key pick one winner.
     pub(crate) fn insert_new(&self, key: u64) -> bool {
+        self.audit(Some(key));
         #[cfg(not(loom))]
         {
             match self.inner.entry(key) {
@@ -369,6 +438,7 @@ impl LsnSet {
     }
 
     pub(crate) fn remove(&self, key: u64) -> bool {
+        self.audit(Some(key));
         #[cfg(not(loom))]
         let removed = self.inner.remove(&key).is_some();
         #[cfg(loom)]
@@ -378,6 +448,7 @@ impl LsnSet {
 
     /// The keys, in no particular order (not an atomic snapshot).
     pub(crate) fn keys(&self) -> Vec<u64> {
+        self.audit(None);
         #[cfg(not(loom))]
         let keys = self.inner.iter().map(|e| *e.key()).collect();
         #[cfg(loom)]

@@ -57,7 +57,7 @@ pub(crate) struct Sequencer {
     bytes_truncated: AtomicU64,
     /// How many times the file was shortened (a std atomic: a statistic
     /// the loom models need not explore).
-    truncations: std::sync::atomic::AtomicU64,
+    truncations: crate::core::sync::StatCounter,
 }
 
 /// Claims the free segment `index` for truncation: clearing its free bit
@@ -80,7 +80,7 @@ impl Sequencer {
             tip: AtomicUsize::new(tip),
             state: Mutex::new(State::default()),
             bytes_truncated: AtomicU64::new(0),
-            truncations: std::sync::atomic::AtomicU64::new(0),
+            truncations: crate::core::sync::StatCounter::new(0),
         }
     }
 

@@ -8,12 +8,19 @@
 //! ([`crate::pidset`], [`Queue`] here) whose loom versions are built from
 //! the primitives below.
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize,
 };
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::Arc;
+#[cfg(not(any(loom, sharing_audit)))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+// The sharing audit's build: the same types, reporting their writes.
+#[cfg(all(sharing_audit, not(loom)))]
+pub(crate) use crate::core::sharing::{
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Mutex, MutexGuard,
+};
 #[cfg(not(loom))]
 pub(crate) use std::thread::JoinHandle;
 
@@ -27,6 +34,14 @@ pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 pub(crate) use loom::thread::{spawn, JoinHandle};
 
 pub(crate) use std::sync::atomic::Ordering;
+
+/// A statistics counter on a slow path that the loom models need not
+/// explore: always the `std` atomic, except in the sharing audit's build,
+/// which sees its writes like any other.
+#[cfg(not(sharing_audit))]
+pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
+#[cfg(sharing_audit)]
+pub(crate) type StatCounter = crate::core::sharing::AtomicU64;
 
 /// Starts a thread, reporting the operating system's refusal as an error
 /// instead of panicking (as `spawn` does).
@@ -135,10 +150,15 @@ impl<T> Queue<T> {
     }
 
     pub(crate) fn push(&self, value: T) {
+        // The audit sees a push as one write to the queue's tail.
+        #[cfg(sharing_audit)]
+        crate::core::sharing::wrote(self);
         self.inner.push(value);
     }
 
     pub(crate) fn pop(&self) -> Option<T> {
+        #[cfg(sharing_audit)]
+        crate::core::sharing::wrote(self);
         self.inner.pop()
     }
 }

@@ -77,6 +77,48 @@ fn chunk_base(k: usize) -> usize {
 }
 
 impl SegmentTable {
+    /// The sharing audit: `(start, len, what)` of every allocation the
+    /// table owns: each segment, its page map's shards, and the bitmaps.
+    #[cfg(sharing_audit)]
+    // Used by the audit's test only.
+    #[allow(dead_code)]
+    pub(crate) fn audit_ranges(&self) -> Vec<(usize, usize, String)> {
+        let mut out = vec![(
+            self as *const Self as usize,
+            std::mem::size_of::<Self>(),
+            "segment table".to_string(),
+        )];
+        for k in 0..self.allocated.load(Ordering::Acquire) {
+            // Safety: chunks below `allocated` are published and never freed
+            // while the table lives.
+            let chunk = unsafe { &*self.chunks[k].load(Ordering::Acquire) };
+            for (i, segment) in chunk.segments.iter().enumerate() {
+                let index = chunk_base(k) + i;
+                out.push((
+                    segment as *const Segment as usize,
+                    std::mem::size_of::<Segment>(),
+                    format!("segment {index}"),
+                ));
+                let (start, len) = segment.present.audit_range();
+                out.push((start, len, format!("segment {index} page map")));
+            }
+            for (name, bits) in [
+                ("free", &chunk.free),
+                ("drain", &chunk.drain),
+                ("relocate", &chunk.relocate),
+            ] {
+                out.push((
+                    bits.as_ptr() as usize,
+                    std::mem::size_of_val(&**bits),
+                    format!("{name} bitmap"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl SegmentTable {
     pub(crate) fn new() -> SegmentTable {
         let table = SegmentTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),

@@ -1,0 +1,230 @@
+//! The sharing audit (issue "many-core write path"): for each public
+//! operation, the cache lines it writes that another segment's writers or
+//! another thread also write. Runs only in the audit's build:
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg sharing_audit" CARGO_TARGET_DIR=target/audit \
+//!     cargo test --release --lib sharing_audit -- --nocapture
+//! ```
+//!
+//! A written line is the target segment's own when it lies wholly inside
+//! that segment's struct or its page map's shards; every other line written
+//! is shared, and is named by what lies on it. The `--nocapture` output is
+//! the table in docs/performance.md.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::core::sharing::{record, LINE};
+use crate::{Accountant, Config, DiskPtr, MemStorage, SegmentState, Skip};
+
+const SS: u64 = 4096;
+
+/// What lies on each line the accountant owns, for naming shared lines.
+struct Map {
+    ranges: Vec<(usize, usize, String)>,
+}
+
+impl Map {
+    fn of(acc: &Accountant) -> Map {
+        let shared = &acc.shared;
+        let base = shared as *const _ as usize;
+        macro_rules! field {
+            ($($f:ident),*) => {
+                vec![$((
+                    base + std::mem::offset_of!(super::Shared, $f),
+                    std::mem::size_of_val(&shared.$f),
+                    concat!("Shared::", stringify!($f)).to_string(),
+                )),*]
+            };
+        }
+        let mut ranges = field!(
+            config,
+            storage,
+            table,
+            epochs,
+            sequencer,
+            combiner,
+            gate,
+            counts,
+            max_stabilized,
+            active_lsns,
+            clean_cursor,
+            user_lifetime,
+            handed_out,
+            poison,
+            metrics,
+            reused,
+            appended
+        );
+        ranges.extend(shared.table.audit_ranges());
+        let (start, len) = shared.active_lsns.audit_range();
+        ranges.push((start, len, "in-use lsn set (a shard)".to_string()));
+        Map { ranges }
+    }
+
+    /// The smallest known range holding `addr`: what the write hit.
+    fn at(&self, addr: usize) -> &str {
+        self.ranges
+            .iter()
+            .filter(|&&(s, len, _)| s <= addr && addr < s + len)
+            .min_by_key(|&&(_, len, _)| len)
+            .map_or("elsewhere on the heap", |(_, _, n)| n)
+    }
+
+    /// Everything else that lies on `line`.
+    fn on_line(&self, line: usize, except: &str) -> Vec<&str> {
+        let (start, end) = (line * LINE, line * LINE + LINE);
+        let mut what: Vec<&str> = self
+            .ranges
+            .iter()
+            .filter(|&&(s, len, ref n)| s < end && s + len > start && n != except)
+            // A field of `Shared` that holds others is not named for them.
+            .filter(|&&(s, len, _)| !(s <= start && end <= s + len))
+            .map(|(_, _, name)| name.as_str())
+            .collect();
+        what.dedup();
+        what
+    }
+
+    /// Whether `line` lies wholly inside segment `index`'s own memory.
+    fn owned_by(&self, line: usize, index: usize) -> bool {
+        let (start, end) = (line * LINE, line * LINE + LINE);
+        let own = [
+            format!("segment {index}"),
+            format!("segment {index} page map"),
+        ];
+        self.ranges
+            .iter()
+            .any(|(s, len, name)| own.contains(name) && *s <= start && end <= s + len)
+    }
+}
+
+/// The distinct lines an operation wrote that are not segment `target`'s
+/// own: what the write hit, and what else lies on the line.
+fn shared_lines(map: &Map, wrote: &[usize], target: Option<usize>) -> BTreeMap<usize, String> {
+    let mut out = BTreeMap::new();
+    for &addr in wrote {
+        let line = addr / LINE;
+        if target.is_some_and(|t| map.owned_by(line, t)) {
+            continue;
+        }
+        out.entry(line).or_insert_with(|| {
+            let hit = map.at(addr);
+            let others = map.on_line(line, hit);
+            if others.is_empty() {
+                hit.to_string()
+            } else {
+                format!("{hit} (line also holds: {})", others.join(", "))
+            }
+        });
+    }
+    out
+}
+
+fn report(op: &str, lines: &BTreeMap<usize, String>) {
+    println!("{op}: {} shared line(s)", lines.len());
+    for what in lines.values() {
+        println!("    {what}");
+    }
+}
+
+#[test]
+fn sharing_audit() {
+    let config = Config::builder()
+        .segment_size(SS)
+        .allow_small_segments(true)
+        .build()
+        .unwrap();
+    let acc =
+        Accountant::with_collector(config, Arc::new(MemStorage::new()), crate::Collector::new());
+    let a = acc.next(0).unwrap();
+    for pid in 1..=3 {
+        acc.mark_link(pid, 0, DiskPtr::Inline(a + pid * 100), 100)
+            .unwrap();
+    }
+    // C will empty (its one page replaced from D) and be freed.
+    let c = acc.next(SS as i64).unwrap();
+    acc.mark_link(50, SS as i64, DiskPtr::Inline(c + 8), 100)
+        .unwrap();
+    let d = acc.next(2 * SS as i64).unwrap();
+    acc.mark_replace(
+        50,
+        2 * SS as i64,
+        &[DiskPtr::Inline(c + 8)],
+        DiskPtr::Inline(d + 8),
+        100,
+    )
+    .unwrap();
+    acc.stabilize(2 * SS as i64).unwrap();
+    let b = acc.next(3 * SS as i64).unwrap();
+    let b_index = (b / SS) as usize;
+    acc.mark_link(10, 3 * SS as i64, DiskPtr::Inline(b + 10), 100)
+        .unwrap();
+    let map = Map::of(&acc);
+
+    // mark_link updating a page already in the target segment.
+    let (r, wrote) = record(|| acc.mark_link(10, 3 * SS as i64, DiskPtr::Inline(b + 30), 100));
+    r.unwrap();
+    let link = shared_lines(&map, &wrote, Some(b_index));
+    report("mark_link", &link);
+
+    // mark_replace with one old pointer (in a sealed segment).
+    let (r, wrote) = record(|| {
+        acc.mark_replace(
+            1,
+            3 * SS as i64,
+            &[DiskPtr::Inline(a + 100)],
+            DiskPtr::Inline(b + 50),
+            100,
+        )
+    });
+    r.unwrap();
+    let replace = shared_lines(&map, &wrote, Some(b_index));
+    report("mark_replace (1 old pointer)", &replace);
+
+    // clean: a page of the Draining segment A.
+    assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
+    let (r, wrote) = record(|| acc.clean(Skip::Nothing));
+    let relocation = r.expect("A is draining");
+    let clean = shared_lines(&map, &wrote, Some((relocation.segment_lid / SS) as usize));
+    report("clean", &clean);
+
+    // next on the reuse path: C is free once the stable lsn and the epoch
+    // passed it.
+    acc.stabilize(4 * SS as i64).unwrap();
+    acc.flush();
+    assert_eq!(
+        acc.segment_info((c / SS) as usize).unwrap().state,
+        SegmentState::Free
+    );
+    let (r, wrote) = record(|| acc.next(4 * SS as i64));
+    let reused = r.unwrap();
+    assert_eq!(reused, c, "next reuses the lowest free segment");
+    let next = shared_lines(&map, &wrote, Some((c / SS) as usize));
+    report("next (reuse)", &next);
+
+    // The ordered work, for the table (no target).
+    let (r, wrote) = record(|| acc.stabilize(5 * SS as i64));
+    r.unwrap();
+    report(
+        "stabilize (seals one segment)",
+        &shared_lines(&map, &wrote, None),
+    );
+    acc.audit().unwrap();
+
+    // The issue's targets: 0 shared lines for mark_link, mark_replace and
+    // clean outside the target segment's own; at most 1 for next on the
+    // reuse path. mark_link meets it; the others are bounded at today's
+    // figures (docs/performance.md, "Sharing audit", says what each line
+    // is and what is left to do), so that a change that adds a shared
+    // write fails here.
+    assert_eq!(
+        link.len(),
+        0,
+        "mark_link writes only its own segment's lines: {link:?}"
+    );
+    assert!(replace.len() <= 1, "mark_replace: {replace:?}");
+    assert!(clean.len() <= 2, "clean: {clean:?}");
+    assert!(next.len() <= 8, "next (reuse): {next:?}");
+}
