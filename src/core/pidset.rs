@@ -346,19 +346,49 @@ impl PageMap {
             .collect()
     }
 
+    /// Folds `f` over every `(pid, packed value)` without collecting them
+    /// (one shard read-locked at a time; not an atomic snapshot).
+    fn fold_raw<B>(&self, init: B, mut f: impl FnMut(B, PageId, u64) -> B) -> B {
+        self.audit(None);
+        #[cfg(not(loom))]
+        {
+            self.inner
+                .iter()
+                .fold(init, |acc, e| f(acc, *e.key(), *e.value()))
+        }
+        #[cfg(loom)]
+        {
+            self.inner
+                .entries()
+                .into_iter()
+                .fold(init, |acc, (p, v)| f(acc, p, v))
+        }
+    }
+
     /// The bytes of the pages not yet replaced here (not an atomic
     /// snapshot): what draining this segment still has to relocate.
     pub(crate) fn not_yet_replaced_bytes(&self) -> u64 {
-        self.raw_entries()
-            .iter()
-            .filter(|&&(_, v)| v & NYR != 0)
-            .map(|&(_, v)| v & !NYR)
-            .sum()
+        self.fold_raw(0u64, |sum, _, v| {
+            if v & NYR != 0 {
+                sum.saturating_add(v & !NYR)
+            } else {
+                sum
+            }
+        })
+    }
+
+    /// The bytes of every page here and how many pages (not an atomic
+    /// snapshot). Saturating: the combiner must not overflow even on
+    /// billions of links.
+    pub(crate) fn bytes_and_pages(&self) -> (u64, u64) {
+        self.fold_raw((0u64, 0u64), |(sum, n), _, v| {
+            (sum.saturating_add(v & !NYR), n + 1)
+        })
     }
 
     /// The bytes of every page here (not an atomic snapshot).
     pub(crate) fn bytes(&self) -> u64 {
-        self.raw_entries().iter().map(|&(_, v)| v & !NYR).sum()
+        self.bytes_and_pages().0
     }
 }
 

@@ -327,6 +327,7 @@ impl Segment {
     /// Links `bytes` of page `pid` here unconditionally: the caller holds
     /// the deferred-work lock and saw the segment Active under it, so the
     /// seal's barrier waits for it.
+    #[inline(always)]
     pub(crate) fn link_held(&self, pid: PageId, bytes: u64) {
         let linked = self.present.link_if(pid, bytes, || true);
         debug_assert!(linked.is_some());
@@ -353,13 +354,10 @@ impl Segment {
         // Saturating: sizes are validated at the API edge (at most 2^32 per
         // fragment), so only billions of links of one segment could reach
         // the bound; the combiner must not overflow even then.
-        let entries = self.present.entries();
-        let bytes = entries
-            .iter()
-            .fold(0u64, |sum, &(_, b)| sum.saturating_add(b));
+        let (bytes, pages) = self.present.bytes_and_pages();
         // Relaxed: written by the combiner only, read for statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
-        (bytes, entries.len() as u64)
+        (bytes, pages)
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.
