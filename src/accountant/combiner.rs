@@ -321,6 +321,14 @@ impl Combiner {
         self.activations.push((segno, index as u32));
     }
 
+    /// The goal requested so far: every segment numbered below it is
+    /// stabilized or being stabilized (for error reports).
+    pub(crate) fn requested_goal(&self) -> u64 {
+        // Relaxed: a figure for an error message, read after the caller
+        // already saw the segment sealed; nothing is decided on it.
+        self.word.load(Ordering::Relaxed) >> GOAL_SHIFT
+    }
+
     /// Keeps an error for a later `stabilize` (bounded: see
     /// [`SINK_CAPACITY`]).
     pub(crate) fn report(&self, error: Error) {

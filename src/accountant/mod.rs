@@ -338,7 +338,8 @@ impl Accountant {
     }
 
     /// Why `word` is not the Active segment of `segno`, checked in this
-    /// order: reused since, not Active, another lsn.
+    /// order: reused since, covered by a stabilize, not Active, another
+    /// lsn.
     #[cold]
     #[inline(never)]
     fn write_target_error(&self, lsn: Lsn, segno: u64, index: usize, word: Word) -> Error {
@@ -353,6 +354,14 @@ impl Accountant {
                 };
             }
         }
+        if let Some(stable_lsn) = self.covering_stabilize(segno, word) {
+            return Error::SegmentSealed {
+                lid,
+                lsn,
+                segment_lsn: (segno * self.segment_size()) as Lsn,
+                stable_lsn,
+            };
+        }
         if word.state != SegmentState::Active {
             return Error::SegmentNotActive {
                 lid,
@@ -365,6 +374,35 @@ impl Accountant {
             lsn,
             segment_lsn: segment_lsn.unwrap_or(-1),
         }
+    }
+
+    /// The stabilized segment lsn that covered segment number `segno`
+    /// before a write into it, if one did: the published one when it is at
+    /// or above the segment, else, when `word` shows this very incarnation
+    /// sealed (by a pass that has not published yet), the one the
+    /// requested goal seals up to. Out of line, like the error it is for.
+    #[cold]
+    #[inline(never)]
+    fn covering_stabilize(&self, segno: u64, word: Word) -> Option<Lsn> {
+        let ss = self.segment_size();
+        let base = (segno * ss) as Lsn;
+        let published = self.stable_lsn();
+        if base <= published {
+            return Some(published);
+        }
+        let sealed = word.segno == Some(segno)
+            && matches!(
+                word.state,
+                SegmentState::Sealing | SegmentState::Inactive | SegmentState::Draining
+            );
+        if !sealed {
+            return None;
+        }
+        // A pass seals only segments below its goal, and goals only rise.
+        let goal = self.shared.combiner.requested_goal();
+        let sealing_up_to = (goal * ss) as Lsn - ss as Lsn;
+        debug_assert!(sealing_up_to >= base, "sealed above the requested goal");
+        Some(sealing_up_to.max(base))
     }
 
     /// Hands out the file offset for the segment starting at log sequence
@@ -533,7 +571,9 @@ impl Accountant {
     /// `ptr`, in the segment whose base lsn is `lsn` rounded down.
     ///
     /// # Errors
-    /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
+    /// [`Error::LidBeyondTip`], [`Error::SegmentSealed`] (a `stabilize`
+    /// covered the segment before this call: the error names the segment
+    /// lsn and the stabilized lsn), [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
     /// [`Error::NegativeLsn`], [`Error::SizeOutOfRange`] (`size` above the
     /// segment size or 2^32), [`Error::Poisoned`], and

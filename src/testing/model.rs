@@ -163,6 +163,16 @@ impl Model {
                 });
             }
         }
+        // Sequentially, every segment a stabilize sealed lies at or below
+        // the stabilized lsn (the accountant's Sealing window is a race).
+        if base <= self.stable {
+            return Err(Error::SegmentSealed {
+                lid,
+                lsn,
+                segment_lsn: base,
+                stable_lsn: self.stable,
+            });
+        }
         let state = s.state.unwrap_or(SegmentState::Vacant);
         if state != SegmentState::Active {
             return Err(Error::SegmentNotActive { lid, state });

@@ -39,6 +39,7 @@ static BLOBS_REMOVED: AtomicU64 = AtomicU64::new(0);
 static MISTAKES: AtomicU64 = AtomicU64::new(0);
 static STALE: AtomicU64 = AtomicU64::new(0);
 static FROM_FREE: AtomicU64 = AtomicU64::new(0);
+static COVERED: AtomicU64 = AtomicU64::new(0);
 static DRAIN_TOP: AtomicU64 = AtomicU64::new(0);
 static RANKED_DRAINS: AtomicU64 = AtomicU64::new(0);
 static TARGET_CASES: AtomicU64 = AtomicU64::new(0);
@@ -681,11 +682,14 @@ impl Harness {
                             _ => 0,
                         };
                         let ptr = DiskPtr::Inline(lid + 3);
-                        self.both(
+                        let ok = self.both(
                             "link into a segment that is not open",
                             |acc| acc.mark_link(MISTAKE_PID + 2, lsn, ptr, 5),
                             |m| m.mark_link(MISTAKE_PID + 2, lsn, ptr, 5),
                         )?;
+                        if !ok && self.last_error.starts_with("SegmentSealed") {
+                            bump(&COVERED);
+                        }
                     }
                 }
             }
@@ -1026,6 +1030,7 @@ fn accountant_refines_the_model() {
         ("caller mistakes", &MISTAKES),
         ("replaces from a reused segment (stale)", &STALE),
         ("replace-from-free mistakes", &FROM_FREE),
+        ("links into a segment a stabilize covered", &COVERED),
         ("stabilizes meeting the drain-top condition", &DRAIN_TOP),
         ("drains by a ranked policy", &RANKED_DRAINS),
         ("cases with a space target", &TARGET_CASES),
@@ -1166,6 +1171,16 @@ fn model_mistakes_in_order_and_change_nothing() {
     assert_eq!(
         dbg(m.check_next(64)),
         "LsnAlreadyStable { lsn: 64, stable: 64 }"
+    );
+    // A write into sealed segment 1 (lsn 64): the stabilize covered it.
+    assert_eq!(
+        dbg(m.mark_link(2, 70, DiskPtr::Inline(70), 1)),
+        "SegmentSealed { lid: 64, lsn: 70, segment_lsn: 64, stable_lsn: 64 }"
+    );
+    // Into segment 0, sealed and freed since: still covered.
+    assert_eq!(
+        dbg(m.mark_link(2, 5, DiskPtr::Inline(5), 1)),
+        "SegmentSealed { lid: 0, lsn: 5, segment_lsn: 0, stable_lsn: 64 }"
     );
 }
 
