@@ -216,7 +216,7 @@ pub mod properties;
 pub use accountant::audit::{AuditError, SegmentInfo, Stats};
 pub use accountant::{introspect, metrics, Accountant};
 pub use cleaning::{config, placement, policy};
-pub use config::{Config, ConfigBuilder, Mode};
+pub use config::{Config, ConfigBuilder, Mode, Tuning};
 pub use crossbeam_epoch::{default_collector, Collector};
 pub use error::{Callback, ConfigError, Error, Result};
 pub use metrics::Metrics;

@@ -28,7 +28,7 @@ fn target_room(name: &str) -> Option<&'static str> {
         "seeded" => "seeded",
         "core" => "core",
         "cleaning" | "config" | "policy" | "placement" | "Config" | "ConfigBuilder" | "Mode"
-        | "CleaningPolicy" | "Relocation" | "Skip" => "cleaning",
+        | "Tuning" | "CleaningPolicy" | "Relocation" | "Skip" => "cleaning",
         "recovery" | "format" | "scan" | "Snapshot" | "Fragment" | "PageState" | "RecoverError" => {
             "recovery"
         }
