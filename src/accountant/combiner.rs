@@ -55,7 +55,7 @@ use std::collections::BinaryHeap;
 
 use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
-use crate::cleaning::config::Mode;
+use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
 use crate::core::segment::{Deferred, SegmentState, Word};
@@ -565,11 +565,23 @@ fn token_orders() -> (Ordering, Ordering) {
 /// 3. publish the new stabilized lsn, and only then let the sealed lsns
 ///    leave the in-use map;
 /// 4. start the epoch deferral of frees whose lsn is now below it;
-/// 5. under a space target, drain the policy's best victims until the
+/// 5. if the tunables changed since the last pass (`Accountant::tune`),
+///    ask the policy again about every Inactive segment;
+/// 6. under a space target, drain the policy's best victims until the
 ///    projected file fits;
-/// 6. apply the tip-shrinking heuristics.
+/// 7. apply the tip-shrinking heuristics.
+///
+/// Cleaning decisions use the tunables in force, loaded once here.
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let ss = shared.config.segment_size;
+    // Relaxed first look: most passes find no change. The swap's Acquire
+    // pairs with `tune`'s release store after its swap, so the load below
+    // sees that configuration or a later one.
+    let retuned = shared.retuned.load(std::sync::atomic::Ordering::Relaxed)
+        && shared
+            .retuned
+            .swap(false, std::sync::atomic::Ordering::Acquire);
+    let config = shared.tuned.load_full();
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
     let mut closing = std::mem::take(&mut state.closing);
     loop {
@@ -589,7 +601,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     closing.sort_unstable();
     for &(segno, index) in &closing {
-        finish(shared, state, index as usize, segno, stable_lsn);
+        finish(shared, state, &config, index as usize, segno, stable_lsn);
     }
     let sealed = closing.len() as u64;
     state.done = state.done.max(goal);
@@ -625,8 +637,11 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
             i += 1;
         }
     }
-    enforce_space_target(shared, state, stable_lsn, sealed);
-    drain_top_if_worthwhile(shared, state);
+    if retuned {
+        reconsider_inactive(shared, state, &config, stable_lsn);
+    }
+    enforce_space_target(shared, state, &config, stable_lsn, sealed);
+    drain_top_if_worthwhile(shared, state, &config);
     state.totals.passes += 1;
     publish_metrics(shared, state);
 }
@@ -680,7 +695,14 @@ fn close(shared: &Shared, index: usize, segno: u64) {
 
 /// Finishes a closed segment's seal: collects its deferred work, counts
 /// its live bytes, makes it Inactive, and applies that work.
-fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, stable_lsn: Lsn) {
+fn finish(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    index: usize,
+    segno: u64,
+    stable_lsn: Lsn,
+) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     // Relocated bytes and pages written here (see `crate::metrics`).
@@ -759,7 +781,7 @@ fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, 
     state.touched.dedup();
     let touched = std::mem::take(&mut state.touched);
     for &i in &touched {
-        consider(shared, state, i as usize, stable_lsn);
+        consider(shared, state, config, i as usize, stable_lsn);
     }
     state.touched = touched;
     state.touched.clear();
@@ -782,7 +804,13 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
 
 /// Frees a sealed segment that emptied, or drains one the policy picks
 /// unprompted; otherwise (re)indexes it as a victim candidate.
-fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn: Lsn) {
+fn consider(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    index: usize,
+    stable_lsn: Lsn,
+) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
@@ -791,7 +819,6 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
             free(shared, state, index, word, stable_lsn)
         }
         SegmentState::Inactive => {
-            let config = &shared.config;
             let tip = shared.sequencer.tip() as u64;
             let facts = facts_of(shared, index, word);
             let drain = config.mode == Mode::Gc
@@ -906,12 +933,32 @@ fn record_user_lifetime(shared: &Shared, lifetime: u64) {
     shared.user_lifetime.store(new, Ordering::Relaxed);
 }
 
+/// After `Accountant::tune`: asks the (new) policy again about every
+/// Inactive segment, as if its counts had just changed, so a new
+/// threshold, skew or policy applies to the segments sealed before it too.
+/// Once per change, O(Inactive segments), in the combiner.
+fn reconsider_inactive(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    stable_lsn: Lsn,
+) {
+    for index in state.cleaning.victims.indices() {
+        consider(shared, state, config, index, stable_lsn);
+    }
+}
+
 /// Under a space target: while the file, as it will be once the draining
 /// segments are relocated, exceeds the target, drain the policy's best
 /// victim (one that frees something worth its relocations), pacing the
 /// relocations in flight to the `sealed` segments this pass sealed.
-fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: Lsn, sealed: u64) {
-    let config = &shared.config;
+fn enforce_space_target(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    stable_lsn: Lsn,
+    sealed: u64,
+) {
     let Some(target) = config.space_target else {
         return;
     };
@@ -990,8 +1037,7 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
 /// whose cleaning comes in bursts, such a rule once made up a third of all
 /// relocations (`wasim --policy cost-benefit-sep`, 80/20: WA 3.25 with it,
 /// 2.56 without).
-fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
-    let config = &shared.config;
+fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState, config: &Config) {
     let tip = shared.sequencer.tip();
     let counts = shared.counts.snapshot();
     let live = counts.active + counts.inactive + counts.draining;
