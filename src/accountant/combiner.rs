@@ -675,6 +675,21 @@ fn publish_metrics(shared: &Shared, state: &CombinerState) {
         active_segments: counts.active as u64,
         segment_size: ss,
     };
+    if crate::trace::ENABLED {
+        // The sequencer counts truncations where `next` makes them; the
+        // pass after reports what they returned since the last snapshot.
+        let previous = shared.metrics.load();
+        if metrics.truncations > previous.truncations {
+            crate::trace::event!(
+                INFO,
+                "truncate",
+                truncations = metrics.truncations - previous.truncations,
+                bytes = metrics.bytes_truncated - previous.bytes_truncated,
+                file_bytes = metrics.file_bytes,
+                "file truncated"
+            );
+        }
+    }
     shared.metrics.store(std::sync::Arc::new(metrics));
 }
 
@@ -743,6 +758,16 @@ fn finish(
     shared
         .counts
         .moved(SegmentState::Sealing, SegmentState::Inactive);
+    crate::trace::event!(
+        DEBUG,
+        "seal",
+        lid = index as u64 * shared.config.segment_size,
+        lsn = (segno * shared.config.segment_size) as Lsn,
+        live_bytes = segment.live_bytes(SegmentState::Inactive),
+        written_bytes = bytes,
+        pages,
+        "segment sealed"
+    );
     for blob in state.scratch.blob_removals.drain(..) {
         // A panic is contained like an I/O error: the blob file leaks (the
         // error names it), the bookkeeping goes on.
@@ -870,6 +895,15 @@ fn start_draining(
     state.totals.drained(reason);
     let segment = shared.table.segment(index);
     segment.must_transition(word, word.with_state(SegmentState::Draining));
+    crate::trace::event!(
+        DEBUG,
+        "drain",
+        lid = index as u64 * shared.config.segment_size,
+        lsn = word.lsn(shared.config.segment_size).unwrap_or(-1),
+        reason = ?reason,
+        live_bytes = segment.live_bytes(SegmentState::Draining),
+        "segment draining"
+    );
     state.cleaning.victims.remove(index);
     state.cleaning.draining.push(index as u32);
     shared
@@ -911,6 +945,14 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     let lsn = word
         .lsn(shared.config.segment_size)
         .expect("a sealed segment has an lsn");
+    crate::trace::event!(
+        DEBUG,
+        "free",
+        lid = index as u64 * shared.config.segment_size,
+        lsn,
+        waits_for_stable = lsn >= stable_lsn,
+        "segment freed"
+    );
     if lsn < stable_lsn {
         if let Err(e) = shared.epochs.defer_free(&shared.table, index, freeing) {
             state.errors.push(e);

@@ -583,6 +583,15 @@ impl Accountant {
         let index = shared.sequencer.extend(&shared.table, |index, word| {
             self.activate(index, word, segno, stream);
         })?;
+        crate::trace::event!(
+            DEBUG,
+            "append",
+            lid = index as u64 * self.segment_size(),
+            lsn = (segno * self.segment_size()) as Lsn,
+            stream,
+            file_bytes = (index as u64 + 1) * self.segment_size(),
+            "file extended"
+        );
         // Relaxed: a statistic, folded in by the next pass.
         shared
             .appended
@@ -624,6 +633,14 @@ impl Accountant {
             let word = shared.table.segment(index).load();
             debug_assert_eq!(word.state, SegmentState::Free);
             self.activate(index, word, segno, stream);
+            crate::trace::event!(
+                DEBUG,
+                "reuse",
+                lid = index as u64 * self.segment_size(),
+                lsn = (segno * self.segment_size()) as Lsn,
+                stream,
+                "segment reused"
+            );
         }
         Ok(claimed)
     }
