@@ -96,6 +96,7 @@ impl Subscriber for Recorder {
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        // Relaxed: a unique id is all it is for.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = Fields::default();
         attrs.record(&mut fields);
