@@ -89,7 +89,36 @@ pub enum Error {
         /// The file tip in bytes.
         tip: u64,
     },
-    /// A link into a segment that is not Active.
+    /// A write (`mark_link`, or `mark_replace`'s new pointer) into a
+    /// segment that a `stabilize` had already covered before the write: the
+    /// caller contract says every write into a segment comes before the
+    /// `stabilize` that covers it. Returned when the write's segment lsn is
+    /// at or below the stabilized segment lsn, or when the segment at `lid`
+    /// is the write's own segment and a `stabilize` sealed it (Sealing,
+    /// Inactive or Draining). Nothing changed.
+    ///
+    /// A segment that was reused since is [`Error::StaleSegment`] instead;
+    /// a write that met the seal while it ran is
+    /// [`Error::LinkRacedStabilize`].
+    #[error(
+        "a stabilize covered segment lsn {segment_lsn} before this write at lsn {lsn} \
+         into the segment at lid {lid} (stabilized up to segment lsn {stable_lsn})"
+    )]
+    SegmentSealed {
+        /// The base lid of the segment the write named.
+        lid: Lid,
+        /// The lsn of the write.
+        lsn: Lsn,
+        /// The write's segment lsn (`lsn` rounded down to a segment).
+        segment_lsn: Lsn,
+        /// The stabilized segment lsn that covered it (at least
+        /// `segment_lsn`): the one published when the write was refused, or
+        /// the one a stabilize still running was sealing up to.
+        stable_lsn: Lsn,
+    },
+    /// A link into a segment that is not Active, and that no `stabilize`
+    /// covered for the write's lsn (a free segment, or one that holds
+    /// another lsn).
     #[error("segment at lid {lid} is {state:?}, not Active")]
     SegmentNotActive {
         /// The segment's base lid.

@@ -190,17 +190,29 @@
 //!   `fault::FaultStorage`, an in-memory [`Storage`] that simulates
 //!   crashes (torn writes, unsynced writes lost in any order), useful for
 //!   testing a store built on the accountant.
+//! - `tracing` (off by default): events and spans through the
+//!   [`tracing`](https://docs.rs/tracing) crate, so a store's logs show why
+//!   the file grew or shrank: a segment sealed (lsn, lid, bytes), a drain
+//!   started (and why: the policy, the space target, the tip-shrinking
+//!   rule), a segment freed, reused or appended, the file truncated (bytes
+//!   returned), and each recovery phase (scan, invalidate, rebuild) with
+//!   its duration. Per-segment events are at `DEBUG`, truncation and
+//!   recovery at `INFO`; each event is named in its metadata (`seal`,
+//!   `drain`, `free`, `reuse`, `append`, `truncate`, `recovery_phase`).
+//!   Nothing is added to `mark_link` or `mark_replace`; without the
+//!   feature every event compiles to nothing.
 
 #![warn(missing_docs)]
 
 // Rooms, bottom to top (docs/design.md has the map): the shared
-// vocabulary (`types`, `error`, `storage`), then the lock-free `core`,
+// vocabulary (`types`, `error`, `trace`, `storage`), then the lock-free `core`,
 // `cleaning` and `recovery` side by side, the `accountant` facade on top;
 // `testing` outside the shipped surface. Imports point down only.
 mod error;
 #[cfg(seeded_bugs)]
 mod seeded;
 pub mod storage;
+mod trace;
 mod types;
 
 mod accountant;
@@ -216,7 +228,7 @@ pub mod properties;
 pub use accountant::audit::{AuditError, SegmentInfo, Stats};
 pub use accountant::{introspect, metrics, Accountant};
 pub use cleaning::{config, placement, policy};
-pub use config::{Config, ConfigBuilder, Mode};
+pub use config::{Config, ConfigBuilder, Mode, Tuning};
 pub use crossbeam_epoch::{default_collector, Collector};
 pub use error::{Callback, ConfigError, Error, Result};
 pub use metrics::Metrics;

@@ -214,24 +214,35 @@ fn lsn_not_matching_the_segment() {
     acc.audit().unwrap();
 }
 
-/// Shows: a link into a segment that is not Active (sealed, or free) is
-/// `SegmentNotActive`, and changes nothing.
+/// Shows: a link into a segment a `stabilize` already covered is
+/// `SegmentSealed`, naming the segment lsn and the stabilized lsn that
+/// covered it (whether the segment is still Inactive or Draining, or was
+/// freed since), and changes nothing.
 #[test]
-fn link_into_a_segment_that_is_not_active() {
+fn link_into_a_segment_a_stabilize_covered() {
     let acc = reused();
-    // Segment 1 (lsn L) is sealed.
-    let err = unchanged(&acc, |a| a.mark_link(6, L, DiskPtr::Inline(SS), 10));
+    // Segment 1 (lsn L) is sealed: `stabilize(2L)` covered it.
+    assert!(matches!(
+        acc.segment_info(1).unwrap().state,
+        SegmentState::Draining | SegmentState::Inactive
+    ));
+    let err = unchanged(&acc, |a| a.mark_link(6, L + 7, DiskPtr::Inline(SS + 7), 10));
     assert!(
         matches!(
             err,
-            Error::SegmentNotActive {
-                lid: SS,
-                state: SegmentState::Draining | SegmentState::Inactive,
-            }
+            Error::SegmentSealed { lid: SS, lsn, segment_lsn: L, stable_lsn: L } if lsn == L + 7
         ),
-        "{err}"
+        "{err:?}"
     );
-    // A free segment at the top, never reused: its old lsn.
+    // The new pointer of a replace is checked the same way.
+    let err = unchanged(&acc, |a| {
+        a.mark_replace(2, L + 9, &[], DiskPtr::Inline(SS + 9), 10)
+    });
+    assert!(
+        matches!(err, Error::SegmentSealed { segment_lsn: L, .. }),
+        "{err:?}"
+    );
+    // A segment that was sealed and then freed: its lsn is still covered.
     let s3 = acc.next(3 * L).unwrap();
     acc.next(4 * L).unwrap(); // the segment whose header vouches for 5L
     acc.stabilize(5 * L).unwrap(); // s3 held nothing: freed once below the stable lsn
@@ -244,12 +255,69 @@ fn link_into_a_segment_that_is_not_active() {
     assert!(
         matches!(
             err,
+            Error::SegmentSealed { segment_lsn, stable_lsn, .. }
+                if segment_lsn == 3 * L && stable_lsn == 4 * L
+        ),
+        "{err:?}"
+    );
+    acc.audit().unwrap();
+}
+
+/// Shows: the message of a write after the `stabilize` that covered its
+/// segment says so, naming the segment lsn and the stabilized lsn (not
+/// only the segment's state).
+#[test]
+fn the_message_names_the_covering_stabilize() {
+    let acc = fresh();
+    let s0 = acc.next(0).unwrap();
+    acc.mark_link(1, 10, DiskPtr::Inline(s0 + 10), 100).unwrap();
+    acc.next(L).unwrap();
+    // The store's header at L vouches for everything below 2L.
+    acc.stabilize(2 * L).unwrap();
+    // A write into segment 0 (lsn 0) that the store held back too long.
+    let err = unchanged(&acc, |a| a.mark_link(2, 200, DiskPtr::Inline(s0 + 200), 8));
+    assert_eq!(
+        err.to_string(),
+        "a stabilize covered segment lsn 0 before this write at lsn 200 into the segment \
+         at lid 0 (stabilized up to segment lsn 4096)"
+    );
+    assert!(matches!(
+        err,
+        Error::SegmentSealed {
+            lid: 0,
+            lsn: 200,
+            segment_lsn: 0,
+            stable_lsn: L
+        }
+    ));
+    acc.audit().unwrap();
+}
+
+/// Shows: a link into a segment that is not Active, for an lsn no
+/// `stabilize` covered (a free segment, named with a new lsn), is
+/// `SegmentNotActive`, and changes nothing.
+#[test]
+fn link_into_a_segment_that_is_not_active() {
+    let acc = reused();
+    let s3 = acc.next(3 * L).unwrap();
+    acc.next(4 * L).unwrap();
+    acc.stabilize(5 * L).unwrap();
+    acc.flush();
+    assert_eq!(
+        acc.segment_info((s3 / SS) as usize).unwrap().state,
+        SegmentState::Free
+    );
+    // 6L was never handed out, and lies above the stabilized lsn 4L.
+    let err = unchanged(&acc, |a| a.mark_link(6, 6 * L, DiskPtr::Inline(s3), 10));
+    assert!(
+        matches!(
+            err,
             Error::SegmentNotActive {
                 state: SegmentState::Free,
                 ..
             }
         ),
-        "{err}"
+        "{err:?}"
     );
     acc.audit().unwrap();
 }

@@ -26,9 +26,10 @@ fn target_room(name: &str) -> Option<&'static str> {
         "error" | "Error" | "Result" | "Callback" | "ConfigError" => "error",
         "storage" | "Storage" | "LogFile" | "MemStorage" | "FileStorage" => "storage",
         "seeded" => "seeded",
+        "trace" => "trace",
         "core" => "core",
         "cleaning" | "config" | "policy" | "placement" | "Config" | "ConfigBuilder" | "Mode"
-        | "CleaningPolicy" | "Relocation" | "Skip" => "cleaning",
+        | "Tuning" | "CleaningPolicy" | "Relocation" | "Skip" => "cleaning",
         "recovery" | "format" | "scan" | "Snapshot" | "Fragment" | "PageState" | "RecoverError" => {
             "recovery"
         }
@@ -43,14 +44,14 @@ fn target_room(name: &str) -> Option<&'static str> {
 
 fn allowed(room: &str) -> Option<BTreeSet<&'static str>> {
     let below: &[&str] = match room {
-        "types" | "seeded" | "properties" | "guide" => &[],
-        "error" => &["types"],
-        "storage" => &["types"],
-        "core" => &["types", "error", "storage", "seeded"],
-        "cleaning" => &["types", "error"],
-        "recovery" => &["types", "error", "storage"],
+        "types" | "seeded" | "trace" | "properties" | "guide" => &[],
+        "error" => &["types", "trace"],
+        "storage" => &["types", "trace"],
+        "core" => &["types", "error", "trace", "storage", "seeded"],
+        "cleaning" => &["types", "error", "trace"],
+        "recovery" => &["types", "error", "trace", "storage"],
         "accountant" => &[
-            "types", "error", "storage", "seeded", "core", "cleaning", "recovery",
+            "types", "error", "trace", "storage", "seeded", "core", "cleaning", "recovery",
         ],
         // Test support and the crate root may use anything.
         "testing" | "lib" => return None,

@@ -136,7 +136,7 @@ fn mark_replace_racing_the_seal_of_its_new_segment_lands_wholly_or_not_at_all() 
                 assert_eq!(o_pages, vec![(2, 8)], "round {round}: O after the replace");
                 assert_eq!(t_pages, vec![(1, 8)], "round {round}: T after the replace");
             }
-            Err(Error::LinkRacedStabilize { .. } | Error::SegmentNotActive { .. }) => {
+            Err(Error::LinkRacedStabilize { .. } | Error::SegmentSealed { .. }) => {
                 assert_eq!(
                     o_pages,
                     vec![(1, 8), (2, 8)],
@@ -185,7 +185,18 @@ fn mark_link_racing_the_seal_keeps_live_bytes_exact() {
             match acc.mark_link(pid, 1, DiskPtr::Inline(t + 1), 4) {
                 Ok(()) if pid == 1 => expected[0].1 += 4,
                 Ok(()) => expected.push((pid, 4)),
-                Err(Error::LinkRacedStabilize { .. } | Error::SegmentNotActive { .. }) => break,
+                Err(Error::LinkRacedStabilize { .. }) => break,
+                // After the seal: the error names the stabilize that
+                // covered T (possibly one still publishing its lsn).
+                Err(Error::SegmentSealed {
+                    segment_lsn,
+                    stable_lsn,
+                    ..
+                }) => {
+                    assert_eq!(segment_lsn, 0, "round {round}");
+                    assert!(stable_lsn >= 0, "round {round}: {stable_lsn}");
+                    break;
+                }
                 Err(e) => panic!("round {round}: {e}"),
             }
         }

@@ -55,7 +55,7 @@ use std::collections::BinaryHeap;
 
 use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
-use crate::cleaning::config::Mode;
+use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
 use crate::core::segment::{Deferred, SegmentState, Word};
@@ -321,6 +321,14 @@ impl Combiner {
         self.activations.push((segno, index as u32));
     }
 
+    /// The goal requested so far: every segment numbered below it is
+    /// stabilized or being stabilized (for error reports).
+    pub(crate) fn requested_goal(&self) -> u64 {
+        // Relaxed: a figure for an error message, read after the caller
+        // already saw the segment sealed; nothing is decided on it.
+        self.word.load(Ordering::Relaxed) >> GOAL_SHIFT
+    }
+
     /// Keeps an error for a later `stabilize` (bounded: see
     /// [`SINK_CAPACITY`]).
     pub(crate) fn report(&self, error: Error) {
@@ -557,11 +565,23 @@ fn token_orders() -> (Ordering, Ordering) {
 /// 3. publish the new stabilized lsn, and only then let the sealed lsns
 ///    leave the in-use map;
 /// 4. start the epoch deferral of frees whose lsn is now below it;
-/// 5. under a space target, drain the policy's best victims until the
+/// 5. if the tunables changed since the last pass (`Accountant::tune`),
+///    ask the policy again about every Inactive segment;
+/// 6. under a space target, drain the policy's best victims until the
 ///    projected file fits;
-/// 6. apply the tip-shrinking heuristics.
+/// 7. apply the tip-shrinking heuristics.
+///
+/// Cleaning decisions use the tunables in force, loaded once here.
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let ss = shared.config.segment_size;
+    // Relaxed first look: most passes find no change. The swap's Acquire
+    // pairs with `tune`'s release store after its swap, so the load below
+    // sees that configuration or a later one.
+    let retuned = shared.retuned.load(std::sync::atomic::Ordering::Relaxed)
+        && shared
+            .retuned
+            .swap(false, std::sync::atomic::Ordering::Acquire);
+    let config = shared.tuned.load_full();
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
     let mut closing = std::mem::take(&mut state.closing);
     loop {
@@ -581,7 +601,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     closing.sort_unstable();
     for &(segno, index) in &closing {
-        finish(shared, state, index as usize, segno, stable_lsn);
+        finish(shared, state, &config, index as usize, segno, stable_lsn);
     }
     let sealed = closing.len() as u64;
     state.done = state.done.max(goal);
@@ -617,8 +637,11 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
             i += 1;
         }
     }
-    enforce_space_target(shared, state, stable_lsn, sealed);
-    drain_top_if_worthwhile(shared, state);
+    if retuned {
+        reconsider_inactive(shared, state, &config, stable_lsn);
+    }
+    enforce_space_target(shared, state, &config, stable_lsn, sealed);
+    drain_top_if_worthwhile(shared, state, &config);
     state.totals.passes += 1;
     publish_metrics(shared, state);
 }
@@ -652,6 +675,21 @@ fn publish_metrics(shared: &Shared, state: &CombinerState) {
         active_segments: counts.active as u64,
         segment_size: ss,
     };
+    if crate::trace::ENABLED {
+        // The sequencer counts truncations where `next` makes them; the
+        // pass after reports what they returned since the last snapshot.
+        let previous = shared.metrics.load();
+        if metrics.truncations > previous.truncations {
+            crate::trace::event!(
+                INFO,
+                "truncate",
+                truncations = metrics.truncations - previous.truncations,
+                bytes = metrics.bytes_truncated - previous.bytes_truncated,
+                file_bytes = metrics.file_bytes,
+                "file truncated"
+            );
+        }
+    }
     shared.metrics.store(std::sync::Arc::new(metrics));
 }
 
@@ -672,7 +710,14 @@ fn close(shared: &Shared, index: usize, segno: u64) {
 
 /// Finishes a closed segment's seal: collects its deferred work, counts
 /// its live bytes, makes it Inactive, and applies that work.
-fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, stable_lsn: Lsn) {
+fn finish(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    index: usize,
+    segno: u64,
+    stable_lsn: Lsn,
+) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     // Relocated bytes and pages written here (see `crate::metrics`).
@@ -713,6 +758,16 @@ fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, 
     shared
         .counts
         .moved(SegmentState::Sealing, SegmentState::Inactive);
+    crate::trace::event!(
+        DEBUG,
+        "seal",
+        lid = index as u64 * shared.config.segment_size,
+        lsn = (segno * shared.config.segment_size) as Lsn,
+        live_bytes = segment.live_bytes(SegmentState::Inactive),
+        written_bytes = bytes,
+        pages,
+        "segment sealed"
+    );
     for blob in state.scratch.blob_removals.drain(..) {
         // A panic is contained like an I/O error: the blob file leaks (the
         // error names it), the bookkeeping goes on.
@@ -751,7 +806,7 @@ fn finish(shared: &Shared, state: &mut CombinerState, index: usize, segno: u64, 
     state.touched.dedup();
     let touched = std::mem::take(&mut state.touched);
     for &i in &touched {
-        consider(shared, state, i as usize, stable_lsn);
+        consider(shared, state, config, i as usize, stable_lsn);
     }
     state.touched = touched;
     state.touched.clear();
@@ -774,7 +829,13 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
 
 /// Frees a sealed segment that emptied, or drains one the policy picks
 /// unprompted; otherwise (re)indexes it as a victim candidate.
-fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn: Lsn) {
+fn consider(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    index: usize,
+    stable_lsn: Lsn,
+) {
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
@@ -783,7 +844,6 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
             free(shared, state, index, word, stable_lsn)
         }
         SegmentState::Inactive => {
-            let config = &shared.config;
             let tip = shared.sequencer.tip() as u64;
             let facts = facts_of(shared, index, word);
             let drain = config.mode == Mode::Gc
@@ -835,6 +895,15 @@ fn start_draining(
     state.totals.drained(reason);
     let segment = shared.table.segment(index);
     segment.must_transition(word, word.with_state(SegmentState::Draining));
+    crate::trace::event!(
+        DEBUG,
+        "drain",
+        lid = index as u64 * shared.config.segment_size,
+        lsn = word.lsn(shared.config.segment_size).unwrap_or(-1),
+        reason = ?reason,
+        live_bytes = segment.live_bytes(SegmentState::Draining),
+        "segment draining"
+    );
     state.cleaning.victims.remove(index);
     state.cleaning.draining.push(index as u32);
     shared
@@ -876,6 +945,14 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     let lsn = word
         .lsn(shared.config.segment_size)
         .expect("a sealed segment has an lsn");
+    crate::trace::event!(
+        DEBUG,
+        "free",
+        lid = index as u64 * shared.config.segment_size,
+        lsn,
+        waits_for_stable = lsn >= stable_lsn,
+        "segment freed"
+    );
     if lsn < stable_lsn {
         if let Err(e) = shared.epochs.defer_free(&shared.table, index, freeing) {
             state.errors.push(e);
@@ -898,12 +975,32 @@ fn record_user_lifetime(shared: &Shared, lifetime: u64) {
     shared.user_lifetime.store(new, Ordering::Relaxed);
 }
 
+/// After `Accountant::tune`: asks the (new) policy again about every
+/// Inactive segment, as if its counts had just changed, so a new
+/// threshold, skew or policy applies to the segments sealed before it too.
+/// Once per change, O(Inactive segments), in the combiner.
+fn reconsider_inactive(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    stable_lsn: Lsn,
+) {
+    for index in state.cleaning.victims.indices() {
+        consider(shared, state, config, index, stable_lsn);
+    }
+}
+
 /// Under a space target: while the file, as it will be once the draining
 /// segments are relocated, exceeds the target, drain the policy's best
 /// victim (one that frees something worth its relocations), pacing the
 /// relocations in flight to the `sealed` segments this pass sealed.
-fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: Lsn, sealed: u64) {
-    let config = &shared.config;
+fn enforce_space_target(
+    shared: &Shared,
+    state: &mut CombinerState,
+    config: &Config,
+    stable_lsn: Lsn,
+    sealed: u64,
+) {
     let Some(target) = config.space_target else {
         return;
     };
@@ -982,8 +1079,7 @@ fn enforce_space_target(shared: &Shared, state: &mut CombinerState, stable_lsn: 
 /// whose cleaning comes in bursts, such a rule once made up a third of all
 /// relocations (`wasim --policy cost-benefit-sep`, 80/20: WA 3.25 with it,
 /// 2.56 without).
-fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
-    let config = &shared.config;
+fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState, config: &Config) {
     let tip = shared.sequencer.tip();
     let counts = shared.counts.snapshot();
     let live = counts.active + counts.inactive + counts.draining;

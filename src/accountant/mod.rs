@@ -100,7 +100,18 @@ impl Counts {
 
 /// Everything the accountant's parts share.
 pub(crate) struct Shared {
+    /// The configuration as built. Its fixed part (segment size, mode,
+    /// streams, durability) is read everywhere; its cleaning tunables are
+    /// the initial ones: cleaning decisions read [`Shared::tuned`].
     pub(crate) config: Config,
+    /// The configuration in force: `config` with the tunables as
+    /// [`Accountant::tune`] last set them. Loaded once per combiner pass
+    /// (and by `config()`); writers never read it.
+    pub(crate) tuned: arc_swap::ArcSwap<Config>,
+    /// Set by `tune` after it swapped `tuned`, cleared by the combiner
+    /// pass that then reconsiders every Inactive segment under the new
+    /// values (a std atomic: `tune` is outside the loom models).
+    pub(crate) retuned: std::sync::atomic::AtomicBool,
     pub(crate) storage: StdArc<dyn Storage>,
     /// Captured by epoch-deferred landing closures (hence its own `Arc`:
     /// they must not keep the collector, which holds them, alive).
@@ -154,7 +165,7 @@ pub struct Accountant {
 impl std::fmt::Debug for Accountant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accountant")
-            .field("config", &self.shared.config)
+            .field("config", &self.config())
             .field("tip", &self.tip())
             .field("stable_lsn", &self.stable_lsn())
             .finish_non_exhaustive()
@@ -237,14 +248,76 @@ impl Accountant {
                 }),
                 reused: crate::core::sync::StatCounter::new(0),
                 appended: crate::core::sync::StatCounter::new(0),
+                tuned: arc_swap::ArcSwap::from_pointee(config.clone()),
+                retuned: std::sync::atomic::AtomicBool::new(false),
                 config,
             },
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The configuration in force: as built, with the cleaning tunables as
+    /// [`tune`](Self::tune) last changed them. One lock-free load.
+    pub fn config(&self) -> StdArc<Config> {
+        self.shared.tuned.load_full()
+    }
+
+    /// Changes the cleaning tunables of the live accountant: the space
+    /// target, the cleaning policy, the cleanup threshold and the skew,
+    /// all at once (so a policy that needs a space target can come with
+    /// one). Validated by the rules of
+    /// [`ConfigBuilder::build`](crate::ConfigBuilder::build) (see
+    /// [`Config::tuned`]); returns the configuration now in force.
+    ///
+    /// The combiner loads the tunables once per pass, so they take effect
+    /// at the next pass (the next `stabilize` that raises the stable lsn):
+    /// a new space target drains victims until the file, as it will be
+    /// once they are relocated, fits it, paced as always to the segments
+    /// sealed; a new policy, threshold or skew is asked again about every
+    /// Inactive segment in that pass, and then as usual. Segments already
+    /// Draining stay Draining, and a looser target only stops new drains:
+    /// the file follows it as writes go on. Writers never read the
+    /// tunables: `mark_link`, `mark_replace`, `next` and `clean` pay
+    /// nothing for them. Concurrent `tune` calls apply one after the
+    /// other, each to the result of the last.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use segment_accountant::{policy::Greedy, Accountant, Config, MemStorage, Tuning};
+    ///
+    /// let acc = Accountant::new(Config::default(), Arc::new(MemStorage::new()));
+    /// let now = acc.tune(Tuning::new().space_target(Some(1.25)).policy(Greedy))?;
+    /// assert_eq!(now.space_target(), Some(1.25));
+    /// assert_eq!(acc.config().policy().name(), "greedy");
+    /// // A bad value changes nothing.
+    /// assert!(acc.tune(Tuning::new().cleanup_threshold(0)).is_err());
+    /// assert_eq!(acc.config().cleanup_threshold(), 40);
+    /// # Ok::<(), segment_accountant::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The [`ConfigError`](crate::ConfigError) of the first value out of
+    /// range; nothing changes then.
+    pub fn tune(
+        &self,
+        tuning: crate::cleaning::config::Tuning,
+    ) -> std::result::Result<StdArc<Config>, crate::error::ConfigError> {
+        let shared = &self.shared;
+        let mut current = shared.tuned.load_full();
+        loop {
+            let next = StdArc::new(current.tuned(&tuning)?);
+            // Swapped only if no other `tune` came in between; else apply
+            // the changes again to the configuration it left.
+            let previous = shared.tuned.compare_and_swap(&current, next.clone());
+            if StdArc::ptr_eq(&previous, &current) {
+                // Release: the combiner that takes the flag (Acquire) loads
+                // this configuration or a later one.
+                shared
+                    .retuned
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return Ok(next);
+            }
+            current = arc_swap::Guard::into_inner(previous);
+        }
     }
 
     /// The collector frees are deferred through: the one readers pin (see
@@ -340,7 +413,8 @@ impl Accountant {
     }
 
     /// Why `word` is not the Active segment of `segno`, checked in this
-    /// order: reused since, not Active, another lsn.
+    /// order: reused since, covered by a stabilize, not Active, another
+    /// lsn.
     #[cold]
     #[inline(never)]
     fn write_target_error(&self, lsn: Lsn, segno: u64, index: usize, word: Word) -> Error {
@@ -355,6 +429,14 @@ impl Accountant {
                 };
             }
         }
+        if let Some(stable_lsn) = self.covering_stabilize(segno, word) {
+            return Error::SegmentSealed {
+                lid,
+                lsn,
+                segment_lsn: (segno * self.segment_size()) as Lsn,
+                stable_lsn,
+            };
+        }
         if word.state != SegmentState::Active {
             return Error::SegmentNotActive {
                 lid,
@@ -367,6 +449,35 @@ impl Accountant {
             lsn,
             segment_lsn: segment_lsn.unwrap_or(-1),
         }
+    }
+
+    /// The stabilized segment lsn that covered segment number `segno`
+    /// before a write into it, if one did: the published one when it is at
+    /// or above the segment, else, when `word` shows this very incarnation
+    /// sealed (by a pass that has not published yet), the one the
+    /// requested goal seals up to. Out of line, like the error it is for.
+    #[cold]
+    #[inline(never)]
+    fn covering_stabilize(&self, segno: u64, word: Word) -> Option<Lsn> {
+        let ss = self.segment_size();
+        let base = (segno * ss) as Lsn;
+        let published = self.stable_lsn();
+        if base <= published {
+            return Some(published);
+        }
+        let sealed = word.segno == Some(segno)
+            && matches!(
+                word.state,
+                SegmentState::Sealing | SegmentState::Inactive | SegmentState::Draining
+            );
+        if !sealed {
+            return None;
+        }
+        // A pass seals only segments below its goal, and goals only rise.
+        let goal = self.shared.combiner.requested_goal();
+        let sealing_up_to = (goal * ss) as Lsn - ss as Lsn;
+        debug_assert!(sealing_up_to >= base, "sealed above the requested goal");
+        Some(sealing_up_to.max(base))
     }
 
     /// Hands out the file offset for the segment starting at log sequence
@@ -474,6 +585,15 @@ impl Accountant {
         let index = shared.sequencer.extend(&shared.table, |index, word| {
             self.activate(index, word, segno, stream);
         })?;
+        crate::trace::event!(
+            DEBUG,
+            "append",
+            lid = index as u64 * self.segment_size(),
+            lsn = (segno * self.segment_size()) as Lsn,
+            stream,
+            file_bytes = (index as u64 + 1) * self.segment_size(),
+            "file extended"
+        );
         // Relaxed: a statistic, folded in by the next pass.
         shared
             .appended
@@ -515,6 +635,14 @@ impl Accountant {
             let word = shared.table.segment(index).load();
             debug_assert_eq!(word.state, SegmentState::Free);
             self.activate(index, word, segno, stream);
+            crate::trace::event!(
+                DEBUG,
+                "reuse",
+                lid = index as u64 * self.segment_size(),
+                lsn = (segno * self.segment_size()) as Lsn,
+                stream,
+                "segment reused"
+            );
         }
         Ok(claimed)
     }
@@ -535,7 +663,9 @@ impl Accountant {
     /// `ptr`, in the segment whose base lsn is `lsn` rounded down.
     ///
     /// # Errors
-    /// [`Error::LidBeyondTip`], [`Error::SegmentNotActive`],
+    /// [`Error::LidBeyondTip`], [`Error::SegmentSealed`] (a `stabilize`
+    /// covered the segment before this call: the error names the segment
+    /// lsn and the stabilized lsn), [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
     /// [`Error::NegativeLsn`], [`Error::SizeOutOfRange`] (`size` above the
     /// segment size or 2^32), [`Error::Poisoned`], and

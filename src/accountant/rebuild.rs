@@ -58,6 +58,7 @@ impl crate::Accountant {
         use crate::core::segment::{SegmentState, Word};
         use crate::core::table::{Bits, SegmentTable};
 
+        let phase = crate::trace::Phase::start("rebuild");
         let ss = config.segment_size;
         // Rule 1, at segment granularity: any byte of a segment counts,
         // whatever the store's format.
@@ -267,6 +268,7 @@ impl crate::Accountant {
             acc.shared.active_lsns.insert_new(segno);
         }
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
+        phase.end(segments.len() as u64);
         Ok(acc)
     }
 }
@@ -313,7 +315,10 @@ impl crate::Accountant {
         collector: crate::Collector,
     ) -> Result<(crate::Accountant, crate::recovery::scan::Scan), RecoverError> {
         let ss = config.segment_size;
+        let phase = crate::trace::Phase::start("scan");
         let found = crate::recovery::scan::scan(&*storage, ss)?;
+        phase.end(found.snapshot.pages.len() as u64);
+        let phase = crate::trace::Phase::start("invalidate");
         if !found.discarded.is_empty() || found.open_tail.is_some() {
             for &lid in &found.discarded {
                 crate::recovery::format::invalidate_header(
@@ -337,6 +342,7 @@ impl crate::Accountant {
                 storage.sync().map_err(RecoverError::Invalidate)?;
             }
         }
+        phase.end(found.discarded.len() as u64 + found.open_tail.is_some() as u64);
         // An `Arc` of a log file is the accountant's storage (no trait
         // upcasting needed).
         let storage: std::sync::Arc<dyn crate::Storage> = std::sync::Arc::new(storage);

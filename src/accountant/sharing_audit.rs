@@ -40,6 +40,8 @@ impl Map {
         }
         let mut ranges = field!(
             config,
+            tuned,
+            retuned,
             storage,
             table,
             epochs,

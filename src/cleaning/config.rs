@@ -1,4 +1,7 @@
-//! Configuration, built and validated once.
+//! Configuration, built and validated once; its cleaning tunables (the
+//! space target, the policy, the cleanup threshold and skew) may be changed
+//! later on a live accountant with a [`Tuning`], validated by the same
+//! rules.
 
 use std::sync::Arc;
 
@@ -200,6 +203,11 @@ impl ConfigBuilder {
     }
 
     /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] of the first value out of range: the segment
+    /// size, then the stream counts, then the tunables (as
+    /// [`Config::tuned`] checks them).
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
         if !c.segment_size.is_power_of_two() {
@@ -216,12 +224,6 @@ impl ConfigBuilder {
                 min,
             });
         }
-        if !(1..=99).contains(&c.cleanup_threshold) {
-            return Err(ConfigError::CleanupThreshold(c.cleanup_threshold));
-        }
-        if c.skew > 100 {
-            return Err(ConfigError::Skew(c.skew));
-        }
         let max = crate::cleaning::placement::MAX_STREAMS;
         if !(1..=max).contains(&c.user_streams) || c.relocation_streams > max {
             return Err(ConfigError::Streams {
@@ -229,16 +231,144 @@ impl ConfigBuilder {
                 relocation: c.relocation_streams,
             });
         }
-        match c.space_target {
-            Some(t) if !(t.is_finite() && t > 1.0) => return Err(ConfigError::SpaceTarget(t)),
-            None if !c.policy.cleans_without_target() && c.mode == Mode::Gc => {
-                return Err(ConfigError::PolicyNeedsSpaceTarget(
-                    c.policy.name().to_owned(),
-                ))
-            }
-            _ => {}
-        }
+        c.check_tunables()?;
         Ok(c)
+    }
+}
+
+impl Config {
+    /// This configuration with `tuning`'s changes applied, validated by the
+    /// rules [`ConfigBuilder::build`] applies to the same values: the
+    /// cleanup threshold in 1..=99, the skew in 0..=100, a space target a
+    /// finite ratio above 1, and a space target for a policy that does not
+    /// clean without one (in [`Mode::Gc`]). The rest (segment size, mode,
+    /// streams, durability) is fixed for an accountant's life.
+    /// [`Accountant::tune`](crate::Accountant::tune) applies the result to
+    /// a live accountant.
+    ///
+    /// ```
+    /// use segment_accountant::{policy::Greedy, Config, ConfigError, Tuning};
+    /// let config = Config::default();
+    /// let tight = config.tuned(&Tuning::new().space_target(Some(1.2)).policy(Greedy))?;
+    /// assert_eq!(tight.space_target(), Some(1.2));
+    /// assert_eq!(tight.policy().name(), "greedy");
+    /// // Greedy drains only under a space target: removing it is refused.
+    /// assert_eq!(
+    ///     tight.tuned(&Tuning::new().space_target(None)).unwrap_err(),
+    ///     ConfigError::PolicyNeedsSpaceTarget("greedy".into())
+    /// );
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The [`ConfigError`] of the first tunable out of range, in the order
+    /// above; `self` is unchanged.
+    pub fn tuned(&self, tuning: &Tuning) -> Result<Config, ConfigError> {
+        let mut c = self.clone();
+        if let Some(target) = tuning.space_target {
+            c.space_target = target;
+        }
+        if let Some(policy) = &tuning.policy {
+            c.policy = policy.clone();
+        }
+        if let Some(threshold) = tuning.cleanup_threshold {
+            c.cleanup_threshold = threshold;
+        }
+        if let Some(skew) = tuning.skew {
+            c.skew = skew;
+        }
+        c.check_tunables()?;
+        Ok(c)
+    }
+
+    /// The rules on the values a [`Tuning`] may change.
+    fn check_tunables(&self) -> Result<(), ConfigError> {
+        if !(1..=99).contains(&self.cleanup_threshold) {
+            return Err(ConfigError::CleanupThreshold(self.cleanup_threshold));
+        }
+        if self.skew > 100 {
+            return Err(ConfigError::Skew(self.skew));
+        }
+        match self.space_target {
+            Some(t) if !(t.is_finite() && t > 1.0) => Err(ConfigError::SpaceTarget(t)),
+            None if !self.policy.cleans_without_target() && self.mode == Mode::Gc => Err(
+                ConfigError::PolicyNeedsSpaceTarget(self.policy.name().to_owned()),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Changes to the cleaning tunables of a [`Config`]: the space target, the
+/// cleaning policy, the cleanup threshold and the skew. Each setter
+/// changes one value; values not set keep their current setting. Applied
+/// to a live accountant, all at once, by
+/// [`Accountant::tune`](crate::Accountant::tune) (or to a configuration
+/// by [`Config::tuned`]), with the rules [`ConfigBuilder::build`] applies.
+///
+/// ```
+/// use segment_accountant::{policy, Tuning};
+/// // Switch to cost-benefit under a 1.3 space target, in one change (the
+/// // policy alone would be refused: it needs a target).
+/// let tuning = Tuning::new()
+///     .policy_arc(policy::by_name("cost-benefit").unwrap())
+///     .space_target(Some(1.3));
+/// # let _ = tuning;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a Tuning does nothing until it is applied"]
+pub struct Tuning {
+    space_target: Option<Option<f64>>,
+    policy: Option<Arc<dyn CleaningPolicy>>,
+    cleanup_threshold: Option<u8>,
+    skew: Option<u8>,
+}
+
+impl Tuning {
+    /// No changes.
+    pub fn new() -> Tuning {
+        Tuning::default()
+    }
+
+    /// Sets the space target (`None` removes it); see
+    /// [`ConfigBuilder::space_target`].
+    pub fn space_target(mut self, ratio: Option<f64>) -> Self {
+        self.space_target = Some(ratio);
+        self
+    }
+
+    /// Sets the cleaning policy; see [`ConfigBuilder::policy`].
+    pub fn policy(self, policy: impl CleaningPolicy + 'static) -> Self {
+        self.policy_arc(Arc::new(policy))
+    }
+
+    /// Sets the cleaning policy, shared (as [`crate::policy::by_name`]
+    /// returns it).
+    pub fn policy_arc(mut self, policy: Arc<dyn CleaningPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Sets the cleanup threshold in percent (1..=99); see
+    /// [`ConfigBuilder::cleanup_threshold`].
+    pub fn cleanup_threshold(mut self, percent: u8) -> Self {
+        self.cleanup_threshold = Some(percent);
+        self
+    }
+
+    /// Sets the skew in percentage points (0..=100); see
+    /// [`ConfigBuilder::skew`].
+    pub fn skew(mut self, points: u8) -> Self {
+        self.skew = Some(points);
+        self
+    }
+
+    /// Whether this changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.space_target.is_none()
+            && self.policy.is_none()
+            && self.cleanup_threshold.is_none()
+            && self.skew.is_none()
     }
 }
 
@@ -309,5 +439,64 @@ mod tests {
             .build()
             .is_ok());
         assert!(b().build().is_ok());
+    }
+
+    #[test]
+    fn tuning_applies_the_build_rules_and_keeps_the_rest() {
+        let small = Config::builder()
+            .segment_size(64)
+            .allow_small_segments(true)
+            .streams(2, 1)
+            .build()
+            .unwrap();
+        let t = Tuning::new;
+        // The fixed part survives (a small segment size is not re-checked
+        // against the production minimum).
+        let tuned = small
+            .tuned(&t().cleanup_threshold(60).skew(0).space_target(Some(1.5)))
+            .unwrap();
+        assert_eq!(
+            (tuned.segment_size(), tuned.streams(), tuned.mode()),
+            (64, (2, 1), Mode::Gc)
+        );
+        assert_eq!(
+            (
+                tuned.cleanup_threshold(),
+                tuned.skew(),
+                tuned.space_target()
+            ),
+            (60, 0, Some(1.5))
+        );
+        assert_eq!(small.cleanup_threshold(), 40, "the original is unchanged");
+        assert!(t().is_empty() && !t().skew(3).is_empty());
+        assert_eq!(
+            small.tuned(&t()).unwrap().cleanup_threshold(),
+            40,
+            "an empty tuning"
+        );
+        for (tuning, err) in [
+            (t().cleanup_threshold(0), ConfigError::CleanupThreshold(0)),
+            (
+                t().cleanup_threshold(100),
+                ConfigError::CleanupThreshold(100),
+            ),
+            (t().skew(101), ConfigError::Skew(101)),
+            (t().space_target(Some(0.5)), ConfigError::SpaceTarget(0.5)),
+            (
+                t().space_target(Some(f64::INFINITY)),
+                ConfigError::SpaceTarget(f64::INFINITY),
+            ),
+            (
+                t().policy(crate::cleaning::policy::Fifo),
+                ConfigError::PolicyNeedsSpaceTarget("fifo".into()),
+            ),
+        ] {
+            assert_eq!(small.tuned(&tuning).unwrap_err(), err, "{tuning:?}");
+        }
+        // In Linear mode nothing drains: a ranked policy needs no target.
+        let linear = Config::builder().mode(Mode::Linear).build().unwrap();
+        assert!(linear
+            .tuned(&t().policy(crate::cleaning::policy::Greedy))
+            .is_ok());
     }
 }

@@ -78,6 +78,13 @@ impl VictimIndex {
             && self.buckets[bucket].contains(&(segno, index as u32))
     }
 
+    /// The indexed segments' indices, oldest first within each bucket.
+    pub(crate) fn indices(&self) -> Vec<usize> {
+        self.nonempty_buckets()
+            .flat_map(|b| self.buckets[b].iter().map(|&(_, index)| index as usize))
+            .collect()
+    }
+
     /// How many segments are indexed.
     pub(crate) fn len(&self) -> usize {
         self.buckets.iter().map(BTreeSet::len).sum()

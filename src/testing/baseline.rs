@@ -124,15 +124,33 @@ impl MutexAccountant {
             });
         };
         let base = lsn - lsn % ss as Lsn;
+        let lid = index as u64 * ss;
+        // The accountant's order: reused since, covered by a stabilize,
+        // not Active, another lsn.
+        if let Some(segment_lsn) = segment.lsn.filter(|&l| l > base) {
+            return Err(Error::StaleSegment {
+                lid,
+                lsn,
+                segment_lsn,
+            });
+        }
+        if base <= inner.max_stabilized {
+            return Err(Error::SegmentSealed {
+                lid,
+                lsn,
+                segment_lsn: base,
+                stable_lsn: inner.max_stabilized,
+            });
+        }
         if segment.state != Some(SegmentState::Active) {
             return Err(Error::SegmentNotActive {
-                lid: index as u64 * ss,
+                lid,
                 state: segment.state.unwrap_or(SegmentState::Free),
             });
         }
         if segment.lsn != Some(base) {
             return Err(Error::LsnMismatch {
-                lid: index as u64 * ss,
+                lid,
                 lsn,
                 segment_lsn: segment.lsn.unwrap_or(-1),
             });

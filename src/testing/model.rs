@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cleaning::config::{Config, Mode};
+use crate::cleaning::config::{Config, Mode, Tuning};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::core::segment::{SegmentState, MAX_SEGMENT_NUMBER};
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::types::{BlobId, DiskPtr, Lid, Lsn, PageId};
 
 impl ModelSegment {
@@ -77,6 +77,9 @@ pub struct Model {
     pub removed_blobs: Vec<BlobId>,
     /// One past the highest segment number `next` handed out.
     pub handed_out: u64,
+    /// The tunables changed since the last stabilize that sealed: the next
+    /// one asks the policy again about every Inactive segment.
+    pub retuned: bool,
 }
 
 impl Model {
@@ -91,7 +94,23 @@ impl Model {
             bytes_truncated: 0,
             removed_blobs: Vec::new(),
             handed_out: 0,
+            retuned: false,
         }
+    }
+
+    /// `tune`: the tunables change, validated as the accountant validates
+    /// them; the next `stabilize` that raises the stable lsn asks the
+    /// policy again about every Inactive segment (before the space target
+    /// and the tip-shrinking rule), as the accountant's next pass does.
+    pub fn tune(&mut self, tuning: &Tuning) -> Result<(), ConfigError> {
+        self.config = self.config.tuned(tuning)?;
+        self.retuned = true;
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     fn ss(&self) -> u64 {
@@ -162,6 +181,16 @@ impl Model {
                     segment_lsn: seg_lsn,
                 });
             }
+        }
+        // Sequentially, every segment a stabilize sealed lies at or below
+        // the stabilized lsn (the accountant's Sealing window is a race).
+        if base <= self.stable {
+            return Err(Error::SegmentSealed {
+                lid,
+                lsn,
+                segment_lsn: base,
+                stable_lsn: self.stable,
+            });
         }
         let state = s.state.unwrap_or(SegmentState::Vacant);
         if state != SegmentState::Active {
@@ -480,6 +509,13 @@ impl Model {
                 && s.lsn.unwrap_or(-1) < target
             {
                 s.epoch_waiting = true;
+            }
+        }
+        if std::mem::take(&mut self.retuned) {
+            for i in 0..self.segments.len() {
+                if self.state(i) == Some(SegmentState::Inactive) {
+                    self.consider(i, target);
+                }
             }
         }
         self.enforce_space_target(target, sealed);

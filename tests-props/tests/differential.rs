@@ -24,7 +24,8 @@ use segment_accountant::model::{Model, ModelSegment};
 use segment_accountant::policy;
 use segment_accountant::Skip;
 use segment_accountant::{
-    Accountant, Collector, Config, DiskPtr, Error, Lid, Lsn, MemStorage, Mode, PageId, SegmentState,
+    Accountant, Collector, Config, DiskPtr, Error, Lid, Lsn, MemStorage, Mode, PageId,
+    SegmentState, Tuning,
 };
 
 // ---- coverage: what the generated sequences reached, over all cases ------
@@ -39,6 +40,8 @@ static BLOBS_REMOVED: AtomicU64 = AtomicU64::new(0);
 static MISTAKES: AtomicU64 = AtomicU64::new(0);
 static STALE: AtomicU64 = AtomicU64::new(0);
 static FROM_FREE: AtomicU64 = AtomicU64::new(0);
+static COVERED: AtomicU64 = AtomicU64::new(0);
+static TUNED: AtomicU64 = AtomicU64::new(0);
 static DRAIN_TOP: AtomicU64 = AtomicU64::new(0);
 static RANKED_DRAINS: AtomicU64 = AtomicU64::new(0);
 static TARGET_CASES: AtomicU64 = AtomicU64::new(0);
@@ -135,6 +138,35 @@ enum Op {
     Resume,
     /// A caller mistake (see [`Harness::mistake`]).
     Mistake { kind: u8, a: u64 },
+    /// `tune` with the tunables that are `Some` (a policy by its index in
+    /// [`policy::NAMES`]); some values are out of range, so both sides
+    /// must refuse them alike.
+    Tune {
+        threshold: Option<u8>,
+        skew: Option<u8>,
+        policy: Option<usize>,
+        target: Option<Option<f64>>,
+    },
+}
+
+fn tune_op() -> impl Strategy<Value = Op> {
+    let targets = prop_oneof![
+        3 => (105u32..300).prop_map(|t| Some(t as f64 / 100.0)),
+        1 => Just(None),
+        1 => Just(Some(1.0)),
+    ];
+    (
+        prop::option::of(0u8..=100),
+        prop::option::of(0u8..=105),
+        prop::option::of(0usize..policy::NAMES.len()),
+        prop::option::of(targets),
+    )
+        .prop_map(|(threshold, skew, policy, target)| Op::Tune {
+            threshold,
+            skew,
+            policy,
+            target,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -155,6 +187,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Pause),
         1 => Just(Op::Resume),
         3 => (0u8..12, any::<u64>()).prop_map(|(kind, a)| Op::Mistake { kind, a }),
+        1 => tune_op(),
     ]
 }
 
@@ -175,6 +208,7 @@ fn fill_op() -> impl Strategy<Value = Op> {
             .prop_map(|(ignore, relocate, head)| Op::Clean { ignore, relocate, head }),
         1 => Just(Op::Flush),
         1 => (0u8..12, any::<u64>()).prop_map(|(kind, a)| Op::Mistake { kind, a }),
+        1 => tune_op(),
     ]
 }
 
@@ -422,7 +456,7 @@ impl Harness {
         };
         let inactive = count(SegmentState::Inactive);
         let free = count(SegmentState::Free) + count(SegmentState::Freeing);
-        if policy::should_drain_top(self.acc.config(), free, inactive) {
+        if policy::should_drain_top(&self.acc.config(), free, inactive) {
             bump(&DRAIN_TOP);
         }
         Ok(())
@@ -587,6 +621,34 @@ impl Harness {
                 }
             }
             Op::Mistake { kind, a } => self.mistake(kind, a)?,
+            Op::Tune {
+                threshold,
+                skew,
+                policy,
+                target,
+            } => {
+                let mut tuning = Tuning::new();
+                if let Some(t) = threshold {
+                    tuning = tuning.cleanup_threshold(t);
+                }
+                if let Some(s) = skew {
+                    tuning = tuning.skew(s);
+                }
+                if let Some(p) = policy {
+                    tuning = tuning.policy_arc(policy::by_name(policy::NAMES[p]).unwrap());
+                }
+                if let Some(t) = target {
+                    tuning = tuning.space_target(t);
+                }
+                let ok = self.both(
+                    "tune",
+                    |a| a.tune(tuning.clone()).map(drop).map_err(Error::from),
+                    |m| m.tune(&tuning).map_err(Error::from),
+                )?;
+                if ok {
+                    bump(&TUNED);
+                }
+            }
         }
         self.after_step()
     }
@@ -681,11 +743,14 @@ impl Harness {
                             _ => 0,
                         };
                         let ptr = DiskPtr::Inline(lid + 3);
-                        self.both(
+                        let ok = self.both(
                             "link into a segment that is not open",
                             |acc| acc.mark_link(MISTAKE_PID + 2, lsn, ptr, 5),
                             |m| m.mark_link(MISTAKE_PID + 2, lsn, ptr, 5),
                         )?;
+                        if !ok && self.last_error.starts_with("SegmentSealed") {
+                            bump(&COVERED);
+                        }
                     }
                 }
             }
@@ -1026,6 +1091,8 @@ fn accountant_refines_the_model() {
         ("caller mistakes", &MISTAKES),
         ("replaces from a reused segment (stale)", &STALE),
         ("replace-from-free mistakes", &FROM_FREE),
+        ("links into a segment a stabilize covered", &COVERED),
+        ("tunings applied", &TUNED),
         ("stabilizes meeting the drain-top condition", &DRAIN_TOP),
         ("drains by a ranked policy", &RANKED_DRAINS),
         ("cases with a space target", &TARGET_CASES),
@@ -1166,6 +1233,16 @@ fn model_mistakes_in_order_and_change_nothing() {
     assert_eq!(
         dbg(m.check_next(64)),
         "LsnAlreadyStable { lsn: 64, stable: 64 }"
+    );
+    // A write into sealed segment 1 (lsn 64): the stabilize covered it.
+    assert_eq!(
+        dbg(m.mark_link(2, 70, DiskPtr::Inline(70), 1)),
+        "SegmentSealed { lid: 64, lsn: 70, segment_lsn: 64, stable_lsn: 64 }"
+    );
+    // Into segment 0, sealed and freed since: still covered.
+    assert_eq!(
+        dbg(m.mark_link(2, 5, DiskPtr::Inline(5), 1)),
+        "SegmentSealed { lid: 0, lsn: 5, segment_lsn: 0, stable_lsn: 64 }"
     );
 }
 
