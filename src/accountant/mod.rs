@@ -668,24 +668,26 @@ impl Accountant {
     /// lsn and the stabilized lsn), [`Error::SegmentNotActive`],
     /// [`Error::LsnMismatch`], [`Error::StaleSegment`],
     /// [`Error::NegativeLsn`], [`Error::SizeOutOfRange`] (`size` above the
-    /// segment size or 2^32), [`Error::Poisoned`], and
-    /// [`Error::LinkRacedStabilize`] if a concurrent `stabilize` sealed the
-    /// segment during the call (a broken caller contract). Nothing changes
-    /// on error: the link lands wholly before the seal or not at all.
-    // Always inlined, with `write_target` and `link_if_open`: out of line,
-    // the call costs more than the work (docs/performance.md, `mark_link`
-    // against its floor). The error cases stay out of line (`#[cold]`).
+    /// segment size or 2^32), [`Error::Poisoned`]; [`Error::SegmentSealed`]
+    /// too if a concurrent `stabilize` sealed the segment during the call
+    /// (a broken caller contract). Nothing
+    /// changes on error: the link lands wholly before the seal or not at
+    /// all.
+    // Always inlined, with `link_if_active_at`: out of line, the call costs
+    // more than the work (docs/performance.md, `mark_link` against its
+    // floor). The error cases stay out of line (`#[cold]`).
     #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
         self.shared.poison.check()?;
         self.check_size(size)?;
-        let (index, segment, word) = self.write_target(lsn, ptr)?;
-        // The seal protocol: the word is checked again under the shard lock
-        // the link mutates under (see `segment`).
-        if segment.link_if_open(pid, size, word) {
-            Ok(())
-        } else {
-            Err(self.raced(pid, index))
+        let segno = self.segno_of(lsn)?;
+        let (index, segment) = self.segment_at(ptr.lid())?;
+        // The seal protocol: the segment is checked to be the Active one of
+        // `segno` once, under the shard lock the link mutates under (see
+        // `segment`); the word seen there tells the error apart.
+        match segment.link_if_active_at(pid, size, segno) {
+            Ok(()) => Ok(()),
+            Err(seen) => Err(self.write_target_error(lsn, segno, index, seen.decode())),
         }
     }
 

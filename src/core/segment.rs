@@ -307,21 +307,39 @@ impl Segment {
         }
     }
 
-    /// Links `bytes` of page `pid` here if the word is still `word` (the
-    /// Active incarnation the writer validated), checked under the page's
-    /// shard lock: `false` (and no change) if a seal has closed it since.
+    /// Links `bytes` of page `pid` here if the segment is the Active one
+    /// of segment number `segno`, checked under the page's shard lock (the
+    /// lock the link mutates under, which the seal's barrier passes
+    /// through): otherwise changes nothing and returns the word it saw
+    /// there, for the error.
     #[inline(always)]
-    pub(crate) fn link_if_open(&self, pid: PageId, bytes: u64, word: RawWord) -> bool {
+    pub(crate) fn link_if_active_at(
+        &self,
+        pid: PageId,
+        bytes: u64,
+        segno: u64,
+    ) -> Result<(), RawWord> {
+        let mut seen = RawWord(0);
         #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::CheckOutsideLock) {
-            let open = self.load_raw() == word;
-            return self.present.link_if(pid, bytes, || open).is_some();
+            seen = self.load_raw();
+            let open = seen.is_active_at(segno);
+            return match self.present.link_if(pid, bytes, || open) {
+                Some(_) => Ok(()),
+                None => Err(seen),
+            };
         }
-        // Acquire, though the shard lock already orders this load after
-        // the barrier of any seal whose barrier passed this shard first.
-        self.present
-            .link_if(pid, bytes, || self.load_raw() == word)
-            .is_some()
+        // Acquire (in `load_raw`), though the shard lock already orders
+        // this load after the barrier of any seal whose barrier passed this
+        // shard first.
+        let linked = self.present.link_if(pid, bytes, || {
+            seen = self.load_raw();
+            seen.is_active_at(segno)
+        });
+        match linked {
+            Some(_) => Ok(()),
+            None => Err(seen),
+        }
     }
 
     /// Links `bytes` of page `pid` here unconditionally: the caller holds
