@@ -22,10 +22,10 @@
 //! same file (the faster of the two reads).
 //!
 //! With `--recover-only --path FILE` it only recovers an existing log:
-//! `--runs N` times it reads the whole file sequentially and recovers it
-//! (`Store::recover`), alternating which goes first, and prints each run's
-//! recovery / read ratio and their median (all from the page cache: an
-//! untimed read comes first).
+//! `--runs N` times (11 by default) it reads the whole file sequentially
+//! and recovers it (`Store::recover`), alternating which goes first, and
+//! prints each run's recovery / read ratio and their median (all from the
+//! page cache: an untimed read comes first).
 //!
 //! ```text
 //! cargo run --release --example demo -- [--threads N] [--seconds S] [--keys K] [--value-size B]
@@ -56,8 +56,13 @@ struct Args {
     tear: bool,
     fill_mib: Option<u64>,
     recover_only: bool,
-    runs: usize,
+    /// `--runs`, if given (`--recover-only` runs [`RECOVER_RUNS`] times
+    /// otherwise).
+    runs: Option<usize>,
 }
+
+/// How many times `--recover-only` recovers without `--runs`.
+const RECOVER_RUNS: usize = 11;
 
 const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear] [--fill-mib M] [--recover-only [--runs N]]";
 
@@ -72,7 +77,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         tear: true,
         fill_mib: None,
         recover_only: false,
-        runs: 1,
+        runs: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -110,7 +115,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--tear" => o.tear = true,
             "--no-tear" => o.tear = false,
             "--recover-only" => o.recover_only = true,
-            "--runs" => o.runs = value(flag)?.parse().map_err(|_| "--runs: not a number")?,
+            "--runs" => o.runs = Some(value(flag)?.parse().map_err(|_| "--runs: not a number")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -127,11 +132,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
     if o.recover_only && o.path.is_none() {
         return Err("--recover-only needs --path".into());
     }
-    if o.runs == 0 || o.runs > 1000 {
-        return Err("--runs must be 1 to 1000".into());
-    }
-    if o.runs > 1 && !o.recover_only {
-        return Err("--runs needs --recover-only".into());
+    if let Some(runs) = o.runs {
+        if !o.recover_only {
+            return Err("--runs needs --recover-only".into());
+        }
+        if runs == 0 || runs > 1000 {
+            return Err("--runs must be 1 to 1000".into());
+        }
     }
     if o.fill_mib == Some(0) {
         return Err("--fill-mib must be positive".into());
@@ -187,20 +194,21 @@ fn recover_only(o: &Args) -> store::Result<()> {
     let storage = Arc::new(FileStorage::open(&path)?);
     let len = storage.len()?;
     let read_size = segment_accountant::scan::read_size(o.segment_size) as usize;
+    let n = o.runs.unwrap_or(RECOVER_RUNS);
     println!(
         "recover-only: {} ({} MiB), {} runs, reads of {} KiB",
         path.display(),
         len >> 20,
-        o.runs,
+        n,
         read_size >> 10
     );
     // Untimed: bring the file into the page cache, so that every run
     // compares reads of cached pages (a first read from the disk is many
     // times slower than the ones after it).
     sequential_read(&*storage, len, read_size)?;
-    let mut runs = Vec::with_capacity(o.runs);
+    let mut runs = Vec::with_capacity(n);
     let mut pages = 0;
-    for i in 0..o.runs {
+    for i in 0..n {
         let recover = || -> store::Result<(f64, usize)> {
             let t = Instant::now();
             let (recovered, found) = Store::recover(&config, storage.clone(), Options::default())?;
@@ -538,7 +546,7 @@ mod tests {
         );
         assert!(parse(&[]).is_ok());
         let o = parse(&args("--recover-only --path /tmp/x.log --runs 9")).unwrap();
-        assert_eq!((o.recover_only, o.runs), (true, 9));
+        assert_eq!((o.recover_only, o.runs), (true, Some(9)));
     }
 
     #[test]
