@@ -6,9 +6,9 @@
 //!
 //! The file is read once, front to back, in reads of [`read_size`] bytes
 //! into one buffer. Nothing of a message but its header is kept: the
-//! records of every segment go into one vector, and the replay sorts
-//! references to them by page (a radix sort) instead of building a map of
-//! pages message by message.
+//! records of every segment go into one vector, and the replay sorts the
+//! accepted ones by page (a radix sort) instead of building a map of pages
+//! message by message.
 //!
 //! 1. Every segment is walked ([`walk_segment`]): its header, then its
 //!    messages while each one checks. Valid segments (magic, checksum,
@@ -178,30 +178,22 @@ impl PageRecord {
     }
 }
 
-/// One record of an accepted segment, as the replay sorts them: by page,
-/// and (listed in log order, sorted stably) in log order within a page.
-#[derive(Clone, Copy)]
-struct Entry {
-    pid: u64,
-    /// The record, in the scan's vector of page records.
-    record: usize,
-}
-
-/// Sorts `entries` by page, stably (so each page's entries stay in the
+/// Sorts `records` by page, stably (so each page's records stay in the
 /// order they came in): a least-significant-digit radix sort on the page
-/// id's bytes, skipping the bytes every entry shares (most of them, for
+/// id's bytes, skipping the bytes every record shares (most of them, for
 /// pids below a few million), so a few linear passes instead of a
-/// comparison sort's n log n.
-fn sort_by_pid(entries: &mut Vec<Entry>) {
+/// comparison sort's n log n. `scratch` is as long as `records`; what it
+/// holds is overwritten.
+fn sort_by_pid(records: &mut Vec<PageRecord>, scratch: &mut Vec<PageRecord>) {
+    debug_assert_eq!(records.len(), scratch.len());
     let mut counts = [[0usize; 256]; 8];
-    for e in entries.iter() {
+    for r in records.iter() {
         for (byte, count) in counts.iter_mut().enumerate() {
-            count[(e.pid >> (8 * byte)) as u8 as usize] += 1;
+            count[(r.pid >> (8 * byte)) as u8 as usize] += 1;
         }
     }
-    let mut scratch = entries.clone();
     for (byte, count) in counts.iter().enumerate() {
-        if count.contains(&entries.len()) {
+        if count.contains(&records.len()) {
             continue;
         }
         let mut next = [0usize; 256];
@@ -210,12 +202,12 @@ fn sort_by_pid(entries: &mut Vec<Entry>) {
             *next = sum;
             sum += n;
         }
-        for e in entries.iter() {
-            let digit = (e.pid >> (8 * byte)) as u8 as usize;
-            scratch[next[digit]] = *e;
+        for r in records.iter() {
+            let digit = (r.pid >> (8 * byte)) as u8 as usize;
+            scratch[next[digit]] = *r;
             next[digit] += 1;
         }
-        std::mem::swap(entries, &mut scratch);
+        std::mem::swap(records, scratch);
     }
 }
 
@@ -370,38 +362,30 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
     }
     // 4. Replay in lsn order: a page's state is its last full image, blob
     //    pointer or free record, with the deltas after a full image or
-    //    blob pointer. The records of accepted segments, listed in log
+    //    blob pointer. The records of accepted segments, copied out in log
     //    order, are sorted stably by page, so each page's records are one
     //    run, in log order.
-    let mut entries: Vec<Entry> =
+    let mut replay: Vec<PageRecord> =
         Vec::with_capacity(accepted.iter().map(|(_, w)| w.records.len()).sum());
     for &(_, w) in &accepted {
-        entries.extend(w.records.clone().map(|record| Entry {
-            pid: records[record].pid,
-            record,
-        }));
+        replay.extend_from_slice(&records[w.records.clone()]);
     }
-    sort_by_pid(&mut entries);
+    // The file's records, no longer needed, are the sort's scratch (they
+    // are at least as many).
+    records.truncate(replay.len());
+    sort_by_pid(&mut replay, &mut records);
+    drop(records);
     let mut pages: Vec<(u64, PageState)> = Vec::new();
-    for run in entries.chunk_by(|a, b| a.pid == b.pid) {
+    for run in replay.chunk_by(|a, b| a.pid == b.pid) {
         // The last record that sets the page's state; deltas before it
         // (or with none: deltas with no base) are not part of it.
-        let Some(base) = run
-            .iter()
-            .rposition(|e| records[e.record].kind != MessageKind::Delta)
-        else {
+        let Some(base) = run.iter().rposition(|r| r.kind != MessageKind::Delta) else {
             continue;
         };
-        let first = &records[run[base].record];
-        let state = if first.kind == MessageKind::Free {
-            PageState::Freed(first.fragment())
+        let state = if run[base].kind == MessageKind::Free {
+            PageState::Freed(run[base].fragment())
         } else {
-            PageState::Present(
-                run[base..]
-                    .iter()
-                    .map(|e| records[e.record].fragment())
-                    .collect(),
-            )
+            PageState::Present(run[base..].iter().map(PageRecord::fragment).collect())
         };
         pages.push((run[0].pid, state));
     }
