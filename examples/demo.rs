@@ -21,10 +21,17 @@
 //! recovering, so recovery's time can be compared with a plain read of the
 //! same file (the faster of the two reads).
 //!
+//! With `--recover-only --path FILE` it only recovers an existing log:
+//! `--runs N` times (11 by default) it reads the whole file sequentially
+//! and recovers it (`Store::recover`), alternating which goes first, and
+//! prints each run's recovery / read ratio and their median (all from the
+//! page cache: an untimed read comes first).
+//!
 //! ```text
 //! cargo run --release --example demo -- [--threads N] [--seconds S] [--keys K] [--value-size B]
 //!                                        [--segment-size B] [--path FILE] [--tear | --no-tear]
 //!                                        [--fill-mib M]
+//! cargo run --release --example demo -- --recover-only --path FILE [--runs N] [--segment-size B]
 //! ```
 
 mod store;
@@ -49,9 +56,15 @@ struct Args {
     tear: bool,
     fill_mib: Option<u64>,
     recover_only: bool,
+    /// `--runs`, if given (`--recover-only` runs [`RECOVER_RUNS`] times
+    /// otherwise).
+    runs: Option<usize>,
 }
 
-const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear] [--fill-mib M] [--recover-only]";
+/// How many times `--recover-only` recovers without `--runs`.
+const RECOVER_RUNS: usize = 11;
+
+const USAGE: &str = "usage: demo [--threads N] [--seconds S] [--keys K] [--value-size B] [--segment-size B] [--path FILE] [--tear | --no-tear] [--fill-mib M] [--recover-only [--runs N]]";
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut o = Args {
@@ -64,6 +77,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         tear: true,
         fill_mib: None,
         recover_only: false,
+        runs: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -101,6 +115,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--tear" => o.tear = true,
             "--no-tear" => o.tear = false,
             "--recover-only" => o.recover_only = true,
+            "--runs" => o.runs = Some(value(flag)?.parse().map_err(|_| "--runs: not a number")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -116,6 +131,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
     }
     if o.recover_only && o.path.is_none() {
         return Err("--recover-only needs --path".into());
+    }
+    if let Some(runs) = o.runs {
+        if !o.recover_only {
+            return Err("--runs needs --recover-only".into());
+        }
+        if runs == 0 || runs > 1000 {
+            return Err("--runs must be 1 to 1000".into());
+        }
     }
     if o.fill_mib == Some(0) {
         return Err("--fill-mib must be positive".into());
@@ -155,32 +178,103 @@ struct Counter(AtomicU64);
 /// One acknowledged-or-not write: key, lsn, version.
 type Write3 = (PageId, Lsn, u64);
 
-/// Recovers the log at `--path` without writing: a sequential read of the
-/// file, the scan alone, and the whole recovery, timed.
+/// Recovers the log at `--path` `--runs` times, each time next to a
+/// sequential read of the whole file (the same read size as the scan, into
+/// one buffer allocated for the read, as the scan allocates its own) and a
+/// scan alone, alternating whether the read goes first or last, after one
+/// untimed read that brings the file into the page cache; prints every
+/// run's times and recovery / read ratio, and the medians. Recovery is the whole of
+/// `Store::recover` (sync, scan, rebuild the accountant, build the page
+/// table); the recovered store is dropped outside the timing. A first
+/// recovery of a crashed log completes its open segment and invalidates
+/// its discarded tail; the runs after it find a clean log.
 fn recover_only(o: &Args) -> store::Result<()> {
     let path = o.path.clone().expect("checked by parse");
     let config = Config::builder().segment_size(o.segment_size).build()?;
     let storage = Arc::new(FileStorage::open(&path)?);
     let len = storage.len()?;
-    let read_ms = sequential_read(&*storage, len)?.min(sequential_read(&*storage, len)?) * 1e3;
-    let t = Instant::now();
-    let found = segment_accountant::scan::scan(&*storage, o.segment_size)?;
-    let scan_ms = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let (recovered, _) = Store::recover(&config, storage.clone(), Options::default())?;
-    let recovery_ms = t.elapsed().as_secs_f64() * 1e3;
+    let read_size = segment_accountant::scan::read_size(o.segment_size) as usize;
+    let n = o.runs.unwrap_or(RECOVER_RUNS);
+    println!(
+        "recover-only: {} ({} MiB), {} runs, reads of {} KiB",
+        path.display(),
+        len >> 20,
+        n,
+        read_size >> 10
+    );
+    // Untimed: bring the file into the page cache, so that every run
+    // compares reads of cached pages (a first read from the disk is many
+    // times slower than the ones after it).
+    sequential_read(&*storage, len, read_size)?;
+    let mut runs = Vec::with_capacity(n);
+    let mut pages = 0;
+    for i in 0..n {
+        let recover = || -> store::Result<(f64, usize)> {
+            let t = Instant::now();
+            let (recovered, found) = Store::recover(&config, storage.clone(), Options::default())?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let pages = found.snapshot.pages.len();
+            drop((recovered, found));
+            Ok((ms, pages))
+        };
+        let scan = || -> store::Result<f64> {
+            let t = Instant::now();
+            let found = segment_accountant::scan::scan(&*storage, o.segment_size)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            drop(found);
+            Ok(ms)
+        };
+        let read = || sequential_read(&*storage, len, read_size).map(|s| s * 1e3);
+        let (read_ms, scan_ms, (recovery_ms, found_pages)) = if i % 2 == 0 {
+            let read_ms = read()?;
+            let scan_ms = scan()?;
+            (read_ms, scan_ms, recover()?)
+        } else {
+            let recovery = recover()?;
+            let scan_ms = scan()?;
+            (read()?, scan_ms, recovery)
+        };
+        pages = found_pages;
+        let ratio = recovery_ms / read_ms;
+        println!(
+            "run={} read_ms={:.1} scan_ms={:.1} recovery_ms={:.1} ratio={:.2}",
+            i + 1,
+            read_ms,
+            scan_ms,
+            recovery_ms,
+            ratio
+        );
+        runs.push([read_ms, scan_ms, recovery_ms, ratio]);
+    }
+    let median_of = |k: usize| median(runs.iter().map(|r| r[k]).collect());
     println!("  {:<28} {:>14}", "log file (MiB)", len >> 20);
-    println!("  {:<28} {:>14}", "pages", found.snapshot.pages.len());
-    println!("  {:<28} {:>14.1}", "sequential read (ms)", read_ms);
-    println!("  {:<28} {:>14.1}", "scan alone (ms)", scan_ms);
-    println!("  {:<28} {:>14.1}", "recovery (ms)", recovery_ms);
+    println!("  {:<28} {:>14}", "pages", pages);
+    println!("  {:<28} {:>14}", "runs", runs.len());
+    println!(
+        "  {:<28} {:>14.1}",
+        "sequential read (ms, median)",
+        median_of(0)
+    );
+    println!("  {:<28} {:>14.1}", "scan alone (ms, median)", median_of(1));
+    println!("  {:<28} {:>14.1}", "recovery (ms, median)", median_of(2));
     println!(
         "  {:<28} {:>14.2}",
-        "recovery / read",
-        recovery_ms / read_ms
+        "recovery / read (median)",
+        median_of(3)
     );
-    drop(recovered);
     Ok(())
+}
+
+/// The median of `v` (the mean of the two middle values for an even
+/// count); `v` is not empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn run(o: Args) -> store::Result<()> {
@@ -317,8 +411,9 @@ fn run(o: Args) -> store::Result<()> {
 
     // A plain sequential read of the whole file, for comparison.
     let file_len = storage.len()?;
+    let read_size = segment_accountant::scan::read_size(o.segment_size) as usize;
     let read_ms = if o.fill_mib.is_some() {
-        Some(sequential_read(&*storage, file_len)? * 1e3)
+        Some(sequential_read(&*storage, file_len, read_size)? * 1e3)
     } else {
         None
     };
@@ -333,7 +428,7 @@ fn run(o: Args) -> store::Result<()> {
     // Read the file again (recovery left it in the page cache): the
     // comparison uses the faster of the two reads.
     let read_ms = match read_ms {
-        Some(before) => Some(before.min(sequential_read(&*storage, file_len)? * 1e3)),
+        Some(before) => Some(before.min(sequential_read(&*storage, file_len, read_size)? * 1e3)),
         None => None,
     };
 
@@ -414,11 +509,11 @@ fn run(o: Args) -> store::Result<()> {
     Ok(())
 }
 
-/// Reads the whole file front to back in 4 MiB reads, as the scanner
-/// does; returns the seconds it took.
-fn sequential_read(storage: &dyn LogFile, len: u64) -> store::Result<f64> {
+/// Reads the whole file front to back in reads of `read_size` bytes into
+/// one buffer, as the scanner does; returns the seconds it took.
+fn sequential_read(storage: &dyn LogFile, len: u64, read_size: usize) -> store::Result<f64> {
     let t = Instant::now();
-    let mut buf = vec![0u8; 4 << 20];
+    let mut buf = vec![0u8; read_size];
     let mut at = 0;
     let mut sum = 0u64;
     while at < len {
@@ -450,6 +545,8 @@ mod tests {
             (2, 100, 64, 8192, Some(3))
         );
         assert!(parse(&[]).is_ok());
+        let o = parse(&args("--recover-only --path /tmp/x.log --runs 9")).unwrap();
+        assert_eq!((o.recover_only, o.runs), (true, Some(9)));
     }
 
     #[test]
@@ -464,6 +561,10 @@ mod tests {
             "--value-size 8",
             "--value-size 100000",
             "--fill-mib 0",
+            "--recover-only",
+            "--runs 3",
+            "--recover-only --path x --runs 0",
+            "--recover-only --path x --runs many",
             "--frobnicate",
             "--path",
         ] {

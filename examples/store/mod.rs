@@ -427,7 +427,7 @@ impl<A: Backend> Store<A> {
         storage: Arc<dyn LogFile>,
         options: Options,
     ) -> Result<Store<A>> {
-        Self::start(acc, config, storage, options, 0, -1, FxHashMap::default())
+        Self::start(acc, config, storage, options, 0, -1, Vec::new())
     }
 
     fn start(
@@ -437,21 +437,19 @@ impl<A: Backend> Store<A> {
         options: Options,
         resume_lsn: Lsn,
         vouched: Lsn,
-        pages: FxHashMap<PageId, Page>,
+        tables: Vec<FxHashMap<PageId, Page>>,
     ) -> Result<Store<A>> {
         let ss = config.segment_size();
-        let mut stripes: Vec<Stripe> = (0..STRIPES)
+        // The stripes' page tables, given (by recovery) or empty.
+        let mut tables = tables.into_iter();
+        let stripes: Vec<Stripe> = (0..STRIPES)
             .map(|_| Stripe {
-                inner: Mutex::new(StripeInner::default()),
+                inner: Mutex::new(StripeInner {
+                    pages: tables.next().unwrap_or_default(),
+                    user_bytes: 0,
+                }),
             })
             .collect();
-        for (pid, page) in pages {
-            stripes[stripe_of(pid)]
-                .inner
-                .get_mut()
-                .pages
-                .insert(pid, page);
-        }
         let mut heads = Vec::new();
         let mut lsn = resume_lsn;
         for stream in 0..config.stream_count() {
@@ -1132,8 +1130,17 @@ impl Store<Accountant> {
             storage.clone(),
             epoch::default_collector().clone(),
         )?;
-        let mut pages = FxHashMap::default();
-        pages.reserve(found.snapshot.pages.len());
+        // The page table from the snapshot's pages (no page is read):
+        // each stripe's table is made for exactly its pages, so none grows
+        // while they are inserted.
+        let mut counts = vec![0usize; STRIPES];
+        for &pid in found.snapshot.pages.keys() {
+            counts[stripe_of(pid)] += 1;
+        }
+        let mut tables: Vec<FxHashMap<PageId, Page>> = counts
+            .into_iter()
+            .map(|n| FxHashMap::with_capacity_and_hasher(n, Default::default()))
+            .collect();
         for (&pid, state) in &found.snapshot.pages {
             let frags = state
                 .fragments()
@@ -1145,7 +1152,7 @@ impl Store<Accountant> {
                 })
                 .collect();
             let deleted = matches!(state, PageState::Freed(_));
-            pages.insert(pid, Page { frags, deleted });
+            tables[stripe_of(pid)].insert(pid, Page { frags, deleted });
         }
         let vouched = found.snapshot.max_header_stable_lsn;
         let store = Self::start(
@@ -1155,7 +1162,7 @@ impl Store<Accountant> {
             options,
             found.resume_lsn,
             vouched,
-            pages,
+            tables,
         )?;
         Ok((store, found))
     }

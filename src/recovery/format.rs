@@ -585,6 +585,22 @@ pub fn walk_segment(bytes: &[u8], segment_size: u64) -> Result<SegmentWalk, Form
     }
     let bytes = &bytes[..bytes.len().min(size)];
     let header = SegmentHeader::decode(bytes)?;
+    check_walkable(&header, segment_size)?;
+    let mut records = Vec::new();
+    let end = walk_messages(bytes, size, &header, |r| records.push(r));
+    Ok(SegmentWalk {
+        header,
+        records,
+        end: end.end,
+        complete: end.complete,
+        stop: end.stop,
+        max_vouch: end.max_vouch,
+    })
+}
+
+/// Whether a decoded header opens a segment [`walk_segment`] walks: not
+/// invalidated, written with `segment_size`, at an aligned lsn.
+pub(crate) fn check_walkable(header: &SegmentHeader, segment_size: u64) -> Result<(), FormatError> {
     if header.invalidated {
         return Err(FormatError::InvalidField("invalidated segment"));
     }
@@ -594,18 +610,35 @@ pub fn walk_segment(bytes: &[u8], segment_size: u64) -> Result<SegmentWalk, Form
     if header.lsn as u64 % segment_size != 0 {
         return Err(FormatError::InvalidField("segment lsn not aligned"));
     }
-    let mut walk = SegmentWalk {
-        header,
-        records: Vec::new(),
-        end: SEGMENT_HEADER_LEN as u64,
-        complete: false,
-        stop: None,
-        max_vouch: header.stable_lsn,
-    };
+    Ok(())
+}
+
+/// How a walk of a segment's messages ended ([`SegmentWalk`] without its
+/// header and records).
+pub(crate) struct WalkEnd {
+    pub(crate) end: u64,
+    pub(crate) complete: bool,
+    pub(crate) stop: Option<FormatError>,
+    pub(crate) max_vouch: Lsn,
+}
+
+/// The message walk of [`walk_segment`], for a segment whose header
+/// decoded and passed [`check_walkable`]: `bytes` is at most `size` bytes
+/// (the segment size, at least a segment and a message header); hands
+/// the valid prefix's records to `record` in order (the scanner keeps
+/// what it needs of every segment's records in one vector).
+pub(crate) fn walk_messages(
+    bytes: &[u8],
+    size: usize,
+    header: &SegmentHeader,
+    mut record: impl FnMut(Record),
+) -> WalkEnd {
+    let mut max_vouch = header.stable_lsn;
     let mut at = SEGMENT_HEADER_LEN;
+    let mut complete = false;
     let stop = loop {
         if at == size {
-            walk.complete = true;
+            complete = true;
             break None;
         }
         let m = match decode_message(&bytes[at..]) {
@@ -639,7 +672,7 @@ pub fn walk_segment(bytes: &[u8], segment_size: u64) -> Result<SegmentWalk, Form
             if end != size {
                 break Some(FormatError::InvalidField("pad does not end the segment"));
             }
-            walk.complete = true;
+            complete = true;
             break None;
         }
         if end != size && size - end < MESSAGE_HEADER_LEN {
@@ -658,13 +691,13 @@ pub fn walk_segment(bytes: &[u8], segment_size: u64) -> Result<SegmentWalk, Form
                     if (v as Lsn) < -1 {
                         break Some(FormatError::InvalidField("checkpoint lsn"));
                     }
-                    walk.max_vouch = walk.max_vouch.max(v as Lsn);
+                    max_vouch = max_vouch.max(v as Lsn);
                 }
                 Some(v)
             }
             _ => None,
         };
-        walk.records.push(Record {
+        record(Record {
             kind: m.kind,
             pid: m.pid,
             lsn: m.lsn,
@@ -674,9 +707,12 @@ pub fn walk_segment(bytes: &[u8], segment_size: u64) -> Result<SegmentWalk, Form
         });
         at = end;
     };
-    walk.end = at as u64;
-    walk.stop = stop;
-    Ok(walk)
+    WalkEnd {
+        end: at as u64,
+        complete,
+        stop,
+        max_vouch,
+    }
 }
 
 /// One decoded message.

@@ -4,7 +4,11 @@
 //! from, plus where to resume writing, which segments to invalidate and
 //! which to complete.
 //!
-//! The file is read once, front to back, in large reads.
+//! The file is read once, front to back, in reads of [`read_size`] bytes
+//! into one buffer. Nothing of a message but its header is kept: the
+//! records of every segment go into one vector, and the replay sorts the
+//! accepted ones by page (a radix sort) instead of building a map of pages
+//! message by message.
 //!
 //! 1. Every segment is walked ([`walk_segment`]): its header, then its
 //!    messages while each one checks. Valid segments (magic, checksum,
@@ -35,10 +39,12 @@
 //!    not fragments. Nothing past a segment's valid prefix is replayed.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
-use rustc_hash::FxHashMap;
-
-use crate::recovery::format::{walk_segment, FormatError, MessageKind, Record, SEGMENT_HEADER_LEN};
+use crate::recovery::format::{
+    check_walkable, walk_messages, FormatError, MessageKind, Record, SegmentHeader,
+    SEGMENT_HEADER_LEN,
+};
 use crate::recovery::{Fragment, PageState, Snapshot};
 use crate::storage::LogFile;
 use crate::types::{DiskPtr, Lid, Lsn};
@@ -120,15 +126,114 @@ pub enum ScanError {
 struct Walked {
     lid: Lid,
     salt: u32,
-    records: Vec<Record>,
+    /// Its valid prefix's page records, in the scan's one vector of them.
+    records: Range<usize>,
     end: u64,
     complete: bool,
     stop: Option<FormatError>,
     available: u64,
 }
 
-/// Bytes read at once (whole segments, at least one).
-const READ_CHUNK: u64 = 4 << 20;
+/// Bytes the scan reads at once, before rounding to whole segments (reads
+/// of 64 KiB to 4 MiB scan a 283 MiB log equally fast, within the noise:
+/// docs/performance.md).
+const READ_SIZE: u64 = 4 << 20;
+
+/// Bytes [`scan`] reads at once for segments of `segment_size`: whole
+/// segments, at least one (about 4 MiB for small segments). A comparison
+/// with a plain read of the file should read this much at once.
+pub fn read_size(segment_size: u64) -> u64 {
+    (READ_SIZE / segment_size.max(1)).max(1) * segment_size.max(1)
+}
+
+/// What the replay needs of one page record (a walk's [`Record`] that is
+/// not a checkpoint), in less room: the scan keeps one for every message
+/// of the file.
+#[derive(Clone, Copy)]
+struct PageRecord {
+    pid: u64,
+    lsn: Lsn,
+    /// Where it is in the file.
+    at: u64,
+    /// The blob id, for a blob pointer.
+    blob: u64,
+    size: u32,
+    kind: MessageKind,
+}
+
+impl PageRecord {
+    fn fragment(&self) -> Fragment {
+        Fragment {
+            lsn: self.lsn,
+            ptr: if self.kind == MessageKind::BlobPointer {
+                DiskPtr::Blob {
+                    lid: self.at,
+                    blob: self.blob,
+                }
+            } else {
+                DiskPtr::Inline(self.at)
+            },
+            size: self.size as u64,
+        }
+    }
+}
+
+/// Sorts `records` by page, stably (so each page's records stay in the
+/// order they came in): a least-significant-digit radix sort on the page
+/// id's bytes, skipping the bytes every record shares (most of them, for
+/// pids below a few million), so a few linear passes instead of a
+/// comparison sort's n log n. `scratch` is as long as `records`; what it
+/// holds is overwritten.
+fn sort_by_pid(records: &mut Vec<PageRecord>, scratch: &mut Vec<PageRecord>) {
+    debug_assert_eq!(records.len(), scratch.len());
+    let mut counts = [[0usize; 256]; 8];
+    for r in records.iter() {
+        for (byte, count) in counts.iter_mut().enumerate() {
+            count[(r.pid >> (8 * byte)) as u8 as usize] += 1;
+        }
+    }
+    for (byte, count) in counts.iter().enumerate() {
+        if count.contains(&records.len()) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (next, &n) in next.iter_mut().zip(count) {
+            *next = sum;
+            sum += n;
+        }
+        for r in records.iter() {
+            let digit = (r.pid >> (8 * byte)) as u8 as usize;
+            scratch[next[digit]] = *r;
+            next[digit] += 1;
+        }
+        std::mem::swap(records, scratch);
+    }
+}
+
+/// Reads the file front to back in reads of `chunk` bytes (the last
+/// shorter) into one buffer, handing each to `visit` with its offset; stops
+/// where less than a segment header is left.
+fn read_sequential(
+    storage: &dyn LogFile,
+    file_len: u64,
+    chunk: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    let mut buf = Vec::new();
+    let mut base = 0;
+    while base + SEGMENT_HEADER_LEN as u64 <= file_len {
+        let len = chunk.min(file_len - base) as usize;
+        // Zero-filled once, when the buffer grows; reads overwrite it.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        storage.read_at(base, &mut buf[..len])?;
+        visit(base, &buf[..len])?;
+        base += len as u64;
+    }
+    Ok(())
+}
 
 /// Scans the log in `storage`, written with segments of `segment_size`.
 pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError> {
@@ -142,20 +247,16 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
     let ss = segment_size;
     // 1. Walk every segment, reading the file front to back.
     let mut by_lsn: BTreeMap<Lsn, Walked> = BTreeMap::new();
+    let mut records: Vec<PageRecord> = Vec::new();
     let mut trusted: Lsn = -1;
-    let chunk = (READ_CHUNK / ss).max(1) * ss;
-    let mut buf = Vec::new();
-    let mut base = 0;
-    while base + SEGMENT_HEADER_LEN as u64 <= file_len {
-        let len = chunk.min(file_len - base);
-        buf.resize(len as usize, 0);
-        storage.read_at(base, &mut buf)?;
+    let chunk = read_size(ss);
+    let visit = |base: u64, buf: &[u8]| -> Result<(), ScanError> {
         for (i, bytes) in buf.chunks(ss as usize).enumerate() {
             let lid = base + i as u64 * ss;
             if bytes.len() < SEGMENT_HEADER_LEN {
                 continue;
             }
-            let header = match crate::recovery::format::SegmentHeader::decode(bytes) {
+            let header = match SegmentHeader::decode(bytes) {
                 Ok(h) if h.segment_size as u64 == ss => h,
                 _ => continue,
             };
@@ -163,14 +264,28 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
                 trusted = trusted.max(header.stable_lsn);
                 continue;
             }
-            let Ok(walk) = walk_segment(bytes, ss) else {
+            if check_walkable(&header, ss).is_err() {
                 continue;
-            };
+            }
+            let first = records.len();
+            let walk = walk_messages(bytes, ss as usize, &header, |r: Record| {
+                if r.kind != MessageKind::Checkpoint {
+                    records.push(PageRecord {
+                        pid: r.pid,
+                        lsn: r.lsn,
+                        at: lid + r.offset,
+                        blob: r.blob().unwrap_or(0),
+                        // At most the segment size (at most 2^31).
+                        size: r.size as u32,
+                        kind: r.kind,
+                    });
+                }
+            });
             trusted = trusted.max(walk.max_vouch);
             let walked = Walked {
                 lid,
                 salt: header.salt,
-                records: walk.records,
+                records: first..records.len(),
                 end: walk.end,
                 complete: walk.complete,
                 stop: walk.stop,
@@ -185,8 +300,9 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
             }
             by_lsn.insert(header.lsn, walked);
         }
-        base += len;
-    }
+        Ok(())
+    };
+    read_sequential(storage, file_len, chunk, visit)?;
     // 2. Trusted segments must be complete.
     let mut accepted: Vec<(Lsn, &Walked)> = Vec::new();
     let mut tail = Vec::new();
@@ -231,45 +347,7 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
             discarded.push(w.lid);
         }
     }
-    // 4. Replay in lsn order.
     accepted.sort_by_key(|&(lsn, _)| lsn);
-    let mut pages: FxHashMap<u64, PageState> = FxHashMap::default();
-    for &(_, w) in &accepted {
-        for r in &w.records {
-            let fragment = Fragment {
-                lsn: r.lsn,
-                ptr: match r.blob() {
-                    Some(blob) => DiskPtr::Blob {
-                        lid: w.lid + r.offset,
-                        blob,
-                    },
-                    None => DiskPtr::Inline(w.lid + r.offset),
-                },
-                size: r.size,
-            };
-            match r.kind {
-                MessageKind::Full | MessageKind::BlobPointer => match pages.get_mut(&r.pid) {
-                    Some(PageState::Present(frags)) => {
-                        frags.clear();
-                        frags.push(fragment);
-                    }
-                    Some(state) => *state = PageState::Present(vec![fragment]),
-                    None => {
-                        pages.insert(r.pid, PageState::Present(vec![fragment]));
-                    }
-                },
-                MessageKind::Delta => {
-                    if let Some(PageState::Present(frags)) = pages.get_mut(&r.pid) {
-                        frags.push(fragment);
-                    }
-                }
-                MessageKind::Free => {
-                    pages.insert(r.pid, PageState::Freed(fragment));
-                }
-                MessageKind::Pad | MessageKind::Checkpoint => {}
-            }
-        }
-    }
     let last = accepted.last().map(|&(lsn, w)| (lsn, w.lid));
     let end = match (open_tail, last) {
         (Some(t), _) => t.lsn + t.end as Lsn,
@@ -282,8 +360,38 @@ pub fn scan(storage: &dyn LogFile, segment_size: u64) -> Result<Scan, ScanError>
             end,
         });
     }
+    // 4. Replay in lsn order: a page's state is its last full image, blob
+    //    pointer or free record, with the deltas after a full image or
+    //    blob pointer. The records of accepted segments, copied out in log
+    //    order, are sorted stably by page, so each page's records are one
+    //    run, in log order.
+    let mut replay: Vec<PageRecord> =
+        Vec::with_capacity(accepted.iter().map(|(_, w)| w.records.len()).sum());
+    for &(_, w) in &accepted {
+        replay.extend_from_slice(&records[w.records.clone()]);
+    }
+    // The file's records, no longer needed, are the sort's scratch (they
+    // are at least as many).
+    records.truncate(replay.len());
+    sort_by_pid(&mut replay, &mut records);
+    drop(records);
+    let mut pages: Vec<(u64, PageState)> = Vec::new();
+    for run in replay.chunk_by(|a, b| a.pid == b.pid) {
+        // The last record that sets the page's state; deltas before it
+        // (or with none: deltas with no base) are not part of it.
+        let Some(base) = run.iter().rposition(|r| r.kind != MessageKind::Delta) else {
+            continue;
+        };
+        let state = if run[base].kind == MessageKind::Free {
+            PageState::Freed(run[base].fragment())
+        } else {
+            PageState::Present(run[base..].iter().map(PageRecord::fragment).collect())
+        };
+        pages.push((run[0].pid, state));
+    }
     Ok(Scan {
         snapshot: Snapshot {
+            // Sorted by page already: the map is built in one pass.
             pages: pages.into_iter().collect(),
             last_lid: last.map(|(_, lid)| lid),
             last_lsn: last.map_or(-1, |(lsn, _)| lsn + ss as Lsn - 1),
