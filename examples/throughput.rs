@@ -24,9 +24,15 @@
 //!
 //! The thread counts always include 1: every ratio is against the same
 //! run's 1-thread figure of the same shape and design. Each run also
-//! times a trivially parallel loop of the same per-write work (copy and
-//! hash `--work-bytes`, no accountant): its N-thread / 1-thread ratio is
-//! what the machine allows, the limit for the accountant's own scaling.
+//! times two limits, with no accountant:
+//!
+//! - a trivially parallel loop of the same per-write work (copy and hash
+//!   `--work-bytes`): its N-thread / 1-thread ratio is what the machine
+//!   allows, the limit for the accountant's own scaling;
+//! - with the shared head, the head's coordination alone: the same
+//!   writers, work and reservations over a write path whose calls do
+//!   nothing (`NullPath`). The accountant's shared-head figure over it
+//!   says how much of the head's capacity the accountant leaves.
 
 mod workload;
 
@@ -263,6 +269,26 @@ fn backoff(spins: &mut u32) {
     }
 }
 
+/// A write path whose calls do nothing (`next` hands out the lsn as the
+/// lid, `clean` never suggests a page): what the shared head's
+/// coordination and the store's work cost without an accountant.
+struct NullPath;
+
+impl WritePath for NullPath {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn next(&self, lsn: Lsn) -> Lid {
+        lsn as Lid
+    }
+    fn link(&self, _: PageId, _: Lsn, _: DiskPtr, _: u64) {}
+    fn replace(&self, _: PageId, _: Lsn, _: &[DiskPtr], _: DiskPtr, _: u64) {}
+    fn stabilize(&self, _: Lsn) {}
+    fn clean(&self, _: PageId) -> Option<PageId> {
+        None
+    }
+}
+
 /// One writer of the shared head: the same per-call mix as the
 /// head-per-thread workload's `Head::step`, over its own pages.
 struct Writer {
@@ -486,6 +512,9 @@ struct Row {
     mutex: f64,
     /// Per-run accountant / mutex ratios (same run, adjacent measurements).
     run_ratios: Vec<f64>,
+    /// The shared head's coordination alone (`NullPath`); NaN for the
+    /// head-per-thread shape.
+    head_alone: f64,
 }
 
 fn main() {
@@ -587,6 +616,7 @@ fn main() {
         let mut figures: Vec<[Vec<f64>; 2]> = shapes.iter().map(|_| [vec![], vec![]]).collect();
         let mut run_ratios: Vec<Vec<f64>> = shapes.iter().map(|_| vec![]).collect();
         let mut loop_figures = Vec::new();
+        let mut alone_figures = Vec::new();
         for run in 0..runs {
             // Alternate which design goes first, so neither always runs on
             // a machine the other just warmed (or heated).
@@ -604,7 +634,13 @@ fn main() {
                 run_ratios[i].push(this_run[0] / this_run[1]);
             }
             loop_figures.push(run_parallel_loop(t, duration, work_bytes));
+            if shapes.contains(&Shape::SharedHead) {
+                alone_figures.push(run_shared_head(
+                    &NullPath, t, duration, work_bytes, background,
+                ));
+            }
         }
+        let head_alone = median(alone_figures);
         loops.push((t, median(loop_figures)));
         for (i, &shape) in shapes.iter().enumerate() {
             let [a, m] = std::mem::take(&mut figures[i]);
@@ -614,6 +650,11 @@ fn main() {
                 accountant: median(a),
                 mutex: median(m),
                 run_ratios: std::mem::take(&mut run_ratios[i]),
+                head_alone: if shape == Shape::SharedHead {
+                    head_alone
+                } else {
+                    f64::NAN
+                },
             });
         }
         // One line per shape as soon as this thread count is done.
@@ -624,9 +665,19 @@ fn main() {
                 .iter()
                 .find(|r| r.shape == row.shape && r.threads == 1)
                 .unwrap();
+            let alone = if row.head_alone.is_finite() {
+                format!(
+                    " head_alone_ops_per_s={:.0} head_alone_vs_1_thread={} accountant_vs_head_alone={}",
+                    row.head_alone,
+                    ratio(row.head_alone / one.head_alone),
+                    ratio(row.accountant / row.head_alone),
+                )
+            } else {
+                String::new()
+            };
             println!(
                 "threads={t} shape={} accountant_ops_per_s={:.0} mutex_ops_per_s={:.0} ratio={} \
-                 accountant_vs_1_thread={} mutex_vs_1_thread={} parallel_loop_vs_1_thread={}",
+                 accountant_vs_1_thread={} mutex_vs_1_thread={} parallel_loop_vs_1_thread={}{alone}",
                 row.shape.name(),
                 row.accountant,
                 row.mutex,
@@ -642,9 +693,10 @@ fn main() {
     println!();
     println!(
         "| shape | threads | accountant ops/s | mutex ops/s | accountant / mutex (per-run range) | \
-         accountant / own 1-thread | mutex / own 1-thread | parallel loop / 1-thread |"
+         accountant / own 1-thread | mutex / own 1-thread | parallel loop / 1-thread | \
+         head alone ops/s | head alone / 1-thread |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let loop_1 = loops[0].1;
     for &shape in &shapes {
         let one = rows
@@ -665,7 +717,7 @@ fn main() {
             };
             let loop_t = loops.iter().find(|l| l.0 == row.threads).unwrap().1;
             println!(
-                "| {} | {} | {} | {} | {}{range} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {}{range} | {} | {} | {} | {} | {} |",
                 shape.name(),
                 row.threads,
                 ops(row.accountant),
@@ -674,6 +726,8 @@ fn main() {
                 ratio(row.accountant / one.accountant),
                 ratio(row.mutex / one.mutex),
                 ratio(loop_t / loop_1),
+                ops(row.head_alone),
+                ratio(row.head_alone / one.head_alone),
             );
         }
     }
