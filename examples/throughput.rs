@@ -1,16 +1,47 @@
 //! Throughput of the write-path mix (see `examples/workload/mod.rs`) on the
 //! lock-free accountant and on the single-mutex baseline, alternating the
-//! two designs `--runs` times per thread count and printing medians.
+//! designs `--runs` times per thread count and printing medians.
 //!
 //! ```text
 //! cargo run --release --example throughput -- --threads 1,2,8 --seconds 2 [--runs 5] [--work-bytes 256] [--background-stabilizer]
+//!                                              [--shared-head | --shape head-per-thread|shared-head|both]
+//!                                              [--threads-up-to N|cores]   (1, 2, 4, … up to N, and N)
 //!                                              [--only accountant|mutex]   (for profiling one design)
 //! ```
+//!
+//! Two shapes of store:
+//!
+//! - `head-per-thread` (the default): every thread is a write head of its
+//!   own, writing its own segments (the mix of `examples/workload`).
+//! - `shared-head` (`--shared-head`): every thread writes into ONE head,
+//!   the common store shape: one log tail, the threads place their
+//!   fragments into the current segment side by side, and when it fills
+//!   one of them calls `next` for the next segment while the others wait
+//!   for it and then continue in the new one. Each thread still owns its
+//!   pages (a store's page latches would serialize writers of one page),
+//!   and the per-call mix is the same: 60% link a delta, 30% rewrite a page
+//!   with all its old pointers, 10% `clean`.
+//!
+//! The thread counts always include 1: every ratio is against the same
+//! run's 1-thread figure of the same shape and design. Each run also
+//! times two limits, with no accountant:
+//!
+//! - a trivially parallel loop of the same per-write work (copy and hash
+//!   `--work-bytes`): its N-thread / 1-thread ratio is what the machine
+//!   allows, the limit for the accountant's own scaling;
+//! - with the shared head, the head's coordination alone: the same
+//!   writers, work and reservations over a write path whose calls do
+//!   nothing (`NullPath`). The accountant's shared-head figure over it
+//!   says how much of the head's capacity the accountant leaves.
 
 mod workload;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
+use workload::{WritePath, PAGES_PER_THREAD, SEGMENT_SIZE};
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -25,10 +56,465 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// A ratio for printing (`-` when a side was not measured).
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// An ops/s figure for printing, with thousands separators.
+fn ops(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".to_string();
+    }
+    let digits = format!("{x:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn usage(msg: &str) -> ! {
     eprintln!("throughput: {msg}");
-    eprintln!("usage: throughput [--threads 1,2,8] [--seconds S] [--runs R] [--work-bytes B] [--background-stabilizer]");
+    eprintln!(
+        "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
+         \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
+         \x20                 [--only accountant|mutex]"
+    );
     std::process::exit(2);
+}
+
+/// 1, 2, 4, … below `n`, then `n`.
+fn sweep(n: usize) -> Vec<usize> {
+    let mut counts: Vec<usize> = std::iter::successors(Some(1usize), |&t| t.checked_mul(2))
+        .take_while(|&t| t < n)
+        .collect();
+    counts.push(n);
+    counts
+}
+
+/// The store's own work per write, the same as the mix's
+/// (`workload::Head::work`, private to that module): encode and copy a
+/// fragment of `src.len()` bytes, hash the copy. Returns the fragment's
+/// size in the log.
+fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
+    let n = src.len();
+    if n == 0 {
+        return 32;
+    }
+    src[0] = pid as u8;
+    dst.copy_from_slice(src);
+    let mut h = 0u64;
+    for chunk in dst.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
+    }
+    std::hint::black_box(h);
+    n as u64 + 32
+}
+
+/// An atomic alone on its cache line (128 bytes: adjacent-line prefetch
+/// pairs 64-byte lines on x86).
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+/// Bits of the head word below the segment number: the offset of the next
+/// free byte in the current segment.
+const OFFSET_BITS: u32 = 32;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// How many recent segments' lids the head remembers.
+const LID_RING: u64 = 1024;
+
+/// One write head shared by every thread.
+///
+/// The coordination, and what it costs per write:
+///
+/// - A reservation is one `fetch_add(size)` on the head word (`segno << 32
+///   | offset`): the offset it returns is the writer's place if the
+///   fragment ends within the segment. That is one RMW of one shared cache
+///   line per write, the line moving between the cores that write (tens of
+///   ns per transfer; it caps the head at some tens of millions of writes
+///   per second, well above what the accountant's calls allow, so the
+///   accountant stays the bottleneck).
+/// - The one reservation that crosses the segment's end makes its thread
+///   the roller: it calls `next` for the following segment, publishes its
+///   lid in `lids` and then a fresh word (Release). Reservations beyond the
+///   end wait (spin, then yield) for the new word and retry. So every
+///   `next` stalls every writer of the head for the duration of the call,
+///   as in a store with one log tail.
+/// - Each writer publishes, on its own cache line (`floors`), the latest
+///   segment number a reservation of its returned, when it changes: once
+///   per segment per writer, not per write. A writer only ever writes
+///   into that segment or later ones, so every segment below the lowest
+///   floor is complete, and the roller stabilizes below it (as the
+///   head-per-thread mix stabilizes below its slowest head).
+/// - A new segment's lid is read from `lids` once per segment per writer
+///   (the Acquire of the word that names the segment makes it visible).
+///   The roller of segment `n` reuses the slot of segment `n - LID_RING`
+///   only once every floor is past that segment.
+///
+/// All of it is the same code and the same atomics for both designs: only
+/// the `WritePath` behind it differs.
+struct SharedHead {
+    word: Padded,
+    lids: Box<[AtomicU64]>,
+    floors: Box<[Padded]>,
+    background_stabilizer: bool,
+}
+
+impl SharedHead {
+    /// The head at segment 0, for `threads` writers.
+    fn new(threads: usize, acc: &dyn WritePath, background_stabilizer: bool) -> SharedHead {
+        let lids: Box<[AtomicU64]> = (0..LID_RING).map(|_| AtomicU64::new(0)).collect();
+        lids[0].store(acc.next(0), Ordering::Relaxed);
+        SharedHead {
+            word: Padded(AtomicU64::new(0)),
+            lids,
+            floors: (0..threads).map(|_| Padded(AtomicU64::new(0))).collect(),
+            background_stabilizer,
+        }
+    }
+
+    /// The lowest segment number a writer may still write into.
+    fn min_floor(&self) -> u64 {
+        self.floors
+            .iter()
+            .map(|f| f.0.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Everything below the lowest floor is complete.
+    fn stable_bound(&self) -> Option<Lsn> {
+        let floor = self.min_floor();
+        (floor != u64::MAX).then(|| (floor * SEGMENT_SIZE) as Lsn)
+    }
+
+    /// Reserves `size` bytes for writer `me`: `(segment number, offset)`.
+    /// `floor` is the writer's last published floor.
+    fn reserve(&self, me: usize, floor: &mut u64, size: u64, acc: &dyn WritePath) -> (u64, u64) {
+        loop {
+            // Acquire: pairs with the roller's Release store of the word,
+            // so the new segment's lid is visible.
+            let old = self.word.0.fetch_add(size, Ordering::Acquire);
+            let (segno, at) = (old >> OFFSET_BITS, old & OFFSET_MASK);
+            if segno != *floor {
+                // Release: this writer's calls into earlier segments happen
+                // before a stabilizer that reads the new floor.
+                self.floors[me].0.store(segno, Ordering::Release);
+                *floor = segno;
+            }
+            if at + size <= SEGMENT_SIZE {
+                return (segno, at);
+            }
+            if at <= SEGMENT_SIZE {
+                self.roll(segno, acc);
+            } else {
+                self.wait_past(segno);
+            }
+        }
+    }
+
+    /// Installs segment `segno + 1` (only the one writer whose reservation
+    /// crossed the end of `segno` calls this).
+    fn roll(&self, segno: u64, acc: &dyn WritePath) {
+        let next = segno + 1;
+        if next >= LID_RING {
+            let mut spins = 0u32;
+            while self.min_floor() <= next - LID_RING {
+                backoff(&mut spins);
+            }
+        }
+        let lid = acc.next((next * SEGMENT_SIZE) as Lsn);
+        self.lids[(next % LID_RING) as usize].store(lid, Ordering::Relaxed);
+        self.word.0.store(next << OFFSET_BITS, Ordering::Release);
+        if !self.background_stabilizer {
+            if let Some(bound) = self.stable_bound() {
+                acc.stabilize(bound);
+            }
+        }
+    }
+
+    /// Waits until the head has moved past segment `segno`.
+    fn wait_past(&self, segno: u64) {
+        let mut spins = 0u32;
+        while self.word.0.load(Ordering::Relaxed) >> OFFSET_BITS == segno {
+            backoff(&mut spins);
+        }
+    }
+
+    fn lid(&self, segno: u64) -> Lid {
+        self.lids[(segno % LID_RING) as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Spins a little, then yields (more writers than cores must let the one
+/// that rolls run).
+fn backoff(spins: &mut u32) {
+    if *spins < 6 {
+        for _ in 0..1 << *spins {
+            std::hint::spin_loop();
+        }
+        *spins += 1;
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// A write path whose calls do nothing (`next` hands out the lsn as the
+/// lid, `clean` never suggests a page): what the shared head's
+/// coordination and the store's work cost without an accountant.
+struct NullPath;
+
+impl WritePath for NullPath {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn next(&self, lsn: Lsn) -> Lid {
+        lsn as Lid
+    }
+    fn link(&self, _: PageId, _: Lsn, _: DiskPtr, _: u64) {}
+    fn replace(&self, _: PageId, _: Lsn, _: &[DiskPtr], _: DiskPtr, _: u64) {}
+    fn stabilize(&self, _: Lsn) {}
+    fn clean(&self, _: PageId) -> Option<PageId> {
+        None
+    }
+}
+
+/// One writer of the shared head: the same per-call mix as the
+/// head-per-thread workload's `Head::step`, over its own pages.
+struct Writer {
+    me: usize,
+    t: u64,
+    floor: u64,
+    /// The lid of the segment this writer last wrote into.
+    segment: (u64, Lid),
+    pages: Vec<Vec<DiskPtr>>,
+    rng: u64,
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    ops: u64,
+}
+
+impl Writer {
+    fn new(t: usize, work_bytes: usize, head: &SharedHead) -> Writer {
+        Writer {
+            me: t,
+            t: t as u64,
+            floor: 0,
+            segment: (0, head.lid(0)),
+            pages: vec![Vec::new(); PAGES_PER_THREAD as usize],
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
+            src: (0..work_bytes).map(|i| i as u8).collect(),
+            dst: vec![0; work_bytes],
+            ops: 0,
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn place(&mut self, size: u64, head: &SharedHead, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
+        let (segno, at) = head.reserve(self.me, &mut self.floor, size, acc);
+        if self.segment.0 != segno {
+            self.segment = (segno, head.lid(segno));
+        }
+        (
+            (segno * SEGMENT_SIZE + at) as Lsn,
+            DiskPtr::Inline(self.segment.1 + at),
+        )
+    }
+
+    fn write_full(&mut self, local: usize, head: &SharedHead, acc: &dyn WritePath) {
+        let pid = self.t * PAGES_PER_THREAD + local as u64;
+        let size = store_work(&mut self.src, &mut self.dst, pid);
+        let (lsn, ptr) = self.place(size, head, acc);
+        let old = std::mem::take(&mut self.pages[local]);
+        if old.is_empty() {
+            acc.link(pid, lsn, ptr, size);
+        } else {
+            acc.replace(pid, lsn, &old, ptr, size);
+        }
+        self.pages[local] = old;
+        self.pages[local].clear();
+        self.pages[local].push(ptr);
+    }
+
+    fn step(&mut self, head: &SharedHead, acc: &dyn WritePath) {
+        let r = self.rand();
+        let local = (r >> 8) as usize % PAGES_PER_THREAD as usize;
+        match r % 10 {
+            0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
+                let pid = self.t * PAGES_PER_THREAD + local as u64;
+                let size = store_work(&mut self.src, &mut self.dst, pid);
+                let (lsn, ptr) = self.place(size, head, acc);
+                acc.link(pid, lsn, ptr, size);
+                self.pages[local].push(ptr);
+            }
+            0..=8 => self.write_full(local, head, acc),
+            _ => {
+                let ignore = self.t * PAGES_PER_THREAD + local as u64;
+                if let Some(pid) = acc.clean(ignore) {
+                    if pid / PAGES_PER_THREAD == self.t {
+                        self.write_full((pid % PAGES_PER_THREAD) as usize, head, acc);
+                    }
+                }
+            }
+        }
+        self.ops += 1;
+    }
+}
+
+/// Runs `threads` writers of one shared head on `acc` for `duration` after
+/// a barrier; returns operations per second.
+fn run_shared_head(
+    acc: &dyn WritePath,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    background_stabilizer: bool,
+) -> f64 {
+    let head = SharedHead::new(threads, acc, background_stabilizer);
+    let barrier = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (head, barrier, stop) = (&head, &barrier, &stop);
+                s.spawn(move || {
+                    let mut writer = Writer::new(t, work_bytes, head);
+                    barrier.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            writer.step(head, acc);
+                        }
+                    }
+                    // Done: no longer holds the stable bound back.
+                    head.floors[t].0.store(u64::MAX, Ordering::Release);
+                    writer.ops
+                })
+            })
+            .collect();
+        let stabilizer = background_stabilizer.then(|| {
+            let (head, stop) = (&head, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(bound) = head.stable_bound() {
+                        acc.stabilize(bound);
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        });
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let elapsed = start.elapsed().as_secs_f64();
+        if let Some(h) = stabilizer {
+            h.join().unwrap();
+        }
+        ops as f64 / elapsed
+    })
+}
+
+/// The trivially parallel loop: `threads` threads doing only the per-write
+/// work, sharing nothing; returns operations per second.
+fn run_parallel_loop(threads: usize, duration: Duration, work_bytes: usize) -> f64 {
+    let barrier = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, stop) = (&barrier, &stop);
+                s.spawn(move || {
+                    let mut src: Vec<u8> = (0..work_bytes).map(|i| i as u8).collect();
+                    let mut dst = vec![0u8; work_bytes];
+                    let mut n = 0u64;
+                    barrier.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            store_work(&mut src, &mut dst, t as u64 ^ n);
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        ops as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    HeadPerThread,
+    SharedHead,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::HeadPerThread => "head-per-thread",
+            Shape::SharedHead => "shared-head",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Design {
+    Accountant,
+    Mutex,
+}
+
+/// One measurement of `shape` on a fresh accountant of `design`.
+fn measure(
+    shape: Shape,
+    design: Design,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    background: bool,
+) -> f64 {
+    let acc: Arc<dyn WritePath> = match design {
+        Design::Accountant => Arc::new(workload::accountant()),
+        Design::Mutex => Arc::new(workload::mutex_accountant()),
+    };
+    match shape {
+        Shape::HeadPerThread => workload::run(acc, threads, duration, work_bytes, background),
+        Shape::SharedHead => run_shared_head(&*acc, threads, duration, work_bytes, background),
+    }
+}
+
+/// Medians of one shape at one thread count.
+struct Row {
+    shape: Shape,
+    threads: usize,
+    accountant: f64,
+    mutex: f64,
+    /// Per-run accountant / mutex ratios (same run, adjacent measurements).
+    run_ratios: Vec<f64>,
+    /// The shared head's coordination alone (`NullPath`); NaN for the
+    /// head-per-thread shape.
+    head_alone: f64,
 }
 
 fn main() {
@@ -38,6 +524,7 @@ fn main() {
     let mut work_bytes = 256usize;
     let mut background = false;
     let mut only: Option<String> = None;
+    let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -54,6 +541,19 @@ fn main() {
                     usage("thread counts must be positive");
                 }
             }
+            "--threads-up-to" => {
+                let v = value();
+                let n = if v == "cores" {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    v.parse()
+                        .unwrap_or_else(|_| usage("bad --threads-up-to (a number or `cores`)"))
+                };
+                if n == 0 {
+                    usage("thread counts must be positive");
+                }
+                threads = sweep(n);
+            }
             "--seconds" => seconds = value().parse().unwrap_or_else(|_| usage("bad --seconds")),
             "--runs" => runs = value().parse().unwrap_or_else(|_| usage("bad --runs")),
             "--work-bytes" => {
@@ -62,42 +562,173 @@ fn main() {
                     .unwrap_or_else(|_| usage("bad --work-bytes"))
             }
             "--background-stabilizer" => background = true,
+            "--shared-head" => shapes = vec![Shape::SharedHead],
+            "--shape" => {
+                shapes = match value().as_str() {
+                    "head-per-thread" => vec![Shape::HeadPerThread],
+                    "shared-head" => vec![Shape::SharedHead],
+                    "both" => vec![Shape::HeadPerThread, Shape::SharedHead],
+                    _ => usage("bad --shape (head-per-thread, shared-head or both)"),
+                }
+            }
             // For profiling one design alone.
-            "--only" => only = Some(value()),
+            "--only" => {
+                let v = value();
+                if v != "accountant" && v != "mutex" {
+                    usage("bad --only (accountant or mutex)");
+                }
+                only = Some(v);
+            }
             other => usage(&format!("unknown option {other}")),
         }
     }
     if runs == 0 || seconds <= 0.0 {
         usage("--runs and --seconds must be positive");
     }
+    if work_bytes as u64 + 32 > SEGMENT_SIZE {
+        usage("--work-bytes must leave a fragment smaller than a segment");
+    }
+    // Every ratio is against the same run's 1-thread figure.
+    threads.push(1);
+    threads.sort_unstable();
+    threads.dedup();
+
+    let mut designs = Vec::new();
+    if only.as_deref() != Some("mutex") {
+        designs.push(Design::Accountant);
+    }
+    if only.as_deref() != Some("accountant") {
+        designs.push(Design::Mutex);
+    }
     let duration = Duration::from_secs_f64(seconds);
+    println!(
+        "# {} cores seen, {runs} runs of {seconds} s per figure, {work_bytes} bytes of work per call{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if background {
+            ", background stabilizer"
+        } else {
+            ""
+        }
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut loops: Vec<(usize, f64)> = Vec::new();
     for &t in &threads {
-        let mut ours = Vec::new();
-        let mut theirs = Vec::new();
-        for _ in 0..runs {
-            if only.as_deref() != Some("mutex") {
-                ours.push(workload::run(
-                    Arc::new(workload::accountant()),
-                    t,
-                    duration,
-                    work_bytes,
-                    background,
-                ));
+        let mut figures: Vec<[Vec<f64>; 2]> = shapes.iter().map(|_| [vec![], vec![]]).collect();
+        let mut run_ratios: Vec<Vec<f64>> = shapes.iter().map(|_| vec![]).collect();
+        let mut loop_figures = Vec::new();
+        let mut alone_figures = Vec::new();
+        for run in 0..runs {
+            // Alternate which design goes first, so neither always runs on
+            // a machine the other just warmed (or heated).
+            let mut order = designs.clone();
+            if run % 2 == 1 {
+                order.reverse();
             }
-            if only.as_deref() != Some("accountant") {
-                theirs.push(workload::run(
-                    Arc::new(workload::mutex_accountant()),
-                    t,
-                    duration,
-                    work_bytes,
-                    background,
+            for (i, &shape) in shapes.iter().enumerate() {
+                let mut this_run = [f64::NAN; 2];
+                for &design in &order {
+                    let d = design as usize;
+                    this_run[d] = measure(shape, design, t, duration, work_bytes, background);
+                    figures[i][d].push(this_run[d]);
+                }
+                run_ratios[i].push(this_run[0] / this_run[1]);
+            }
+            loop_figures.push(run_parallel_loop(t, duration, work_bytes));
+            if shapes.contains(&Shape::SharedHead) {
+                alone_figures.push(run_shared_head(
+                    &NullPath, t, duration, work_bytes, background,
                 ));
             }
         }
-        let (a, m) = (median(ours), median(theirs));
-        println!(
-            "threads={t} accountant_ops_per_s={a:.0} mutex_ops_per_s={m:.0} ratio={:.2}",
-            a / m
-        );
+        let head_alone = median(alone_figures);
+        loops.push((t, median(loop_figures)));
+        for (i, &shape) in shapes.iter().enumerate() {
+            let [a, m] = std::mem::take(&mut figures[i]);
+            rows.push(Row {
+                shape,
+                threads: t,
+                accountant: median(a),
+                mutex: median(m),
+                run_ratios: std::mem::take(&mut run_ratios[i]),
+                head_alone: if shape == Shape::SharedHead {
+                    head_alone
+                } else {
+                    f64::NAN
+                },
+            });
+        }
+        // One line per shape as soon as this thread count is done.
+        let loop_1 = loops[0].1;
+        let loop_t = loops.last().unwrap().1;
+        for row in rows.iter().filter(|r| r.threads == t) {
+            let one = rows
+                .iter()
+                .find(|r| r.shape == row.shape && r.threads == 1)
+                .unwrap();
+            let alone = if row.head_alone.is_finite() {
+                format!(
+                    " head_alone_ops_per_s={:.0} head_alone_vs_1_thread={} accountant_vs_head_alone={}",
+                    row.head_alone,
+                    ratio(row.head_alone / one.head_alone),
+                    ratio(row.accountant / row.head_alone),
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "threads={t} shape={} accountant_ops_per_s={:.0} mutex_ops_per_s={:.0} ratio={} \
+                 accountant_vs_1_thread={} mutex_vs_1_thread={} parallel_loop_vs_1_thread={}{alone}",
+                row.shape.name(),
+                row.accountant,
+                row.mutex,
+                ratio(row.accountant / row.mutex),
+                ratio(row.accountant / one.accountant),
+                ratio(row.mutex / one.mutex),
+                ratio(loop_t / loop_1),
+            );
+        }
+    }
+
+    // The summary table, one row per shape and thread count.
+    println!();
+    println!(
+        "| shape | threads | accountant ops/s | mutex ops/s | accountant / mutex (per-run range) | \
+         accountant / own 1-thread | mutex / own 1-thread | parallel loop / 1-thread | \
+         head alone ops/s | head alone / 1-thread |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let loop_1 = loops[0].1;
+    for &shape in &shapes {
+        let one = rows
+            .iter()
+            .find(|r| r.shape == shape && r.threads == 1)
+            .unwrap();
+        for row in rows.iter().filter(|r| r.shape == shape) {
+            let lo = row.run_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = row
+                .run_ratios
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let range = if lo.is_finite() && hi.is_finite() {
+                format!(" ({lo:.2}–{hi:.2})")
+            } else {
+                String::new()
+            };
+            let loop_t = loops.iter().find(|l| l.0 == row.threads).unwrap().1;
+            println!(
+                "| {} | {} | {} | {} | {}{range} | {} | {} | {} | {} | {} |",
+                shape.name(),
+                row.threads,
+                ops(row.accountant),
+                ops(row.mutex),
+                ratio(row.accountant / row.mutex),
+                ratio(row.accountant / one.accountant),
+                ratio(row.mutex / one.mutex),
+                ratio(loop_t / loop_1),
+                ops(row.head_alone),
+                ratio(row.head_alone / one.head_alone),
+            );
+        }
     }
 }
