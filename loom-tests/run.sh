@@ -119,7 +119,9 @@ for bug in "${BUGS[@]}"; do
   for m in "${order[@]}"; do
     if ! out=$(SEGMENT_ACCOUNTANT_SEEDED_BUG="$bug" run_model "$m" 2>&1); then
       caught="${m#*:}"
-      why=$(echo "$out" | grep -A1 -m1 'panicked at' | tail -n 1)
+      # `|| true`: grep -m1 stops reading early, and under pipefail the
+      # echo's SIGPIPE would end the script.
+      why=$(echo "$out" | grep -A1 -m1 'panicked at' | tail -n 1) || true
       break
     fi
   done
