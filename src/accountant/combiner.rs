@@ -59,7 +59,9 @@ use crate::cleaning::config::Mode;
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
 use crate::core::segment::{Deferred, SegmentState, Word};
-use crate::core::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
+use crate::core::sync::{
+    lock, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering, Queue, UnsafeCell,
+};
 use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
 use crate::types::Lsn;
@@ -190,8 +192,12 @@ impl CombinerState {
 
 #[derive(Debug)]
 pub(crate) struct Combiner {
-    word: AtomicU64,
-    state: UnsafeCell<CombinerState>,
+    /// The goal/busy word: a read-modify-write by every `stabilize` and
+    /// every `next` (its announcement), so on a line of its own.
+    word: CachePadded<AtomicU64>,
+    /// Written by the token holder only; padded so that its first and last
+    /// lines are not the word's or the queues'.
+    state: CachePadded<UnsafeCell<CombinerState>>,
     /// Activations published by `next` for the combiner to pick up.
     activations: Queue<(u64, u32)>,
     /// Errors nobody who asked for the work could be given (see the
@@ -268,13 +274,17 @@ impl Drop for Token<'_> {
             let word = &self.combiner().word;
             // Relaxed initial read: the CAS validates it.
             let mut current = word.load(Ordering::Relaxed);
+            let backoff = Backoff::new();
             loop {
                 let next = (current & !BUSY) | PENDING;
                 // AcqRel/Acquire: as in `release`.
                 let (rmw, load) = token_orders();
                 match word.compare_exchange_weak(current, next, rmw, load) {
                     Ok(_) => break,
-                    Err(actual) => current = actual,
+                    Err(actual) => {
+                        current = actual;
+                        backoff.spin();
+                    }
                 }
             }
         }
@@ -297,8 +307,8 @@ impl Combiner {
         cleaning: Cleaning,
     ) -> Combiner {
         Combiner {
-            word: AtomicU64::new(done << GOAL_SHIFT),
-            state: UnsafeCell::new(CombinerState {
+            word: CachePadded::new(AtomicU64::new(done << GOAL_SHIFT)),
+            state: CachePadded::new(UnsafeCell::new(CombinerState {
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
@@ -308,7 +318,7 @@ impl Combiner {
                 errors: Vec::new(),
                 cleaning,
                 totals: Totals::default(),
-            }),
+            })),
             activations: Queue::new(),
             sink: Queue::new(),
             sunk: AtomicUsize::new(0),
@@ -353,6 +363,7 @@ impl Combiner {
     fn acquire<'a>(&self, shared: &'a Shared, raise: u64) -> Option<Token<'a>> {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current & BUSY != 0 {
                 return None;
@@ -366,7 +377,10 @@ impl Combiner {
             let (rmw, load) = token_orders();
             match self.word.compare_exchange_weak(current, taken, rmw, load) {
                 Ok(_) => return Some(Token { shared }),
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -385,6 +399,7 @@ impl Combiner {
         // request's read-modify-write of the word reads after it, so the
         // pass it starts sees our registration; Acquire shows us the goal.
         let mut current = self.word.fetch_or(0, Ordering::AcqRel);
+        let backoff = Backoff::new();
         loop {
             if current >> GOAL_SHIFT <= segno {
                 return;
@@ -402,7 +417,10 @@ impl Combiner {
                     }
                     return;
                 }
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -411,6 +429,7 @@ impl Combiner {
     pub(crate) fn request(&self, shared: &Shared, goal: u64) -> Result<()> {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             let published = current >> GOAL_SHIFT;
             let busy = current & BUSY != 0;
@@ -431,7 +450,10 @@ impl Combiner {
                     let own = self.combine(Token { shared }, goal);
                     return own.and_then(|()| self.take_reported());
                 }
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -472,6 +494,7 @@ impl Combiner {
         let shared = token.shared;
         let mut first: Result<()> = Ok(());
         let mut extra = 0;
+        let backoff = Backoff::new();
         loop {
             // Acquire: see the requesters' writes (release in `request`).
             let current = self.word.load(token_orders().1);
@@ -486,6 +509,7 @@ impl Combiner {
                     .compare_exchange(current, current & !REPASS, rmw, load)
                     .is_err()
                 {
+                    backoff.spin();
                     continue;
                 }
                 let errors = token.state(|state| {
@@ -998,6 +1022,21 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
             return;
         }
     }
+}
+
+/// The combiner's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(Combiner, word, hot),
+        field!(Combiner, state, hot),
+        // crossbeam's queues pad their head and tail themselves.
+        field!(Combiner, activations, hot),
+        field!(Combiner, sink, hot),
+        // Written only when an error is sunk.
+        field!(Combiner, sunk, COLD),
+    ]
 }
 
 #[cfg(all(test, not(loom)))]

@@ -35,7 +35,7 @@
 use crate::core::poison::Poison;
 use crate::core::segment::{Segment, Word};
 use crate::core::sync::epoch::{Collector, Guard};
-use crate::core::sync::{spin_wait, Arc, AtomicBool, AtomicU64, Ordering};
+use crate::core::sync::{Arc, AtomicBool, AtomicU64, Backoff, CachePadded, Ordering};
 use crate::core::table::{Bits, SegmentTable};
 use crate::error::{contain, Callback, Result};
 
@@ -153,8 +153,10 @@ impl Epochs {
     fn redefer_lost(&self, table: &Arc<SegmentTable>) -> Result<()> {
         let mut first = Ok(());
         for _ in 0..3 {
-            // Acquire: pairs with the release store in `with_guard`.
-            if !self.lost.swap(false, Ordering::Acquire) {
+            // Acquire (both): pairs with the release store in `with_guard`.
+            // The load first, so that the usual case (nothing lost) writes
+            // nothing: a store racing it is seen by the next call.
+            if !self.lost.load(Ordering::Acquire) || !self.lost.swap(false, Ordering::Acquire) {
                 break;
             }
             for index in 0..table.capacity() {
@@ -196,7 +198,9 @@ const PAUSE: u64 = 1 << 32;
 /// Pause depth and in-flight reusers in one word.
 #[derive(Debug)]
 pub(crate) struct RewriteGate {
-    word: AtomicU64,
+    /// Two read-modify-writes per reusing `next`: on a line of its own,
+    /// apart from the sequencer's tip that every write reads.
+    word: CachePadded<AtomicU64>,
     /// Pauses that `resume` can never undo (1 in Linear mode).
     permanent: u64,
 }
@@ -205,7 +209,7 @@ impl RewriteGate {
     pub(crate) fn new(permanently_paused: bool) -> RewriteGate {
         let permanent = permanently_paused as u64;
         RewriteGate {
-            word: AtomicU64::new(permanent * PAUSE),
+            word: CachePadded::new(AtomicU64::new(permanent * PAUSE)),
             permanent,
         }
     }
@@ -219,11 +223,13 @@ impl RewriteGate {
     fn try_enter(&self) -> bool {
         // Relaxed initial read: the CAS below validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current >= PAUSE {
                 return false;
             }
             // Acquire: a reuser sees everything before the last resume.
+            // Relaxed failure: the retry's CAS validates what it read.
             match self.word.compare_exchange_weak(
                 current,
                 current + REUSER,
@@ -231,7 +237,10 @@ impl RewriteGate {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -252,19 +261,23 @@ impl RewriteGate {
             return;
         }
         // Acquire: pairs with `exit`.
+        let backoff = Backoff::new();
         while self.word.load(Ordering::Acquire) % PAUSE != 0 {
-            spin_wait();
+            backoff.snooze();
         }
     }
 
     /// Undoes one pause; false if there was none to undo.
     pub(crate) fn resume(&self) -> bool {
+        // Relaxed initial read: the CAS below validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current / PAUSE <= self.permanent {
                 return false;
             }
             // Release: what happened while paused is visible to reusers.
+            // Relaxed failure: the retry's CAS validates what it read.
             match self.word.compare_exchange_weak(
                 current,
                 current - PAUSE,
@@ -272,7 +285,10 @@ impl RewriteGate {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -291,6 +307,29 @@ impl Drop for Reuser<'_> {
     fn drop(&mut self) {
         self.0.exit();
     }
+}
+
+/// The gate's and the epochs' fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout_gate() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(RewriteGate, word, hot),
+        field!(RewriteGate, permanent, COLD),
+    ]
+}
+
+/// See [`layout_gate`].
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout_epochs() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(Epochs, collector, COLD),
+        field!(Epochs, is_default, COLD),
+        // Written only after a deferred closure panicked.
+        field!(Epochs, lost, COLD),
+        field!(Epochs, poison, COLD),
+    ]
 }
 
 #[cfg(all(test, not(loom)))]

@@ -45,13 +45,46 @@ pub(crate) fn try_spawn<T: Send + 'static>(
     }
 }
 
-/// Yields inside spin loops: a CPU hint normally, a scheduling point under
-/// loom (a loom model with a spin loop and no yield never terminates).
-pub(crate) fn spin_wait() {
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-    #[cfg(loom)]
-    loom::thread::yield_now();
+/// Pads and aligns a value to a cache line, so that a hot atomic or lock
+/// shares its line with nothing another thread writes (crossbeam's: 128
+/// bytes on x86_64 and aarch64, whose prefetchers pull lines in pairs).
+/// The same plain wrapper under loom: layout is invisible to it.
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// The length [`CachePadded`] pads to: the unit the layout tests reason
+/// in.
+#[cfg(all(test, not(loom)))]
+pub(crate) const LINE: usize = std::mem::align_of::<CachePadded<u8>>();
+
+/// Exponential backoff for spin and CAS retry loops: crossbeam's
+/// (`spin` after a lost CAS, `snooze` while waiting for another thread)
+/// normally; under loom a stand-in whose every step is a loom scheduling
+/// point (a loom model whose spin loop never yields never terminates).
+#[cfg(not(loom))]
+pub(crate) use crossbeam_utils::Backoff;
+
+/// The loom stand-in for crossbeam's `Backoff`: each step yields to loom's
+/// scheduler. It promises what crossbeam's does: nothing about ordering,
+/// and no bound on how long a step takes.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(());
+
+#[cfg(loom)]
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff(())
+    }
+
+    /// After a lost compare-and-swap.
+    pub(crate) fn spin(&self) {
+        loom::thread::yield_now();
+    }
+
+    /// While waiting for another thread to make progress.
+    pub(crate) fn snooze(&self) {
+        loom::thread::yield_now();
+    }
 }
 
 /// Locks a mutex, treating poisoning as recoverable: every critical section
@@ -251,6 +284,7 @@ pub mod loom_queue {
             // Relaxed: the indices only hand out slots; the slot flag
             // carries the ordering.
             let mut head = self.head.load(Ordering::Relaxed);
+            let backoff = super::Backoff::new();
             loop {
                 if head >= self.tail.load(Ordering::Relaxed) {
                     return None;
@@ -262,13 +296,17 @@ pub mod loom_queue {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => break,
-                    Err(actual) => head = actual,
+                    Err(actual) => {
+                        head = actual;
+                        backoff.spin();
+                    }
                 }
             }
             let slot = &self.slots[head];
             // Acquire: pairs with the push's Release store.
+            let backoff = super::Backoff::new();
             while !slot.written.load(Ordering::Acquire) {
-                super::spin_wait();
+                backoff.snooze();
             }
             // Safety: see the `Sync` impl: our head CAS made this pop the
             // slot's only taker, and the flag shows the write is done.

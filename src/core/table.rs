@@ -17,7 +17,7 @@
 //! segment's Free → Active (or → Vacant) transition.
 
 use crate::core::segment::Segment;
-use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, CachePadded, Ordering};
 
 /// Segments in the first chunk. Tiny under loom so that the models reach
 /// chunk growth, reuse and truncation within a few operations.
@@ -53,8 +53,10 @@ pub(crate) struct SegmentTable {
     segments: [AtomicPtr<Segment>; MAX_CHUNKS],
     /// Number of chunks allocated; only the sequencer raises it.
     allocated: AtomicUsize,
-    /// Segments whose landing closure is deferred on the epoch collector.
-    pub(crate) epoch_waiting: AtomicUsize,
+    /// Segments whose landing closure is deferred on the epoch collector:
+    /// written by every free and every landing, so on a line of its own,
+    /// apart from the chunk pointers every call reads.
+    pub(crate) epoch_waiting: CachePadded<AtomicUsize>,
 }
 
 impl std::fmt::Debug for SegmentTable {
@@ -82,7 +84,7 @@ impl SegmentTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             segments: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             allocated: AtomicUsize::new(0),
-            epoch_waiting: AtomicUsize::new(0),
+            epoch_waiting: CachePadded::new(AtomicUsize::new(0)),
         };
         table.grow_to(1);
         table
@@ -287,6 +289,19 @@ impl Drop for SegmentTable {
             }
         }
     }
+}
+
+/// The table's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        // Written only when the table grows.
+        field!(SegmentTable, chunks, COLD),
+        field!(SegmentTable, segments, COLD),
+        field!(SegmentTable, allocated, COLD),
+        field!(SegmentTable, epoch_waiting, hot),
+    ]
 }
 
 #[cfg(test)]
