@@ -235,6 +235,12 @@ pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId, SegmentState};
 #[doc(hidden)]
 pub use crate::core::sync::loom_queue;
 
+/// The free tree alone, for its loom models in `loom-tests` (exists only
+/// under `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use crate::core::table::loom_free_tree;
+
 /// The README's code (its API tour) runs as a doc test.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -135,6 +135,9 @@ impl Accountant {
         if let Err(poisoned) = shared.poison.check() {
             return fail(poisoned.to_string());
         }
+        if let Err(broken) = shared.table.check_free_summary() {
+            return fail(broken);
+        }
         let tip = shared.sequencer.tip();
         let stable = self.stable_lsn();
         let ss = shared.config.segment_size;
@@ -146,7 +149,7 @@ impl Accountant {
         for index in 0..shared.table.capacity() {
             let segment = shared.table.segment(index);
             let word = segment.load();
-            let free_bit = shared.table.bit(Bits::Free, index);
+            let free_bit = shared.table.is_free(index);
             let drain_bit = shared.table.bit(Bits::Drain, index);
             let present = segment.present.entries();
             let live_bytes = segment.live_bytes(word.state);

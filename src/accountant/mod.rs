@@ -513,11 +513,7 @@ impl Accountant {
             self.segment_size(),
             shared.config.temporary,
         )?;
-        let claim = || {
-            shared
-                .table
-                .claim_lowest(Bits::Free, shared.sequencer.tip())
-        };
+        let claim = || shared.table.claim_free(shared.sequencer.tip());
         let mut claimed = claim();
         // Acquire: pairs with the release decrement in `land`.
         if claimed.is_none() && shared.table.epoch_waiting.load(Ordering::Acquire) > 0 {

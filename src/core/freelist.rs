@@ -36,7 +36,7 @@ use crate::core::poison::Poison;
 use crate::core::segment::{Segment, Word};
 use crate::core::sync::epoch::{Collector, Guard};
 use crate::core::sync::{Arc, AtomicBool, AtomicU64, Backoff, CachePadded, Ordering};
-use crate::core::table::{Bits, SegmentTable};
+use crate::core::table::SegmentTable;
 use crate::error::{contain, Callback, Result};
 
 /// Lands the incarnation `ticket` names unless another deferral of it
@@ -51,7 +51,7 @@ pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: 
     let word = Segment::ticket_word(ticket);
     match segment.transition(word, word.with_state(crate::SegmentState::Free)) {
         Ok(()) => {
-            if !table.set_bit(Bits::Free, index) {
+            if !table.set_free(index) {
                 poison.record(format!("segment {index} landed twice"));
             }
         }

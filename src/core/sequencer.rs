@@ -30,7 +30,7 @@ use crate::core::sync::{
     lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, JoinHandle,
     Mutex, Ordering,
 };
-use crate::core::table::{Bits, SegmentTable};
+use crate::core::table::SegmentTable;
 use crate::error::{contain, panic_message, Callback, Error, Result};
 use crate::storage::Storage;
 
@@ -68,13 +68,13 @@ pub(crate) struct Sequencer {
 fn claim_top(table: &SegmentTable, index: usize) -> bool {
     #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
-        let free = table.bit(Bits::Free, index);
+        let free = table.is_free(index);
         if free {
-            table.clear_bit(Bits::Free, index);
+            table.unset_free(index);
         }
         return free;
     }
-    table.clear_bit(Bits::Free, index)
+    table.unset_free(index)
 }
 
 impl Sequencer {
@@ -156,7 +156,7 @@ impl Sequencer {
         temporary: bool,
     ) -> Result<()> {
         let tip = self.tip();
-        if tip == 0 || !table.bit(Bits::Free, tip - 1) {
+        if tip == 0 || !table.is_free(tip - 1) {
             return Ok(());
         }
         let Some(mut state) = try_lock(&self.state) else {

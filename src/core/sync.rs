@@ -53,7 +53,7 @@ pub(crate) use crossbeam_utils::CachePadded;
 
 /// The length [`CachePadded`] pads to: the unit the layout tests reason
 /// in.
-#[cfg(all(test, not(loom)))]
+#[cfg(not(loom))]
 pub(crate) const LINE: usize = std::mem::align_of::<CachePadded<u8>>();
 
 /// Exponential backoff for spin and CAS retry loops: crossbeam's
