@@ -319,5 +319,13 @@ pub mod loom_queue {
 /// Epoch-based reclamation: crossbeam-epoch, which switches to loom itself
 /// when built with `--cfg crossbeam_loom` and its `loom` feature.
 pub(crate) mod epoch {
-    pub(crate) use crossbeam_epoch::{default_collector, pin, Collector, Guard};
+    pub(crate) use crossbeam_epoch::{default_collector, pin, Collector, Guard, LocalHandle};
 }
+
+/// Thread-local storage: std's normally; loom's under loom, whose values
+/// live per model thread and per execution (a value kept in std's across
+/// executions would hold loom objects of an execution that is over).
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
