@@ -788,7 +788,7 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
     SegmentFacts::new(
         index as u64,
         word.lsn(ss).expect("a sealed segment has an lsn"),
-        segment.present.len() as u64,
+        segment.live_pages(word.state),
         // Relaxed: only the combiner writes a sealed segment's counters.
         segment.removed.load(Ordering::Relaxed),
         segment.live_bytes(word.state),
@@ -802,7 +802,7 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
-        SegmentState::Inactive if segment.present.is_empty() => {
+        SegmentState::Inactive if segment.live_pages(word.state) == 0 => {
             state.cleaning.victims.remove(index);
             free(shared, state, index, word, stable_lsn)
         }
@@ -829,7 +829,7 @@ fn consider(shared: &Shared, state: &mut CombinerState, index: usize, stable_lsn
                     .upsert(index, segno, facts.live_bytes);
             }
         }
-        SegmentState::Draining if segment.present.is_empty() => {
+        SegmentState::Draining if segment.live_pages(word.state) == 0 => {
             let draining = &mut state.cleaning.draining;
             let at = draining
                 .iter()
@@ -1015,12 +1015,14 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState) {
     if !policy::should_drain_top(config, free, counts.inactive as u64) {
         return;
     }
-    for index in (0..tip).rev() {
+    // The victim index holds exactly the Inactive segments (every move
+    // into or out of Inactive is the combiner's, and updates it): its
+    // highest is the highest Inactive segment, without a walk down from
+    // the tip.
+    if let Some(index) = state.cleaning.victims.highest() {
         let word = shared.table.segment(index).load();
-        if word.state == SegmentState::Inactive {
-            start_draining(shared, state, index, word, DrainReason::TipShrink);
-            return;
-        }
+        debug_assert_eq!(word.state, SegmentState::Inactive);
+        start_draining(shared, state, index, word, DrainReason::TipShrink);
     }
 }
 
