@@ -112,9 +112,16 @@ fn model_2_cross_segment_replace() {
 /// Model 3, two concurrent `stabilize` calls with different lsns: segments
 /// are deactivated in lsn order, each exactly once, and the stabilized
 /// lsn never goes down.
+///
+/// Capped at one preemption (`run.sh --deep` lifts the cap): since each
+/// thread keeps its epoch handle (issue 15), the collector's participants
+/// live as long as the model's threads, and at two preemptions the model
+/// explores 980,421 interleavings (631 s on 2 busy cores) instead of
+/// 38,077; at one it explores 31,767 in 15 s and still catches
+/// `relaxed-combiner-token`.
 #[test]
 fn model_3_concurrent_stabilize() {
-    explore("3 concurrent stabilize", 3, || {
+    explore("3 concurrent stabilize", 1, || {
         let (acc, _collector, _storage) = accountant();
         let s0 = segment_with(&acc, 0, &[1]);
         let s1 = segment_with(&acc, L, &[2]);
