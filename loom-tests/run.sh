@@ -54,6 +54,8 @@ MODELS=(
   models:model_21_failed_truncation_retried
   models:model_22_recovered_frees_vs_stabilize_and_next
   models:model_23_queue_stand_in_is_not_stronger
+  models:model_24_free_tree_claim_vs_free
+  models:model_25_free_tree_claim_vs_claim
   unwind:model_u1_panicking_pass_hands_the_token_on
 )
 
@@ -106,10 +108,11 @@ declare -A FIRST=(
   [check-before-reserve]="models:model_13_next_vs_seal_of_its_lsn"
   [skip-announce]="models:model_14_fresh_next_vs_covering_stabilize"
   [queue-orders-too-much]="models:model_23_queue_stand_in_is_not_stronger"
+  [retire-without-recheck]="models:model_24_free_tree_claim_vs_free"
 )
 BUGS=(relaxed-combiner-token skip-epoch-deferral claim-with-store pause-without-waiting
       shrink-without-claim seal-without-barrier check-outside-lock publish-after-remove
-      check-before-reserve skip-announce queue-orders-too-much)
+      check-before-reserve skip-announce queue-orders-too-much retire-without-recheck)
 uncaught=0
 caught_count=0
 for bug in "${BUGS[@]}"; do

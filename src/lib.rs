@@ -98,6 +98,15 @@
 //! `crossbeam_epoch::pin()` after building the accountant with a private
 //! collector) is not protected.
 //!
+//! The accountant pins the collector itself when it frees a segment and
+//! when it flushes. With a collector of your own it registers once per
+//! thread and accountant and keeps the handle in a small per-thread cache
+//! (at most 4 handles a thread; a handle goes when its accountant is
+//! dropped on that thread, or at the thread's next registration when it is
+//! dropped elsewhere). A handle keeps its collector alive, so a thread that
+//! used an accountant and then stops using any may keep that collector
+//! (and the garbage deferred on it) until it exits.
+//!
 //! ## Panics in callbacks
 //!
 //! The accountant runs code you supply: your [`Storage`], your
@@ -246,6 +255,12 @@ pub use types::{BlobId, DiskPtr, Lid, Lsn, PageId, SegmentState};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use crate::core::sync::loom_queue;
+
+/// The free tree alone, for its loom models in `loom-tests` (exists only
+/// under `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use crate::core::table::loom_free_tree;
 
 /// The README's code (its API tour) runs as a doc test.
 #[cfg(doctest)]

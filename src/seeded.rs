@@ -41,10 +41,14 @@ pub(crate) enum Bug {
     /// The loom stand-in for crossbeam's queue orders every push before
     /// every later pop (a locked deque), more than crossbeam promises.
     QueueOrdersTooMuch,
+    /// A claim that finds a word of the free tree empty clears the summary
+    /// bit above it without reading the word again: a segment freed in
+    /// between is left under a clear summary bit, invisible to claims.
+    RetireWithoutRecheck,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 11] = [
+    const ALL: [(Bug, &'static str); 12] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -56,6 +60,7 @@ impl Bug {
         (Bug::CheckBeforeReserve, "check-before-reserve"),
         (Bug::SkipAnnounce, "skip-announce"),
         (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
+        (Bug::RetireWithoutRecheck, "retire-without-recheck"),
     ];
 }
 

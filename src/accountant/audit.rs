@@ -135,6 +135,9 @@ impl Accountant {
         if let Err(poisoned) = shared.poison.check() {
             return fail(poisoned.to_string());
         }
+        if let Err(broken) = shared.table.check_free_summary() {
+            return fail(broken);
+        }
         let tip = shared.sequencer.tip();
         let stable = self.stable_lsn();
         let ss = shared.config.segment_size;
@@ -146,7 +149,7 @@ impl Accountant {
         for index in 0..shared.table.capacity() {
             let segment = shared.table.segment(index);
             let word = segment.load();
-            let free_bit = shared.table.bit(Bits::Free, index);
+            let free_bit = shared.table.is_free(index);
             let drain_bit = shared.table.bit(Bits::Drain, index);
             let present = segment.present.entries();
             let live_bytes = segment.live_bytes(word.state);
@@ -208,6 +211,13 @@ impl Accountant {
                 }
                 SegmentState::Inactive | SegmentState::Draining => {
                     sealed_live += live_bytes;
+                    let counted = segment.live_pages(word.state);
+                    if counted != present.len() as u64 {
+                        return fail(format!(
+                            "{here}: {counted} live pages counted, {} in the map",
+                            present.len()
+                        ));
+                    }
                     if word.state == SegmentState::Inactive {
                         inactive.push((index, word.segno.unwrap_or(0), live_bytes));
                     }

@@ -59,7 +59,9 @@ use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
 use crate::core::segment::{Deferred, SegmentState, Word};
-use crate::core::sync::{lock, AtomicU64, AtomicUsize, Ordering, Queue, UnsafeCell};
+use crate::core::sync::{
+    lock, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering, Queue, UnsafeCell,
+};
 use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
 use crate::types::Lsn;
@@ -190,8 +192,12 @@ impl CombinerState {
 
 #[derive(Debug)]
 pub(crate) struct Combiner {
-    word: AtomicU64,
-    state: UnsafeCell<CombinerState>,
+    /// The goal/busy word: a read-modify-write by every `stabilize` and
+    /// every `next` (its announcement), so on a line of its own.
+    word: CachePadded<AtomicU64>,
+    /// Written by the token holder only; padded so that its first and last
+    /// lines are not the word's or the queues'.
+    state: CachePadded<UnsafeCell<CombinerState>>,
     /// Activations published by `next` for the combiner to pick up.
     activations: Queue<(u64, u32)>,
     /// Errors nobody who asked for the work could be given (see the
@@ -268,13 +274,17 @@ impl Drop for Token<'_> {
             let word = &self.combiner().word;
             // Relaxed initial read: the CAS validates it.
             let mut current = word.load(Ordering::Relaxed);
+            let backoff = Backoff::new();
             loop {
                 let next = (current & !BUSY) | PENDING;
                 // AcqRel/Acquire: as in `release`.
                 let (rmw, load) = token_orders();
                 match word.compare_exchange_weak(current, next, rmw, load) {
                     Ok(_) => break,
-                    Err(actual) => current = actual,
+                    Err(actual) => {
+                        current = actual;
+                        backoff.spin();
+                    }
                 }
             }
         }
@@ -297,8 +307,8 @@ impl Combiner {
         cleaning: Cleaning,
     ) -> Combiner {
         Combiner {
-            word: AtomicU64::new(done << GOAL_SHIFT),
-            state: UnsafeCell::new(CombinerState {
+            word: CachePadded::new(AtomicU64::new(done << GOAL_SHIFT)),
+            state: CachePadded::new(UnsafeCell::new(CombinerState {
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
@@ -308,7 +318,7 @@ impl Combiner {
                 errors: Vec::new(),
                 cleaning,
                 totals: Totals::default(),
-            }),
+            })),
             activations: Queue::new(),
             sink: Queue::new(),
             sunk: AtomicUsize::new(0),
@@ -361,6 +371,7 @@ impl Combiner {
     fn acquire<'a>(&self, shared: &'a Shared, raise: u64) -> Option<Token<'a>> {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current & BUSY != 0 {
                 return None;
@@ -374,7 +385,10 @@ impl Combiner {
             let (rmw, load) = token_orders();
             match self.word.compare_exchange_weak(current, taken, rmw, load) {
                 Ok(_) => return Some(Token { shared }),
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -393,6 +407,7 @@ impl Combiner {
         // request's read-modify-write of the word reads after it, so the
         // pass it starts sees our registration; Acquire shows us the goal.
         let mut current = self.word.fetch_or(0, Ordering::AcqRel);
+        let backoff = Backoff::new();
         loop {
             if current >> GOAL_SHIFT <= segno {
                 return;
@@ -410,7 +425,10 @@ impl Combiner {
                     }
                     return;
                 }
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -419,6 +437,7 @@ impl Combiner {
     pub(crate) fn request(&self, shared: &Shared, goal: u64) -> Result<()> {
         // Relaxed initial read: the CAS validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             let published = current >> GOAL_SHIFT;
             let busy = current & BUSY != 0;
@@ -439,7 +458,10 @@ impl Combiner {
                     let own = self.combine(Token { shared }, goal);
                     return own.and_then(|()| self.take_reported());
                 }
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -480,6 +502,7 @@ impl Combiner {
         let shared = token.shared;
         let mut first: Result<()> = Ok(());
         let mut extra = 0;
+        let backoff = Backoff::new();
         loop {
             // Acquire: see the requesters' writes (release in `request`).
             let current = self.word.load(token_orders().1);
@@ -494,6 +517,7 @@ impl Combiner {
                     .compare_exchange(current, current & !REPASS, rmw, load)
                     .is_err()
                 {
+                    backoff.spin();
                     continue;
                 }
                 let errors = token.state(|state| {
@@ -819,7 +843,7 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
     SegmentFacts::new(
         index as u64,
         word.lsn(ss).expect("a sealed segment has an lsn"),
-        segment.present.len() as u64,
+        segment.live_pages(word.state),
         // Relaxed: only the combiner writes a sealed segment's counters.
         segment.removed.load(Ordering::Relaxed),
         segment.live_bytes(word.state),
@@ -839,7 +863,7 @@ fn consider(
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
-        SegmentState::Inactive if segment.present.is_empty() => {
+        SegmentState::Inactive if segment.live_pages(word.state) == 0 => {
             state.cleaning.victims.remove(index);
             free(shared, state, index, word, stable_lsn)
         }
@@ -865,7 +889,7 @@ fn consider(
                     .upsert(index, segno, facts.live_bytes);
             }
         }
-        SegmentState::Draining if segment.present.is_empty() => {
+        SegmentState::Draining if segment.live_pages(word.state) == 0 => {
             let draining = &mut state.cleaning.draining;
             let at = draining
                 .iter()
@@ -1087,13 +1111,30 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState, config: &
     if !policy::should_drain_top(config, free, counts.inactive as u64) {
         return;
     }
-    for index in (0..tip).rev() {
+    // The victim index holds exactly the Inactive segments (every move
+    // into or out of Inactive is the combiner's, and updates it): its
+    // highest is the highest Inactive segment, without a walk down from
+    // the tip.
+    if let Some(index) = state.cleaning.victims.highest() {
         let word = shared.table.segment(index).load();
-        if word.state == SegmentState::Inactive {
-            start_draining(shared, state, index, word, DrainReason::TipShrink);
-            return;
-        }
+        debug_assert_eq!(word.state, SegmentState::Inactive);
+        start_draining(shared, state, index, word, DrainReason::TipShrink);
     }
+}
+
+/// The combiner's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(Combiner, word, hot),
+        field!(Combiner, state, hot),
+        // crossbeam's queues pad their head and tail themselves.
+        field!(Combiner, activations, hot),
+        field!(Combiner, sink, hot),
+        // Written only when an error is sunk.
+        field!(Combiner, sunk, COLD),
+    ]
 }
 
 #[cfg(all(test, not(loom)))]

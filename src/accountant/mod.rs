@@ -37,7 +37,7 @@ use crate::core::segment::{
 };
 use crate::core::sequencer::Sequencer;
 use crate::core::sync::epoch::Collector;
-use crate::core::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use crate::core::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, CachePadded, Ordering};
 use crate::core::table::{Bits, SegmentTable};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -46,11 +46,14 @@ use crate::types::{DiskPtr, Lid, Lsn, PageId};
 /// Segments per live state, kept as counters so the heuristics need no
 /// scan. Relaxed throughout: statistics and heuristics tolerate a count
 /// that lags a concurrent transition.
+///
+/// Each on a line of its own: `active` is written by every `next`, the
+/// others by the combiner, and `draining` is read by every `clean`.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
-    active: AtomicUsize,
-    inactive: AtomicUsize,
-    draining: AtomicUsize,
+    active: CachePadded<AtomicUsize>,
+    inactive: CachePadded<AtomicUsize>,
+    draining: CachePadded<AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,9 +67,9 @@ impl Counts {
     fn counter(&self, state: SegmentState) -> Option<&AtomicUsize> {
         match state {
             // A Sealing segment counts as Active until its seal finishes.
-            SegmentState::Active | SegmentState::Sealing => Some(&self.active),
-            SegmentState::Inactive => Some(&self.inactive),
-            SegmentState::Draining => Some(&self.draining),
+            SegmentState::Active | SegmentState::Sealing => Some(&*self.active),
+            SegmentState::Inactive => Some(&*self.inactive),
+            SegmentState::Draining => Some(&*self.draining),
             // Freeing segments are counted where they wait: the combiner's
             // stable-lsn list and the table's epoch counter.
             SegmentState::Freeing | SegmentState::Free | SegmentState::Vacant => None,
@@ -99,6 +102,13 @@ impl Counts {
 }
 
 /// Everything the accountant's parts share.
+///
+/// Cache lines: every field written after construction by more than one
+/// thread, or written by one and read by every call, is `CachePadded` (or
+/// pads its hot parts inside), so that it has a line of its own; the
+/// fields that are only read (configuration, pointers to the parts) share
+/// lines only with each other. `tests::hot_fields_have_lines_of_their_own`
+/// checks it.
 pub(crate) struct Shared {
     /// The configuration as built. Its fixed part (segment size, mode,
     /// streams, durability) is read everywhere; its cleaning tunables are
@@ -114,38 +124,43 @@ pub(crate) struct Shared {
     pub(crate) retuned: std::sync::atomic::AtomicBool,
     pub(crate) storage: StdArc<dyn Storage>,
     /// Captured by epoch-deferred landing closures (hence its own `Arc`:
-    /// they must not keep the collector, which holds them, alive).
-    pub(crate) table: Arc<SegmentTable>,
+    /// they must not keep the collector, which holds them, alive). Read by
+    /// every call, never written.
+    pub(crate) table: CachePadded<Arc<SegmentTable>>,
     pub(crate) epochs: Epochs,
     pub(crate) sequencer: Sequencer,
     pub(crate) combiner: Combiner,
     pub(crate) gate: RewriteGate,
     pub(crate) counts: Counts,
     /// The highest stabilized segment lsn (−1: none). Written only by the
-    /// combiner.
-    pub(crate) max_stabilized: AtomicI64,
+    /// combiner, read by every `next`.
+    pub(crate) max_stabilized: CachePadded<AtomicI64>,
     /// Segment numbers of the Active segments: with the stabilized lsn
     /// below them, this makes "an lsn never given before" checkable
     /// without ordering `next` calls (several write heads may call `next`
     /// out of lsn order). `next` inserts, the combiner removes on
     /// deactivation.
     pub(crate) active_lsns: LsnSet,
-    pub(crate) clean_cursor: AtomicUsize,
+    /// Written by every `clean` that finds a page.
+    pub(crate) clean_cursor: CachePadded<AtomicUsize>,
     /// Average lifetime (lsn bytes from activation to free) of the stream-0
     /// segments freed lately; `u64::MAX` until one is. Written by the
     /// combiner only; placement advice reads it.
-    pub(crate) user_lifetime: AtomicU64,
+    pub(crate) user_lifetime: CachePadded<AtomicU64>,
     /// One past the highest segment number `next` has handed out (or
-    /// recovery found): `stabilize` never seals beyond it.
-    pub(crate) handed_out: AtomicU64,
+    /// recovery found): `stabilize` never seals beyond it. Written by
+    /// every `next`.
+    pub(crate) handed_out: CachePadded<AtomicU64>,
     /// Broken internal invariants met where no panic may surface.
     pub(crate) poison: Arc<Poison>,
-    /// The metrics snapshot the last combiner pass published.
-    pub(crate) metrics: arc_swap::ArcSwap<crate::accountant::metrics::Metrics>,
+    /// The metrics snapshot the last combiner pass published (written by
+    /// every pass).
+    pub(crate) metrics: CachePadded<arc_swap::ArcSwap<crate::accountant::metrics::Metrics>>,
     /// Segments `next` reused and appended (std atomics: statistics on
     /// `next`'s slower paths, which the loom models need not explore).
-    pub(crate) reused: crate::core::sync::StatCounter,
-    pub(crate) appended: crate::core::sync::StatCounter,
+    /// Written by every `next`.
+    pub(crate) reused: CachePadded<crate::core::sync::StatCounter>,
+    pub(crate) appended: CachePadded<crate::core::sync::StatCounter>,
 }
 
 /// The largest fragment size any configuration accepts: sizes are summed
@@ -229,25 +244,27 @@ impl Accountant {
         Accountant {
             shared: Shared {
                 storage,
-                table: Arc::new(table),
+                table: CachePadded::new(Arc::new(table)),
                 epochs: Epochs::new(collector, poison.clone()),
                 sequencer: Sequencer::new(tip),
                 combiner,
                 gate,
                 counts: Counts::default(),
-                max_stabilized: AtomicI64::new(max_stabilized),
+                max_stabilized: CachePadded::new(AtomicI64::new(max_stabilized)),
                 active_lsns: LsnSet::new(),
-                clean_cursor: AtomicUsize::new(0),
-                user_lifetime: AtomicU64::new(u64::MAX),
-                handed_out: AtomicU64::new(recovered.max(stabilized)),
+                clean_cursor: CachePadded::new(AtomicUsize::new(0)),
+                user_lifetime: CachePadded::new(AtomicU64::new(u64::MAX)),
+                handed_out: CachePadded::new(AtomicU64::new(recovered.max(stabilized))),
                 poison,
-                metrics: arc_swap::ArcSwap::from_pointee(crate::accountant::metrics::Metrics {
-                    segment_size: config.segment_size,
-                    file_bytes: tip as u64 * config.segment_size,
-                    ..Default::default()
-                }),
-                reused: crate::core::sync::StatCounter::new(0),
-                appended: crate::core::sync::StatCounter::new(0),
+                metrics: CachePadded::new(arc_swap::ArcSwap::from_pointee(
+                    crate::accountant::metrics::Metrics {
+                        segment_size: config.segment_size,
+                        file_bytes: tip as u64 * config.segment_size,
+                        ..Default::default()
+                    },
+                )),
+                reused: CachePadded::new(crate::core::sync::StatCounter::new(0)),
+                appended: CachePadded::new(crate::core::sync::StatCounter::new(0)),
                 tuned: arc_swap::ArcSwap::from_pointee(config.clone()),
                 retuned: std::sync::atomic::AtomicBool::new(false),
                 config,
@@ -618,11 +635,7 @@ impl Accountant {
             self.segment_size(),
             shared.config.temporary,
         )?;
-        let claim = || {
-            shared
-                .table
-                .claim_lowest(Bits::Free, shared.sequencer.tip())
-        };
+        let claim = || shared.table.claim_free(shared.sequencer.tip());
         let mut claimed = claim();
         // Acquire: pairs with the release decrement in `land`.
         if claimed.is_none() && shared.table.epoch_waiting.load(Ordering::Acquire) > 0 {
@@ -1113,6 +1126,74 @@ impl Drop for Accountant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every hot field of the shared state (and of the parts inside it)
+    /// sits on lines of its own: none shares a line with anything another
+    /// thread writes (issue 15). Read-only fields share lines only with
+    /// each other.
+    #[test]
+    #[cfg(not(loom))]
+    fn hot_fields_have_lines_of_their_own() {
+        use crate::core::layout::{check, field, nest, COLD};
+        use std::mem::offset_of;
+        let mut fields = vec![
+            field!(Shared, config, COLD),
+            field!(Shared, storage, COLD),
+            field!(Shared, table, hot),
+            field!(Shared, max_stabilized, hot),
+            field!(Shared, active_lsns, COLD),
+            field!(Shared, clean_cursor, hot),
+            field!(Shared, user_lifetime, hot),
+            field!(Shared, handed_out, hot),
+            field!(Shared, poison, COLD),
+            field!(Shared, metrics, hot),
+            field!(Shared, reused, hot),
+            field!(Shared, appended, hot),
+        ];
+        let counts = vec![
+            field!(Counts, active, hot),
+            field!(Counts, inactive, hot),
+            field!(Counts, draining, hot),
+        ];
+        let parts = [
+            (
+                "epochs",
+                offset_of!(Shared, epochs),
+                crate::core::freelist::layout_epochs(),
+            ),
+            (
+                "sequencer",
+                offset_of!(Shared, sequencer),
+                crate::core::sequencer::layout(),
+            ),
+            (
+                "combiner",
+                offset_of!(Shared, combiner),
+                crate::accountant::combiner::layout(),
+            ),
+            (
+                "gate",
+                offset_of!(Shared, gate),
+                crate::core::freelist::layout_gate(),
+            ),
+            ("counts", offset_of!(Shared, counts), counts),
+        ];
+        for (name, offset, inner) in parts {
+            fields.extend(nest(name, offset, inner));
+        }
+        check::<Shared>(&fields).unwrap();
+        // The listed fields do not overlap (each was listed once) and fit.
+        let mut spans: Vec<(usize, usize)> = fields
+            .iter()
+            .map(|f| (f.offset, f.offset + f.size))
+            .collect();
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{w:?}");
+        }
+        assert!(spans.last().unwrap().1 <= std::mem::size_of::<Shared>());
+        check::<SegmentTable>(&crate::core::table::layout()).unwrap();
+    }
 
     #[test]
     fn accountant_is_send_and_sync() {

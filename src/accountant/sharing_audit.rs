@@ -227,6 +227,6 @@ fn sharing_audit() {
         "mark_link writes only its own segment's lines: {link:?}"
     );
     assert!(replace.len() <= 1, "mark_replace: {replace:?}");
-    assert!(clean.len() <= 2, "clean: {clean:?}");
+    assert!(clean.len() <= 1, "clean: {clean:?}");
     assert!(next.len() <= 8, "next (reuse): {next:?}");
 }

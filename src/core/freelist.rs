@@ -25,6 +25,13 @@
 //! deferral only waits longer, so property B holds for each), the others do
 //! nothing.
 //!
+//! Pinning a collector of the store's own (not crossbeam's default) needs
+//! a registration, a `LocalHandle`: an allocation and an insert into the
+//! collector's list of participants. Each thread keeps its handles in a
+//! small cache ([`HANDLES`]), so frees and flushes register once per
+//! thread and accountant, not once per call; see [`HandleCache`] for what
+//! it keeps alive and for how long.
+//!
 //! The rewrite gate: `pause_rewriting` must return only once no `next` is
 //! reusing or truncating, and after it returns none may start. Both sides
 //! are read-modify-writes of one word (pause depth in the high half,
@@ -34,9 +41,12 @@
 
 use crate::core::poison::Poison;
 use crate::core::segment::{Segment, Word};
-use crate::core::sync::epoch::{Collector, Guard};
-use crate::core::sync::{spin_wait, Arc, AtomicBool, AtomicU64, Ordering};
-use crate::core::table::{Bits, SegmentTable};
+use std::cell::RefCell;
+use std::sync::{Arc as StdArc, Weak as StdWeak};
+
+use crate::core::sync::epoch::{Collector, Guard, LocalHandle};
+use crate::core::sync::{thread_local, Arc, AtomicBool, AtomicU64, Backoff, CachePadded, Ordering};
+use crate::core::table::SegmentTable;
 use crate::error::{contain, Callback, Result};
 
 /// Lands the incarnation `ticket` names unless another deferral of it
@@ -51,7 +61,7 @@ pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: 
     let word = Segment::ticket_word(ticket);
     match segment.transition(word, word.with_state(crate::SegmentState::Free)) {
         Ok(()) => {
-            if !table.set_bit(Bits::Free, index) {
+            if !table.set_free(index) {
                 poison.record(format!("segment {index} landed twice"));
             }
         }
@@ -64,13 +74,79 @@ pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: 
     table.epoch_waiting.fetch_sub(1, Ordering::Release);
 }
 
+/// Handles a thread keeps for pinning collectors of the store's own (the
+/// default collector has crossbeam's cached handle behind
+/// `crossbeam_epoch::pin`).
+///
+/// A `LocalHandle` is `!Send`, so it lives in the thread that registered
+/// it; a handle keeps its collector alive (and with it the garbage deferred
+/// on it, which includes our landing closures and the segment table they
+/// hold). So the cache is bounded and keyed weakly: each entry holds a
+/// `Weak` of its accountant's [`Epochs::key`], at most
+/// [`HANDLES_PER_THREAD`] entries are kept (least recently used dropped
+/// first), every miss drops the entries of accountants that are gone, and
+/// an accountant dropped on a thread drops that thread's entry at once.
+/// What is left behind is bounded: a thread that stops using accountants
+/// keeps at most [`HANDLES_PER_THREAD`] collectors alive until it exits.
+#[derive(Default)]
+struct HandleCache {
+    /// Most recently used first.
+    entries: Vec<(StdWeak<()>, LocalHandle)>,
+}
+
+/// The most handles one thread keeps (see [`HandleCache`]).
+const HANDLES_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// This thread's handles (see [`HandleCache`]).
+    static HANDLES: RefCell<HandleCache> = RefCell::new(HandleCache::default());
+}
+
+impl HandleCache {
+    /// Pins `collector` through this thread's handle for the accountant
+    /// whose key is `key`, registering one on a miss.
+    fn pin(&mut self, key: &StdArc<()>, collector: &Collector) -> Guard {
+        let ours = |(owner, _): &(StdWeak<()>, LocalHandle)| {
+            std::ptr::eq(owner.as_ptr(), StdArc::as_ptr(key))
+        };
+        match self.entries.iter().position(ours) {
+            Some(at) => self.entries[..=at].rotate_right(1),
+            None => {
+                // A `Weak` keeps its allocation, so no live key can have
+                // the address of a dead one: the entries dropped here are
+                // exactly those of accountants that are gone.
+                self.entries.retain(|(owner, _)| owner.strong_count() > 0);
+                self.entries.truncate(HANDLES_PER_THREAD - 1);
+                self.entries
+                    .insert(0, (StdArc::downgrade(key), collector.register()));
+            }
+        }
+        self.entries[0].1.pin()
+    }
+
+    /// Drops the handle of the accountant whose key is `key`, if any.
+    fn forget(&mut self, key: &StdArc<()>) {
+        self.entries
+            .retain(|(owner, _)| !std::ptr::eq(owner.as_ptr(), StdArc::as_ptr(key)));
+    }
+}
+
+/// How many handles this thread's cache holds (tests).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn cached_handles() -> usize {
+    HANDLES.with(|cache| cache.borrow().entries.len())
+}
+
 /// The collector whose epochs protect readers of segments.
 #[derive(Debug)]
 pub(crate) struct Epochs {
     collector: Collector,
     /// The default collector has a cached per-thread handle behind
-    /// `crossbeam_epoch::pin`; others need a registration per pin.
+    /// `crossbeam_epoch::pin`; others are pinned through [`HANDLES`].
     is_default: bool,
+    /// This accountant's identity in the threads' handle caches (only its
+    /// address and liveness matter).
+    key: StdArc<()>,
     /// A deferred closure panicked on one of our pins: landings may have
     /// been dropped unrun, so ticketed segments must be deferred again.
     lost: AtomicBool,
@@ -83,6 +159,7 @@ impl Epochs {
         Epochs {
             is_default: &collector == crate::core::sync::epoch::default_collector(),
             collector,
+            key: StdArc::new(()),
             lost: AtomicBool::new(false),
             poison,
         }
@@ -101,15 +178,30 @@ impl Epochs {
             if self.is_default {
                 return f(&crate::core::sync::epoch::pin());
             }
-            let handle = self.collector.register();
-            let guard = handle.pin();
-            f(&guard)
+            f(&self.pin())
         });
         if result.is_err() {
             // Release: pairs with the swap in `redefer_lost`.
             self.lost.store(true, Ordering::Release);
         }
         result
+    }
+
+    /// Pins our own collector through this thread's cached handle. A guard
+    /// outlives nothing it needs: crossbeam keeps a participant alive while
+    /// a guard of it is, even if its handle is dropped meanwhile (by a
+    /// re-entrant call's eviction). Re-entrant calls (a deferred closure
+    /// that calls back into an accountant while the cache is borrowed) and
+    /// calls during thread exit register a handle for this pin alone.
+    fn pin(&self) -> Guard {
+        HANDLES
+            .try_with(|cache| {
+                let mut cache = cache.try_borrow_mut().ok()?;
+                Some(cache.pin(&self.key, &self.collector))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.collector.register().pin())
     }
 
     /// Defers landing segment `index`, Freeing as `word`, until every
@@ -153,8 +245,10 @@ impl Epochs {
     fn redefer_lost(&self, table: &Arc<SegmentTable>) -> Result<()> {
         let mut first = Ok(());
         for _ in 0..3 {
-            // Acquire: pairs with the release store in `with_guard`.
-            if !self.lost.swap(false, Ordering::Acquire) {
+            // Acquire (both): pairs with the release store in `with_guard`.
+            // The load first, so that the usual case (nothing lost) writes
+            // nothing: a store racing it is seen by the next call.
+            if !self.lost.load(Ordering::Acquire) || !self.lost.swap(false, Ordering::Acquire) {
                 break;
             }
             for index in 0..table.capacity() {
@@ -190,13 +284,29 @@ impl Epochs {
     }
 }
 
+impl Drop for Epochs {
+    /// Drops this thread's handle for us at once (other threads' go at
+    /// their next miss, or when they exit: see [`HandleCache`]).
+    fn drop(&mut self) {
+        if !self.is_default {
+            let _ = HANDLES.try_with(|cache| {
+                if let Ok(mut cache) = cache.try_borrow_mut() {
+                    cache.forget(&self.key);
+                }
+            });
+        }
+    }
+}
+
 const REUSER: u64 = 1;
 const PAUSE: u64 = 1 << 32;
 
 /// Pause depth and in-flight reusers in one word.
 #[derive(Debug)]
 pub(crate) struct RewriteGate {
-    word: AtomicU64,
+    /// Two read-modify-writes per reusing `next`: on a line of its own,
+    /// apart from the sequencer's tip that every write reads.
+    word: CachePadded<AtomicU64>,
     /// Pauses that `resume` can never undo (1 in Linear mode).
     permanent: u64,
 }
@@ -205,7 +315,7 @@ impl RewriteGate {
     pub(crate) fn new(permanently_paused: bool) -> RewriteGate {
         let permanent = permanently_paused as u64;
         RewriteGate {
-            word: AtomicU64::new(permanent * PAUSE),
+            word: CachePadded::new(AtomicU64::new(permanent * PAUSE)),
             permanent,
         }
     }
@@ -219,11 +329,13 @@ impl RewriteGate {
     fn try_enter(&self) -> bool {
         // Relaxed initial read: the CAS below validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current >= PAUSE {
                 return false;
             }
             // Acquire: a reuser sees everything before the last resume.
+            // Relaxed failure: the retry's CAS validates what it read.
             match self.word.compare_exchange_weak(
                 current,
                 current + REUSER,
@@ -231,7 +343,10 @@ impl RewriteGate {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -252,19 +367,23 @@ impl RewriteGate {
             return;
         }
         // Acquire: pairs with `exit`.
+        let backoff = Backoff::new();
         while self.word.load(Ordering::Acquire) % PAUSE != 0 {
-            spin_wait();
+            backoff.snooze();
         }
     }
 
     /// Undoes one pause; false if there was none to undo.
     pub(crate) fn resume(&self) -> bool {
+        // Relaxed initial read: the CAS below validates it.
         let mut current = self.word.load(Ordering::Relaxed);
+        let backoff = Backoff::new();
         loop {
             if current / PAUSE <= self.permanent {
                 return false;
             }
             // Release: what happened while paused is visible to reusers.
+            // Relaxed failure: the retry's CAS validates what it read.
             match self.word.compare_exchange_weak(
                 current,
                 current - PAUSE,
@@ -272,7 +391,10 @@ impl RewriteGate {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    backoff.spin();
+                }
             }
         }
     }
@@ -293,6 +415,30 @@ impl Drop for Reuser<'_> {
     }
 }
 
+/// The gate's and the epochs' fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout_gate() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(RewriteGate, word, hot),
+        field!(RewriteGate, permanent, COLD),
+    ]
+}
+
+/// See [`layout_gate`].
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout_epochs() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(Epochs, collector, COLD),
+        field!(Epochs, is_default, COLD),
+        field!(Epochs, key, COLD),
+        // Written only after a deferred closure panicked.
+        field!(Epochs, lost, COLD),
+        field!(Epochs, poison, COLD),
+    ]
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::Arc;
@@ -302,6 +448,87 @@ mod tests {
 
     const SS: u64 = 4096;
     const L: Lsn = SS as Lsn;
+
+    fn own_accountant() -> Accountant {
+        let config = Config::builder().segment_size(SS).build().unwrap();
+        Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new())
+    }
+
+    /// Frees one segment (round `i`): its landing is deferred, which pins.
+    fn free_one(acc: &Accountant, i: i64) {
+        let base = 3 * L * i;
+        let inline = DiskPtr::Inline;
+        let a = acc.next(base).unwrap();
+        acc.mark_link(1, base, inline(a), 10).unwrap();
+        let b = acc.next(base + L).unwrap();
+        acc.mark_replace(1, base + L, &[inline(a)], inline(b), 10)
+            .unwrap();
+        acc.next(base + 2 * L).unwrap();
+        acc.stabilize(base + 2 * L).unwrap();
+    }
+
+    /// Issue 15: with a collector of the store's own, every free and flush
+    /// registered a new participant. Now a thread registers once per
+    /// accountant, and the handle goes when the accountant does.
+    #[test]
+    fn a_thread_registers_once_per_accountant() {
+        std::thread::spawn(|| {
+            let acc = own_accountant();
+            assert_eq!(super::cached_handles(), 0);
+            for i in 0..50 {
+                free_one(&acc, i);
+                acc.flush();
+            }
+            assert!(acc.metrics().segments_freed >= 50);
+            assert_eq!(super::cached_handles(), 1);
+            acc.audit().unwrap();
+            drop(acc);
+            assert_eq!(super::cached_handles(), 0, "dropped with its accountant");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The cache is bounded, and a thread drops the handles of accountants
+    /// dropped elsewhere at its next miss: it keeps no collector alive for
+    /// an accountant that is gone, beyond its next registration.
+    #[test]
+    fn the_handle_cache_is_bounded_and_forgets_dropped_accountants() {
+        let mut accountants: Vec<Option<Arc<Accountant>>> =
+            (0..6).map(|_| Some(Arc::new(own_accountant()))).collect();
+        let (go, wait) = std::sync::mpsc::channel::<(Arc<Accountant>, i64)>();
+        let (done, finished) = std::sync::mpsc::channel::<usize>();
+        let user = std::thread::spawn(move || {
+            for (acc, round) in wait {
+                free_one(&acc, round);
+                drop(acc);
+                done.send(super::cached_handles()).unwrap();
+            }
+        });
+        let mut round = 0;
+        let mut use_on_thread = |acc: &Arc<Accountant>| {
+            round += 1;
+            go.send((acc.clone(), round)).unwrap();
+            finished.recv().unwrap()
+        };
+        for (which, acc) in accountants.iter().enumerate() {
+            let cached = use_on_thread(acc.as_ref().unwrap());
+            assert_eq!(cached, (which + 1).min(super::HANDLES_PER_THREAD));
+        }
+        // The thread caches 5, 4, 3 and 2. Accountants 4 and 5 go (the
+        // thread holds no clone of them now).
+        accountants[4] = None;
+        accountants[5] = None;
+        // A miss on the thread (accountant 0 was evicted) drops their
+        // handles: 0, 3 and 2 remain, not four.
+        let cached = use_on_thread(accountants[0].as_ref().unwrap());
+        assert_eq!(cached, 3);
+        drop(go);
+        user.join().unwrap();
+        for acc in accountants.into_iter().flatten() {
+            acc.audit().unwrap();
+        }
+    }
 
     /// Issue 14, defect 7: the landing closure checked internal invariants
     /// by panicking, on whatever thread pinned next: a store's reader. Now

@@ -11,6 +11,8 @@
 //! (`docs/protocols/`).
 
 pub(crate) mod freelist;
+#[cfg(all(test, not(loom)))]
+pub(crate) mod layout;
 pub(crate) mod pidset;
 pub(crate) mod poison;
 pub(crate) mod segment;

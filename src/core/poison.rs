@@ -1,7 +1,7 @@
 //! The accountant's poison flag: internal invariants found broken where no
 //! panic may surface.
 
-use crate::core::sync::{lock, AtomicBool, Mutex, Ordering};
+use crate::core::sync::{lock, AtomicBool, CachePadded, Mutex, Ordering};
 use crate::error::{Error, Result};
 
 /// Internal invariants found broken where no panic may surface: inside an
@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 /// returns a `Result` fails with [`Error::Poisoned`], and `audit` fails.
 #[derive(Debug)]
 pub(crate) struct Poison {
-    poisoned: AtomicBool,
+    /// Read by every call; padded so that the small allocation it lives in
+    /// never shares a line with a neighbour on the heap that is written.
+    poisoned: CachePadded<AtomicBool>,
     /// The first broken invariant, described.
     first: Mutex<Option<String>>,
 }
@@ -19,7 +21,7 @@ pub(crate) struct Poison {
 impl Poison {
     pub(crate) fn new() -> Poison {
         Poison {
-            poisoned: AtomicBool::new(false),
+            poisoned: CachePadded::new(AtomicBool::new(false)),
             first: Mutex::new(None),
         }
     }
@@ -47,5 +49,17 @@ impl Poison {
     #[inline(never)]
     fn error(&self) -> Error {
         Error::Poisoned(lock(&self.first).clone().unwrap_or_default())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::core::layout::{check, field, COLD};
+
+    /// The flag every call reads has its allocation's line to itself.
+    #[test]
+    fn the_flag_has_a_line_of_its_own() {
+        check::<Poison>(&[field!(Poison, poisoned, hot), field!(Poison, first, COLD)]).unwrap();
     }
 }

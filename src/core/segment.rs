@@ -48,7 +48,7 @@
 use std::collections::VecDeque;
 
 use crate::core::pidset::PageMap;
-use crate::core::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
+use crate::core::sync::{AtomicU64, AtomicU8, CachePadded, Mutex, Ordering};
 /// The state the segment word encodes (defined with the other shared
 /// types, so that errors can name it without depending on the core).
 pub use crate::types::SegmentState;
@@ -191,8 +191,21 @@ pub(crate) struct Deferred {
     pub(crate) relocated_pages: u64,
 }
 
-/// One segment's metadata.
+/// One segment's metadata, on two cache lines of its own.
+///
+/// The first line holds what every write into the segment reads and only
+/// state changes write: the word, the page map's handle (its shards are
+/// padded allocations of their own), the counters the combiner keeps once
+/// the segment is sealed, the stream and the epoch ticket. The second holds
+/// the two locks: the deferred-work lock, taken by every `mark_replace`
+/// into the segment while it is Active, and the drain list, taken by every
+/// `clean` that picks it while it is Draining (the two never busy at once).
+/// `repr(C)` keeps the order; the zero-sized `_line` starts the second
+/// line and aligns the segment to a line, and the size is a whole number of
+/// lines, so neighbours in the table share none (checked by
+/// `tests::the_word_has_a_line_no_writer_of_another_segment_writes`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Segment {
     word: AtomicU64,
     /// Pids with a fragment here that has not been replaced by a stable
@@ -207,6 +220,23 @@ pub(crate) struct Segment {
     /// While Active it is 0 and the bytes live only in `present`, so
     /// `mark_link` is one map update.
     pub(crate) live_bytes: AtomicU64,
+    /// The pages in `present` when the combiner sealed the segment (0
+    /// before). Only replacements remove pages from a sealed segment, and
+    /// each counts in `removed`, so the difference is its live page count:
+    /// the combiner's decisions read it instead of locking every shard of
+    /// the map to count them.
+    sealed_pages: AtomicU64,
+    /// While a Freeing incarnation waits on the epoch collector: its packed
+    /// Freeing word (unique per incarnation, never 0); 0 otherwise. The
+    /// landing closure that clears it (by CAS) is the one that lands the
+    /// segment, so a deferral repeated after a panic on the collector lost
+    /// the first one lands it exactly once (see [`crate::freelist`]).
+    epoch_ticket: AtomicU64,
+    /// The write head (stream) of the current incarnation, set before the
+    /// activation CAS publishes it.
+    pub(crate) stream: AtomicU8,
+    /// Zero bytes, aligned to a line: what follows starts a new one.
+    _line: CachePadded<()>,
     /// A per-segment lock: only writers into this one Active segment and
     /// the deactivating combiner take it. Vectors keep their capacity
     /// across reuses, so recording needs no allocation in steady state.
@@ -217,15 +247,6 @@ pub(crate) struct Segment {
     /// suggested page moves to the back. Stale entries are dropped as
     /// `clean` meets them, so each costs O(1) amortized.
     pub(crate) drain_list: Mutex<VecDeque<PageId>>,
-    /// The write head (stream) of the current incarnation, set before the
-    /// activation CAS publishes it.
-    pub(crate) stream: AtomicU8,
-    /// While a Freeing incarnation waits on the epoch collector: its packed
-    /// Freeing word (unique per incarnation, never 0); 0 otherwise. The
-    /// landing closure that clears it (by CAS) is the one that lands the
-    /// segment, so a deferral repeated after a panic on the collector lost
-    /// the first one lands it exactly once (see [`crate::freelist`]).
-    epoch_ticket: AtomicU64,
 }
 
 impl Segment {
@@ -235,10 +256,12 @@ impl Segment {
             present: PageMap::new(),
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
+            sealed_pages: AtomicU64::new(0),
+            epoch_ticket: AtomicU64::new(0),
+            stream: AtomicU8::new(0),
+            _line: CachePadded::new(()),
             deferred: Mutex::new(Deferred::default()),
             drain_list: Mutex::new(VecDeque::new()),
-            stream: AtomicU8::new(0),
-            epoch_ticket: AtomicU64::new(0),
         }
     }
 
@@ -373,9 +396,26 @@ impl Segment {
         // fragment), so only billions of links of one segment could reach
         // the bound; the combiner must not overflow even then.
         let (bytes, pages) = self.present.bytes_and_pages();
-        // Relaxed: written by the combiner only, read for statistics.
+        // Relaxed (both): written by the combiner only, read by it and for
+        // statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
+        self.sealed_pages.store(pages, Ordering::Relaxed);
         (bytes, pages)
+    }
+
+    /// The pages with live fragments here: counted from the seal's count
+    /// and the replacements applied since once sealed (no shard lock), the
+    /// map's length otherwise.
+    pub(crate) fn live_pages(&self, state: SegmentState) -> u64 {
+        match state {
+            // Relaxed: the combiner is the only writer of a sealed
+            // segment's counters, and the only caller that relies on them.
+            SegmentState::Inactive | SegmentState::Draining => self
+                .sealed_pages
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.removed.load(Ordering::Relaxed)),
+            _ => self.present.len() as u64,
+        }
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.
@@ -415,12 +455,60 @@ impl Segment {
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);
+        self.sealed_pages.store(0, Ordering::Relaxed);
     }
+}
+
+/// The segment's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::field;
+    const WORD_LINE: &str = "word line";
+    const LOCKS: &str = "locks";
+    vec![
+        field!(Segment, word, WORD_LINE),
+        field!(Segment, present, WORD_LINE),
+        field!(Segment, removed, WORD_LINE),
+        field!(Segment, live_bytes, WORD_LINE),
+        field!(Segment, sealed_pages, WORD_LINE),
+        field!(Segment, epoch_ticket, WORD_LINE),
+        field!(Segment, stream, WORD_LINE),
+        field!(Segment, deferred, LOCKS),
+        field!(Segment, drain_list, LOCKS),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word and what writers only read share no line with the locks
+    /// writers take, and a segment's lines are its own: the table is a
+    /// slice of segments, each a whole number of lines and aligned to one,
+    /// so no line holds two segments.
+    #[test]
+    #[cfg(not(loom))]
+    fn the_word_has_a_line_no_writer_of_another_segment_writes() {
+        use crate::core::sync::LINE;
+        crate::core::layout::check::<Segment>(&layout()).unwrap();
+        assert_eq!(std::mem::size_of::<Segment>() % LINE, 0);
+        assert!(std::mem::align_of::<Segment>() >= LINE);
+        let word = std::mem::offset_of!(Segment, word) / LINE;
+        assert_ne!(word, std::mem::offset_of!(Segment, deferred) / LINE);
+        assert_ne!(word, std::mem::offset_of!(Segment, drain_list) / LINE);
+        // Two lines: the padding costs 104 bytes a segment over the 152
+        // packed (the page map's four shards are padded allocations of
+        // their own either way).
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(std::mem::size_of::<Segment>(), 2 * LINE);
+        let table: Vec<Segment> = (0..3).map(|_| Segment::new()).collect();
+        for pair in table.windows(2) {
+            let a = &pair[0] as *const Segment as usize;
+            let b = &pair[1] as *const Segment as usize;
+            assert_eq!(a % LINE, 0);
+            assert!((a + std::mem::size_of::<Segment>() - 1) / LINE < b / LINE);
+        }
+    }
 
     /// Every state with a few generations and segment numbers, edges
     /// included.

@@ -27,9 +27,10 @@ use std::io;
 
 use crate::core::segment::{SegmentState, Word};
 use crate::core::sync::{
-    lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering,
+    lock, try_lock, try_spawn, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, JoinHandle,
+    Mutex, Ordering,
 };
-use crate::core::table::{Bits, SegmentTable};
+use crate::core::table::SegmentTable;
 use crate::error::{contain, panic_message, Callback, Error, Result};
 use crate::storage::Storage;
 
@@ -51,9 +52,11 @@ struct State {
 
 #[derive(Debug)]
 pub(crate) struct Sequencer {
-    /// File tip in segments.
-    tip: AtomicUsize,
-    state: Mutex<State>,
+    /// File tip in segments: read by every write, written only when the
+    /// file grows or shrinks, so on a line of its own, apart from the lock
+    /// (written by every extension and every shrink attempt).
+    tip: CachePadded<AtomicUsize>,
+    state: CachePadded<Mutex<State>>,
     bytes_truncated: AtomicU64,
     /// How many times the file was shortened (a std atomic: a statistic
     /// the loom models need not explore).
@@ -65,20 +68,20 @@ pub(crate) struct Sequencer {
 fn claim_top(table: &SegmentTable, index: usize) -> bool {
     #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
-        let free = table.bit(Bits::Free, index);
+        let free = table.is_free(index);
         if free {
-            table.clear_bit(Bits::Free, index);
+            table.unset_free(index);
         }
         return free;
     }
-    table.clear_bit(Bits::Free, index)
+    table.unset_free(index)
 }
 
 impl Sequencer {
     pub(crate) fn new(tip: usize) -> Sequencer {
         Sequencer {
-            tip: AtomicUsize::new(tip),
-            state: Mutex::new(State::default()),
+            tip: CachePadded::new(AtomicUsize::new(tip)),
+            state: CachePadded::new(Mutex::new(State::default())),
             bytes_truncated: AtomicU64::new(0),
             truncations: crate::core::sync::StatCounter::new(0),
         }
@@ -153,7 +156,7 @@ impl Sequencer {
         temporary: bool,
     ) -> Result<()> {
         let tip = self.tip();
-        if tip == 0 || !table.bit(Bits::Free, tip - 1) {
+        if tip == 0 || !table.is_free(tip - 1) {
             return Ok(());
         }
         let Some(mut state) = try_lock(&self.state) else {
@@ -226,4 +229,17 @@ impl Sequencer {
     pub(crate) fn wait_truncation(&self) -> Result<()> {
         Self::finish_truncation(&mut lock(&self.state))
     }
+}
+
+/// The sequencer's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        field!(Sequencer, tip, hot),
+        field!(Sequencer, state, hot),
+        // Written once per truncation.
+        field!(Sequencer, bytes_truncated, COLD),
+        field!(Sequencer, truncations, COLD),
+    ]
 }

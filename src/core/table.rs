@@ -5,7 +5,7 @@
 //! into the one and only copy. Only the sequencer adds chunks (under its
 //! lock); everyone else reads chunk pointers with one acquire load.
 //!
-//! Each chunk also carries two atomic bitmaps over its segments:
+//! Each chunk also carries atomic bitmaps over its segments:
 //! - `free`: the segment is Free and reusable (safe under properties B and
 //!   C). `next` claims the lowest set bit by clearing it, so low offsets
 //!   are reused first and the top of the file can empty out and shrink;
@@ -15,9 +15,33 @@
 //!
 //! A bit is the claim token: whoever clears a set `free` bit owns the
 //! segment's Free → Active (or → Vacant) transition.
+//!
+//! ## The free bitmap is a tree
+//!
+//! So that claiming the lowest free segment costs the same in a file of a
+//! thousand segments as in one of a million (no scan from word 0), the free
+//! bits are the leaves of a [`FAN`]-ary tree: within a chunk, bit `b` of
+//! word `w` on a summary level stands for word `w * FAN + b` of the level
+//! below, and the table's `free_chunks` word has a bit per chunk for the
+//! chunk's root word. A claim descends from `free_chunks`, taking the
+//! lowest set bit on every level, and clears the leaf bit it lands on.
+//!
+//! The invariant (`docs/protocols/free-list.md`): a summary bit may be
+//! *stale-set* (its word below is empty), but once the marks and claims in
+//! flight have returned it is never *clear* while its word below has a bit
+//! set. Marking a leaf sets bits upward only while the word it set a bit in
+//! was empty before; a claim clears only the leaf bit (cheap), and a later
+//! descent that finds a word empty *retires* the summary bit above it:
+//! clears it, then reads the word again and marks the bit anew if the word
+//! filled meanwhile. Marks and retirements of one summary bit are
+//! read-modify-writes of one word, so they are ordered, and whichever comes
+//! second sees the other: a mark (Release) after a retirement sets the bit
+//! again; a retirement (Acquire) after a mark sees the filled word on its
+//! re-read. Each stale bit is retired once, so a claim is O(1) amortized
+//! (O(depth) ≤ 8 words read, depth = log_FAN of the chunk).
 
 use crate::core::segment::Segment;
-use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering};
 
 /// Segments in the first chunk. Tiny under loom so that the models reach
 /// chunk growth, reuse and truncation within a few operations.
@@ -28,22 +52,100 @@ pub(crate) const FIRST_CHUNK: usize = 4;
 
 const MAX_CHUNKS: usize = 40;
 
-struct Chunk {
-    segments: Box<[Segment]>,
-    free: Box<[AtomicU64]>,
-    drain: Box<[AtomicU64]>,
-    relocate: Box<[AtomicU64]>,
+/// Bits used per word of the free tree, on every level. 64 normally; 2
+/// under loom, so that a model with a few segments has chunks with a
+/// summary level between the leaves and `free_chunks` (chunk 1, 8 segments
+/// under loom, is four leaf words, two level-1 words and a root).
+#[cfg(not(loom))]
+pub(crate) const FAN: usize = 64;
+#[cfg(loom)]
+pub(crate) const FAN: usize = 2;
+
+/// Words per cache line of a bitmap (2 under loom: fewer loom objects).
+#[cfg(not(loom))]
+const LINE_WORDS: usize = crate::core::sync::LINE / 8;
+#[cfg(loom)]
+const LINE_WORDS: usize = 2;
+
+/// A bitmap's words, a line at a time: the allocation is aligned to a line
+/// and a whole number of lines long, so no bitmap shares a line with
+/// another (or with a heap neighbour).
+struct Bitmap {
+    lines: Box<[CachePadded<[AtomicU64; LINE_WORDS]>]>,
 }
 
-/// Which bitmap an operation addresses.
+impl Bitmap {
+    fn new(words: usize) -> Bitmap {
+        Bitmap {
+            lines: (0..words.div_ceil(LINE_WORDS))
+                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn word(&self, w: usize) -> &AtomicU64 {
+        &self.lines[w / LINE_WORDS][w % LINE_WORDS]
+    }
+
+    fn words(&self) -> impl Iterator<Item = &AtomicU64> {
+        self.lines.iter().flat_map(|line| line.iter())
+    }
+}
+
+/// A chunk's free tree: `levels[0]` the leaves (a bit per segment), each
+/// next level a bit per word of the one below, the last one word (the
+/// chunk's root, whose bit is in `free_chunks`).
+struct FreeTree {
+    levels: Box<[Bitmap]>,
+}
+
+impl FreeTree {
+    fn new(segments: usize) -> FreeTree {
+        let mut levels = Vec::new();
+        let mut words = segments.div_ceil(FAN);
+        loop {
+            levels.push(Bitmap::new(words));
+            if words == 1 {
+                break;
+            }
+            words = words.div_ceil(FAN);
+        }
+        FreeTree {
+            levels: levels.into(),
+        }
+    }
+
+    fn root(&self) -> &AtomicU64 {
+        self.levels[self.levels.len() - 1].word(0)
+    }
+}
+
+struct Chunk {
+    segments: Box<[Segment]>,
+    free: FreeTree,
+    drain: Bitmap,
+    relocate: Bitmap,
+}
+
+/// Which flat bitmap an operation addresses (the free bits have methods of
+/// their own: see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Bits {
-    /// Reusable segments.
-    Free,
     /// The to-clean set.
     Drain,
     /// To-clean segments with pages left to relocate.
     Relocate,
+}
+
+/// What a descent into a subtree of the free tree found.
+enum Descent {
+    /// Claimed this segment (offset in the chunk).
+    Claimed(usize),
+    /// Every free bit it saw lies at or above the limit.
+    AtLimit,
+    /// The subtree's word read empty (its bit above may be retired).
+    Empty,
 }
 
 pub(crate) struct SegmentTable {
@@ -53,8 +155,14 @@ pub(crate) struct SegmentTable {
     segments: [AtomicPtr<Segment>; MAX_CHUNKS],
     /// Number of chunks allocated; only the sequencer raises it.
     allocated: AtomicUsize,
-    /// Segments whose landing closure is deferred on the epoch collector.
-    pub(crate) epoch_waiting: AtomicUsize,
+    /// Segments whose landing closure is deferred on the epoch collector:
+    /// written by every free and every landing, so on a line of its own,
+    /// apart from the chunk pointers every call reads.
+    pub(crate) epoch_waiting: CachePadded<AtomicUsize>,
+    /// The free tree's top: bit `k` stands for chunk `k`'s root word.
+    /// Written when a chunk's free bits go from none to some (a mark) and
+    /// when a descent retires it.
+    free_chunks: CachePadded<AtomicU64>,
 }
 
 impl std::fmt::Debug for SegmentTable {
@@ -102,15 +210,21 @@ impl SegmentTable {
                 let (start, len) = segment.present.audit_range();
                 out.push((start, len, format!("segment {index} page map")));
             }
-            for (name, bits) in [
-                ("free", &chunk.free),
-                ("drain", &chunk.drain),
-                ("relocate", &chunk.relocate),
-            ] {
+            let bitmaps = chunk
+                .free
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(level, bits)| (format!("free tree level {level}"), bits))
+                .chain([
+                    ("drain bitmap".to_string(), &chunk.drain),
+                    ("relocate bitmap".to_string(), &chunk.relocate),
+                ]);
+            for (name, bits) in bitmaps {
                 out.push((
-                    bits.as_ptr() as usize,
-                    std::mem::size_of_val(&**bits),
-                    format!("{name} bitmap"),
+                    bits.lines.as_ptr() as usize,
+                    std::mem::size_of_val(&*bits.lines),
+                    name,
                 ));
             }
         }
@@ -124,7 +238,8 @@ impl SegmentTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             segments: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             allocated: AtomicUsize::new(0),
-            epoch_waiting: AtomicUsize::new(0),
+            epoch_waiting: CachePadded::new(AtomicUsize::new(0)),
+            free_chunks: CachePadded::new(AtomicU64::new(0)),
         };
         table.grow_to(1);
         table
@@ -146,9 +261,9 @@ impl SegmentTable {
             let words = len.div_ceil(64);
             let chunk = Box::new(Chunk {
                 segments: (0..len).map(|_| Segment::new()).collect(),
-                free: (0..words).map(|_| AtomicU64::new(0)).collect(),
-                drain: (0..words).map(|_| AtomicU64::new(0)).collect(),
-                relocate: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                free: FreeTree::new(len),
+                drain: Bitmap::new(words),
+                relocate: Bitmap::new(words),
             });
             // The slice's elements are reached through shared references
             // only (their state is atomic), so a `*mut` is never written
@@ -211,28 +326,26 @@ impl SegmentTable {
         let (k, off) = locate(index);
         self.chunk(k).map(|c| {
             let words = match bits {
-                Bits::Free => &c.free,
                 Bits::Drain => &c.drain,
                 Bits::Relocate => &c.relocate,
             };
-            (&words[off / 64], 1u64 << (off % 64))
+            (words.word(off / 64), 1u64 << (off % 64))
         })
     }
 
     /// Sets a bit; returns whether it was clear.
     pub(crate) fn set_bit(&self, bits: Bits, index: usize) -> bool {
         let (word, mask) = self.word(bits, index).expect("bit beyond the table");
-        // Release: publishes the segment's state change to whoever claims
-        // the bit (with an acquire RMW).
+        // Release: publishes the segment's state change to whoever reads
+        // the bit with acquire.
         word.fetch_or(mask, Ordering::Release) & mask == 0
     }
 
-    /// Clears a bit; returns whether it was set (i.e. whether the caller
-    /// won the claim).
+    /// Clears a bit; returns whether it was set.
     pub(crate) fn clear_bit(&self, bits: Bits, index: usize) -> bool {
         match self.word(bits, index) {
-            // AcqRel: the winner must see what the setter published; the
-            // read-modify-write totally orders competing claimers.
+            // AcqRel: whoever clears a set bit sees what the setter
+            // published; the read-modify-write orders competing clearers.
             Some((word, mask)) => word.fetch_and(!mask, Ordering::AcqRel) & mask != 0,
             None => false,
         }
@@ -242,52 +355,6 @@ impl SegmentTable {
         // Acquire: a set bit is followed by reads of the segment it names.
         self.word(bits, index)
             .is_some_and(|(w, m)| w.load(Ordering::Acquire) & m != 0)
-    }
-
-    /// Claims the lowest set bit below `limit`, clearing it.
-    pub(crate) fn claim_lowest(&self, bits: Bits, limit: usize) -> Option<usize> {
-        let mut k = 0;
-        while let Some(chunk) = self.chunk(k) {
-            let base = chunk_base(k);
-            if base >= limit {
-                break;
-            }
-            let words = match bits {
-                Bits::Free => &chunk.free,
-                Bits::Drain => &chunk.drain,
-                Bits::Relocate => &chunk.relocate,
-            };
-            for (w, word) in words.iter().enumerate() {
-                // Relaxed: only a hint; the claim below is the acquire RMW.
-                let mut seen = word.load(Ordering::Relaxed);
-                while seen != 0 {
-                    let bit = seen.trailing_zeros() as usize;
-                    let index = base + w * 64 + bit;
-                    if index >= limit {
-                        return None;
-                    }
-                    let mask = 1u64 << bit;
-                    #[cfg(seeded_bugs)]
-                    if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
-                        let before = word.load(Ordering::Acquire);
-                        if before & mask != 0 {
-                            word.store(before & !mask, Ordering::Release);
-                            return Some(index);
-                        }
-                        seen = before & !mask;
-                        continue;
-                    }
-                    // AcqRel: see clear_bit.
-                    let before = word.fetch_and(!mask, Ordering::AcqRel);
-                    if before & mask != 0 {
-                        return Some(index);
-                    }
-                    seen = before & !mask;
-                }
-            }
-            k += 1;
-        }
-        None
     }
 
     /// The first set bit at or after `start` (wrapping at `limit`), without
@@ -313,6 +380,261 @@ impl SegmentTable {
         }
         None
     }
+
+    // The free tree (see the module docs and docs/protocols/free-list.md).
+
+    /// The leaf word and mask of segment `index`'s free bit.
+    fn free_leaf(&self, index: usize) -> Option<(&AtomicU64, u64)> {
+        let (k, off) = locate(index);
+        self.chunk(k)
+            .map(|c| (c.free.levels[0].word(off / FAN), 1u64 << (off % FAN)))
+    }
+
+    /// Marks segment `index` free (it is Free, and reusable); returns
+    /// whether its bit was clear. Sets the summary bits above it while the
+    /// word it set a bit in was empty before.
+    pub(crate) fn set_free(&self, index: usize) -> bool {
+        let (k, off) = locate(index);
+        let chunk = self.chunk(k).expect("free bit beyond the table");
+        let leaf = chunk.free.levels[0].word(off / FAN);
+        let mask = 1u64 << (off % FAN);
+        // Release: publishes the segment's Free state to the claimer (its
+        // acquire read-modify-write of this word).
+        let before = leaf.fetch_or(mask, Ordering::Release);
+        if before == 0 {
+            self.mark_above(k, chunk, 1, off / FAN);
+        }
+        before & mask == 0
+    }
+
+    /// Sets bit `entry` of summary level `level` of chunk `k` (the bit for
+    /// word `entry` of the level below, which has a bit set), and the bits
+    /// above it while the word it set was empty before; past the chunk's
+    /// root, the chunk's bit in `free_chunks`.
+    fn mark_above(&self, k: usize, chunk: &Chunk, mut level: usize, mut entry: usize) {
+        let levels = &chunk.free.levels;
+        while level < levels.len() {
+            // Release: a retirement of this bit ordered after this mark (an
+            // acquire read-modify-write of the same word) sees the word
+            // below filled when it reads it again.
+            let before = levels[level]
+                .word(entry / FAN)
+                .fetch_or(1 << (entry % FAN), Ordering::Release);
+            if before != 0 {
+                // The word was not empty: whoever filled it marked it above,
+                // or a retirement of its bit above will see it filled.
+                return;
+            }
+            entry /= FAN;
+            level += 1;
+        }
+        // Release: as above.
+        self.free_chunks.fetch_or(1 << k, Ordering::Release);
+    }
+
+    /// Clears summary bit `bit` of `word` (on level `level` of chunk `k`,
+    /// word index `w`; `level == levels.len()` means `free_chunks`), whose
+    /// word below read empty; then reads that word again and, if it
+    /// filled meanwhile, marks the bit anew. Returns whether it did.
+    fn retire(&self, k: usize, chunk: &Chunk, level: usize, w: usize, bit: usize) -> bool {
+        let levels = &chunk.free.levels;
+        let (word, below) = if level == levels.len() {
+            (&*self.free_chunks, chunk.free.root())
+        } else {
+            (levels[level].word(w), levels[level - 1].word(w * FAN + bit))
+        };
+        // Acquire: a mark of this bit ordered before this clear (its
+        // release read-modify-write of the same word) happens-before the
+        // read below, which therefore sees the word below filled.
+        word.fetch_and(!(1 << bit), Ordering::Acquire);
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::RetireWithoutRecheck) {
+            return false;
+        }
+        // Relaxed: the acquire above ordered every mark that matters before
+        // this read (coherence does the rest).
+        if below.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        if level == levels.len() {
+            // Release: as in `mark_above`.
+            self.free_chunks.fetch_or(1 << k, Ordering::Release);
+        } else {
+            self.mark_above(k, chunk, level, w * FAN + bit);
+        }
+        true
+    }
+
+    /// Claims the lowest free segment below `limit`: clears its free bit
+    /// and returns its index (the caller owns its Free → Active
+    /// transition). `None` if no free bit below `limit` was seen.
+    pub(crate) fn claim_free(&self, limit: usize) -> Option<usize> {
+        // Relaxed (every read of the tree): the reads only steer the
+        // descent; the claim is the leaf's acquire read-modify-write. A
+        // mark that happened before this call is seen by coherence.
+        let mut chunks = self.free_chunks.load(Ordering::Relaxed);
+        while chunks != 0 {
+            let k = chunks.trailing_zeros() as usize;
+            let base = chunk_base(k);
+            if base >= limit {
+                return None;
+            }
+            let chunk = self.chunk(k).expect("a chunk marked free exists");
+            let root = chunk.free.levels.len() - 1;
+            match self.descend(k, chunk, root, 0, limit - base) {
+                Descent::Claimed(off) => return Some(base + off),
+                Descent::AtLimit => return None,
+                Descent::Empty => {
+                    let levels = chunk.free.levels.len();
+                    self.retire(k, chunk, levels, 0, k);
+                }
+            }
+            // Read again: a chunk retired and marked anew (it filled while
+            // we retired it) is descended again, lowest first.
+            chunks = self.free_chunks.load(Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Descends from word `w` of level `level` of chunk `k`, lowest bit
+    /// first, claiming the first free leaf bit below `limit` (an offset in
+    /// the chunk). Retires the summary bits whose word below reads empty.
+    fn descend(&self, k: usize, chunk: &Chunk, level: usize, w: usize, limit: usize) -> Descent {
+        let word = chunk.free.levels[level].word(w);
+        // The segments a bit on this level spans.
+        let span = FAN.pow(level as u32);
+        let backoff = Backoff::new();
+        // Relaxed: see `claim_free`.
+        let mut seen = word.load(Ordering::Relaxed);
+        while seen != 0 {
+            let bit = seen.trailing_zeros() as usize;
+            let entry = w * FAN + bit;
+            if entry * span >= limit {
+                return Descent::AtLimit;
+            }
+            if level == 0 {
+                let mask = 1u64 << bit;
+                #[cfg(seeded_bugs)]
+                if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
+                    let before = word.load(Ordering::Acquire);
+                    if before & mask != 0 {
+                        word.store(before & !mask, Ordering::Release);
+                        return Descent::Claimed(entry);
+                    }
+                    seen = before & !mask;
+                    continue;
+                }
+                // AcqRel: the winner sees what the marker published (the
+                // segment's Free state); the read-modify-write totally
+                // orders competing claimers, and the shrink's claim.
+                let before = word.fetch_and(!mask, Ordering::AcqRel);
+                if before & mask != 0 {
+                    return Descent::Claimed(entry);
+                }
+                // Another claimer won it: try the next bit.
+                backoff.spin();
+                seen = before & !mask;
+                continue;
+            }
+            match self.descend(k, chunk, level - 1, entry, limit) {
+                Descent::Empty => {
+                    self.retire(k, chunk, level, w, bit);
+                    // Read again: a word retired and marked anew is
+                    // descended again (lowest first).
+                    seen = word.load(Ordering::Relaxed);
+                }
+                found => return found,
+            }
+        }
+        Descent::Empty
+    }
+
+    /// Claims segment `index`'s free bit (the shrink's claim): true if it
+    /// was set. The summary bits above stay set until a descent retires
+    /// them.
+    pub(crate) fn unset_free(&self, index: usize) -> bool {
+        match self.free_leaf(index) {
+            // AcqRel: as the claim in `descend`.
+            Some((word, mask)) => word.fetch_and(!mask, Ordering::AcqRel) & mask != 0,
+            None => false,
+        }
+    }
+
+    /// Whether segment `index`'s free bit is set.
+    pub(crate) fn is_free(&self, index: usize) -> bool {
+        // Acquire: a set bit is followed by reads of the segment it names.
+        self.free_leaf(index)
+            .is_some_and(|(w, m)| w.load(Ordering::Acquire) & m != 0)
+    }
+
+    /// The summary invariant, at a quiescent point: every non-empty word of
+    /// the free tree has its bit set on the level above (audit).
+    pub(crate) fn check_free_summary(&self) -> Result<(), String> {
+        // Relaxed (all): the audit runs at a quiescent point.
+        let top = self.free_chunks.load(Ordering::Relaxed);
+        let mut k = 0;
+        while let Some(chunk) = self.chunk(k) {
+            let levels = &chunk.free.levels;
+            for (level, bitmap) in levels.iter().enumerate() {
+                for (w, word) in bitmap.words().enumerate() {
+                    if word.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    let marked = if level + 1 == levels.len() {
+                        top & (1 << k) != 0
+                    } else {
+                        levels[level + 1].word(w / FAN).load(Ordering::Relaxed) & (1 << (w % FAN))
+                            != 0
+                    };
+                    if !marked {
+                        return Err(format!(
+                            "free tree: chunk {k} level {level} word {w} has bits set but its bit above is clear"
+                        ));
+                    }
+                }
+            }
+            k += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The free tree of a segment table, alone, for its loom models (public
+/// under loom only): the code that ships, driven directly.
+#[cfg(loom)]
+pub mod loom_free_tree {
+    /// A segment table used only for its free bits.
+    #[derive(Debug)]
+    pub struct FreeTree(super::SegmentTable);
+
+    impl FreeTree {
+        /// A table of at least `segments` segments, none free.
+        pub fn new(segments: usize) -> FreeTree {
+            let table = super::SegmentTable::new();
+            table.grow_to(segments);
+            FreeTree(table)
+        }
+
+        /// Marks a segment free (as a landing does); whether it was not.
+        pub fn free(&self, index: usize) -> bool {
+            self.0.set_free(index)
+        }
+
+        /// Claims the lowest free segment below `limit` (as `next` does).
+        pub fn claim(&self, limit: usize) -> Option<usize> {
+            self.0.claim_free(limit)
+        }
+
+        /// Claims one segment's bit (as the shrink does).
+        pub fn unset(&self, index: usize) -> bool {
+            self.0.unset_free(index)
+        }
+
+        /// The summary invariant, at a quiescent point.
+        pub fn check(&self) -> Result<(), String> {
+            self.0.check_free_summary()
+        }
+    }
 }
 
 impl Drop for SegmentTable {
@@ -329,6 +651,20 @@ impl Drop for SegmentTable {
             }
         }
     }
+}
+
+/// The table's fields by line (see [`crate::core::layout`]).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
+    use crate::core::layout::{field, COLD};
+    vec![
+        // Written only when the table grows.
+        field!(SegmentTable, chunks, COLD),
+        field!(SegmentTable, segments, COLD),
+        field!(SegmentTable, allocated, COLD),
+        field!(SegmentTable, epoch_waiting, hot),
+        field!(SegmentTable, free_chunks, hot),
+    ]
 }
 
 #[cfg(test)]
@@ -353,16 +689,104 @@ mod tests {
         t.grow_to(FIRST_CHUNK * 4);
         let limit = t.capacity();
         for i in [3, FIRST_CHUNK + 5, 1, FIRST_CHUNK * 3 + 1] {
-            assert!(t.set_bit(Bits::Free, i));
+            assert!(t.set_free(i));
+            assert!(t.set_bit(Bits::Drain, i));
         }
-        assert!(!t.set_bit(Bits::Free, 1));
-        assert_eq!(t.next_set(Bits::Free, 4, limit), Some(FIRST_CHUNK + 5));
-        assert_eq!(t.next_set(Bits::Free, FIRST_CHUNK * 3 + 2, limit), Some(1));
-        assert_eq!(t.claim_lowest(Bits::Free, limit), Some(1));
-        assert_eq!(t.claim_lowest(Bits::Free, limit), Some(3));
-        assert_eq!(t.claim_lowest(Bits::Free, FIRST_CHUNK), None);
-        assert_eq!(t.claim_lowest(Bits::Free, limit), Some(FIRST_CHUNK + 5));
-        assert!(t.clear_bit(Bits::Free, FIRST_CHUNK * 3 + 1));
-        assert_eq!(t.claim_lowest(Bits::Free, limit), None);
+        assert!(!t.set_free(1));
+        assert_eq!(t.next_set(Bits::Drain, 4, limit), Some(FIRST_CHUNK + 5));
+        assert_eq!(t.next_set(Bits::Drain, FIRST_CHUNK * 3 + 2, limit), Some(1));
+        assert_eq!(t.claim_free(limit), Some(1));
+        assert_eq!(t.claim_free(limit), Some(3));
+        assert_eq!(t.claim_free(FIRST_CHUNK), None);
+        assert_eq!(t.claim_free(limit), Some(FIRST_CHUNK + 5));
+        assert!(t.unset_free(FIRST_CHUNK * 3 + 1));
+        assert!(!t.is_free(FIRST_CHUNK * 3 + 1));
+        assert_eq!(t.claim_free(limit), None);
+        t.check_free_summary().unwrap();
+    }
+
+    /// Against a plain set of free segments: any sequence of frees,
+    /// lowest-first claims (with limits) and shrink claims, over a table of
+    /// several chunks (so several summary levels), claims exactly the
+    /// lowest free segment below the limit every time, and the summary
+    /// invariant holds after every step.
+    #[test]
+    fn the_free_tree_claims_exactly_the_lowest_free_segment() {
+        let t = SegmentTable::new();
+        // Chunks 0..=7: chunk 7 has 8192 segments, 128 leaf words, two
+        // summary levels.
+        t.grow_to(FIRST_CHUNK * 255);
+        let capacity = t.capacity();
+        let mut model = std::collections::BTreeSet::new();
+        // A small xorshift: the test needs no crate for randomness.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for step in 0..200_000 {
+            match rand(10) {
+                0..=4 => {
+                    // Frees cluster low and high, as in a store.
+                    let i = if rand(2) == 0 {
+                        rand(256)
+                    } else {
+                        rand(capacity)
+                    };
+                    assert_eq!(t.set_free(i), model.insert(i), "step {step}: free {i}");
+                }
+                5..=7 => {
+                    let limit = if rand(4) == 0 {
+                        rand(capacity)
+                    } else {
+                        capacity
+                    };
+                    let expected = model.range(..limit).next().copied();
+                    if let Some(i) = expected {
+                        model.remove(&i);
+                    }
+                    assert_eq!(
+                        t.claim_free(limit),
+                        expected,
+                        "step {step}: claim below {limit}"
+                    );
+                }
+                8 => {
+                    let i = rand(capacity);
+                    assert_eq!(t.unset_free(i), model.remove(&i), "step {step}: shrink {i}");
+                }
+                _ => {
+                    let i = rand(capacity);
+                    assert_eq!(t.is_free(i), model.contains(&i), "step {step}: is_free {i}");
+                }
+            }
+            if step % 1000 == 0 {
+                t.check_free_summary().unwrap();
+            }
+        }
+        t.check_free_summary().unwrap();
+        while let Some(i) = t.claim_free(capacity) {
+            assert_eq!(Some(i), model.pop_first());
+        }
+        assert!(model.is_empty());
+    }
+
+    /// A free segment alternating between the top of the table and its
+    /// bottom: every claim retires the summary bits the last one left
+    /// stale, and marks them anew.
+    #[test]
+    fn stale_summary_bits_are_retired_and_marked_anew() {
+        let t = SegmentTable::new();
+        t.grow_to(FIRST_CHUNK * 255);
+        let top = t.capacity() - 1;
+        for _ in 0..1000 {
+            assert!(t.set_free(top));
+            assert_eq!(t.claim_free(t.capacity()), Some(top));
+            assert!(t.set_free(0));
+            assert_eq!(t.claim_free(t.capacity()), Some(0));
+        }
+        t.check_free_summary().unwrap();
     }
 }
