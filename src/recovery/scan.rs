@@ -10,7 +10,7 @@
 //! accepted ones by page (a radix sort) instead of building a map of pages
 //! message by message.
 //!
-//! 1. Every segment is walked ([`walk_segment`]): its header, then its
+//! 1. Every segment is walked ([`walk_segment`](crate::format::walk_segment)): its header, then its
 //!    messages while each one checks. Valid segments (magic, checksum,
 //!    segment size) are ordered by lsn. Two valid headers with one lsn are
 //!    an error: recovery never lets that happen.
