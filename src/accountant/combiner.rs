@@ -537,7 +537,10 @@ impl Combiner {
                         match token.release(current, true) {
                             Ok(()) => return first,
                             Err((back, _)) => {
+                                // The word changed under the hand-over:
+                                // read it again.
                                 token = back;
+                                backoff.spin();
                                 continue;
                             }
                         }
@@ -560,7 +563,11 @@ impl Combiner {
             }
             match token.release(current, false) {
                 Ok(()) => return first,
-                Err((back, _)) => token = back,
+                Err((back, _)) => {
+                    // A goal raised (or a repass asked) meanwhile: go round.
+                    token = back;
+                    backoff.spin();
+                }
             }
         }
     }
