@@ -211,13 +211,6 @@ impl Accountant {
                 }
                 SegmentState::Inactive | SegmentState::Draining => {
                     sealed_live += live_bytes;
-                    let counted = segment.live_pages(word.state);
-                    if counted != present.len() as u64 {
-                        return fail(format!(
-                            "{here}: {counted} live pages counted, {} in the map",
-                            present.len()
-                        ));
-                    }
                     if word.state == SegmentState::Inactive {
                         inactive.push((index, word.segno.unwrap_or(0), live_bytes));
                     }

@@ -850,7 +850,7 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
     SegmentFacts::new(
         index as u64,
         word.lsn(ss).expect("a sealed segment has an lsn"),
-        segment.live_pages(word.state),
+        segment.present.len() as u64,
         // Relaxed: only the combiner writes a sealed segment's counters.
         segment.removed.load(Ordering::Relaxed),
         segment.live_bytes(word.state),
@@ -870,7 +870,7 @@ fn consider(
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
-        SegmentState::Inactive if segment.live_pages(word.state) == 0 => {
+        SegmentState::Inactive if segment.present.is_empty() => {
             state.cleaning.victims.remove(index);
             free(shared, state, index, word, stable_lsn)
         }
@@ -896,7 +896,7 @@ fn consider(
                     .upsert(index, segno, facts.live_bytes);
             }
         }
-        SegmentState::Draining if segment.live_pages(word.state) == 0 => {
+        SegmentState::Draining if segment.present.is_empty() => {
             let draining = &mut state.cleaning.draining;
             let at = draining
                 .iter()
@@ -1118,14 +1118,12 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState, config: &
     if !policy::should_drain_top(config, free, counts.inactive as u64) {
         return;
     }
-    // The victim index holds exactly the Inactive segments (every move
-    // into or out of Inactive is the combiner's, and updates it): its
-    // highest is the highest Inactive segment, without a walk down from
-    // the tip.
-    if let Some(index) = state.cleaning.victims.highest() {
+    for index in (0..tip).rev() {
         let word = shared.table.segment(index).load();
-        debug_assert_eq!(word.state, SegmentState::Inactive);
-        start_draining(shared, state, index, word, DrainReason::TipShrink);
+        if word.state == SegmentState::Inactive {
+            start_draining(shared, state, index, word, DrainReason::TipShrink);
+            return;
+        }
     }
 }
 

@@ -21,9 +21,6 @@ pub(crate) struct VictimIndex {
     nonempty: [u64; BUCKETS / 64],
     /// Per segment index: `(bucket, segno)` while indexed.
     slots: Vec<Option<(u16, u64)>>,
-    /// The indexed segments' indices, for the highest (the tip-shrinking
-    /// rule's victim) in O(log n).
-    indices: BTreeSet<u32>,
 }
 
 impl VictimIndex {
@@ -33,7 +30,6 @@ impl VictimIndex {
             buckets: vec![BTreeSet::new(); BUCKETS],
             nonempty: [0; BUCKETS / 64],
             slots: Vec::new(),
-            indices: BTreeSet::new(),
         }
     }
 
@@ -47,9 +43,7 @@ impl VictimIndex {
         if self.slots[index] == Some((bucket, segno)) {
             return;
         }
-        if !self.take(index) {
-            self.indices.insert(index as u32);
-        }
+        self.remove(index);
         self.slots[index] = Some((bucket, segno));
         self.buckets[bucket as usize].insert((segno, index as u32));
         self.nonempty[bucket as usize / 64] |= 1 << (bucket % 64);
@@ -57,27 +51,17 @@ impl VictimIndex {
 
     /// Drops segment `index` from the index (no-op if absent).
     pub(crate) fn remove(&mut self, index: usize) {
-        if self.take(index) {
-            self.indices.remove(&(index as u32));
-        }
-    }
-
-    /// Takes segment `index` out of its bucket (not out of `indices`);
-    /// whether it was indexed.
-    fn take(&mut self, index: usize) -> bool {
         let Some(slot) = self.slots.get_mut(index) else {
-            return false;
+            return;
         };
-        let Some((bucket, segno)) = slot.take() else {
-            return false;
-        };
-        let set = &mut self.buckets[bucket as usize];
-        let was_there = set.remove(&(segno, index as u32));
-        debug_assert!(was_there, "victim index lost segment {index}");
-        if set.is_empty() {
-            self.nonempty[bucket as usize / 64] &= !(1 << (bucket % 64));
+        if let Some((bucket, segno)) = slot.take() {
+            let set = &mut self.buckets[bucket as usize];
+            let was_there = set.remove(&(segno, index as u32));
+            debug_assert!(was_there, "victim index lost segment {index}");
+            if set.is_empty() {
+                self.nonempty[bucket as usize / 64] &= !(1 << (bucket % 64));
+            }
         }
-        true
     }
 
     /// Whether segment `index` is indexed.
@@ -103,16 +87,7 @@ impl VictimIndex {
 
     /// How many segments are indexed.
     pub(crate) fn len(&self) -> usize {
-        debug_assert_eq!(
-            self.indices.len(),
-            self.buckets.iter().map(BTreeSet::len).sum::<usize>()
-        );
-        self.indices.len()
-    }
-
-    /// The indexed segment with the highest index.
-    pub(crate) fn highest(&self) -> Option<usize> {
-        self.indices.last().map(|&index| index as usize)
+        self.buckets.iter().map(BTreeSet::len).sum()
     }
 
     /// The policy's best victim at stable lsn `now`, with `facts` giving the
@@ -163,27 +138,6 @@ mod tests {
         SegmentFacts::new(index as u64, (segno * SS) as Lsn, 1, 0, live, SS)
     }
 
-    /// The highest indexed segment follows inserts, bucket moves and
-    /// removals (the tip-shrinking rule's victim, without a walk).
-    #[test]
-    fn highest_is_the_highest_indexed_segment() {
-        let mut idx = VictimIndex::new(SS);
-        assert_eq!(idx.highest(), None);
-        for i in [5, 90, 17] {
-            idx.upsert(i, i as u64, SS / 2);
-        }
-        assert_eq!(idx.highest(), Some(90));
-        // A move between buckets keeps it.
-        idx.upsert(90, 90, 1);
-        assert_eq!((idx.highest(), idx.len()), (Some(90), 3));
-        idx.remove(90);
-        assert_eq!(idx.highest(), Some(17));
-        idx.remove(90);
-        idx.remove(17);
-        idx.remove(5);
-        assert_eq!((idx.highest(), idx.len()), (None, 0));
-    }
-
     /// The index agrees with a plain scan over every segment.
     #[test]
     fn picks_like_a_scan() {
@@ -208,7 +162,6 @@ mod tests {
         }
         segs.retain(|&(i, _, _)| i % 11 != 0);
         assert_eq!(idx.len(), segs.len());
-        assert_eq!(idx.highest(), segs.iter().map(|x| x.0).max());
         let now = 2000 * SS as Lsn;
         let by_index = |i: usize| {
             let &(_, s, l) = segs.iter().find(|x| x.0 == i).unwrap();

@@ -220,12 +220,6 @@ pub(crate) struct Segment {
     /// While Active it is 0 and the bytes live only in `present`, so
     /// `mark_link` is one map update.
     pub(crate) live_bytes: AtomicU64,
-    /// The pages in `present` when the combiner sealed the segment (0
-    /// before). Only replacements remove pages from a sealed segment, and
-    /// each counts in `removed`, so the difference is its live page count:
-    /// the combiner's decisions read it instead of locking every shard of
-    /// the map to count them.
-    sealed_pages: AtomicU64,
     /// While a Freeing incarnation waits on the epoch collector: its packed
     /// Freeing word (unique per incarnation, never 0); 0 otherwise. The
     /// landing closure that clears it (by CAS) is the one that lands the
@@ -256,7 +250,6 @@ impl Segment {
             present: PageMap::new(),
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
-            sealed_pages: AtomicU64::new(0),
             epoch_ticket: AtomicU64::new(0),
             stream: AtomicU8::new(0),
             _line: CachePadded::new(()),
@@ -396,26 +389,9 @@ impl Segment {
         // fragment), so only billions of links of one segment could reach
         // the bound; the combiner must not overflow even then.
         let (bytes, pages) = self.present.bytes_and_pages();
-        // Relaxed (both): written by the combiner only, read by it and for
-        // statistics.
+        // Relaxed: written by the combiner only, read for statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
-        self.sealed_pages.store(pages, Ordering::Relaxed);
         (bytes, pages)
-    }
-
-    /// The pages with live fragments here: counted from the seal's count
-    /// and the replacements applied since once sealed (no shard lock), the
-    /// map's length otherwise.
-    pub(crate) fn live_pages(&self, state: SegmentState) -> u64 {
-        match state {
-            // Relaxed: the combiner is the only writer of a sealed
-            // segment's counters, and the only caller that relies on them.
-            SegmentState::Inactive | SegmentState::Draining => self
-                .sealed_pages
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.removed.load(Ordering::Relaxed)),
-            _ => self.present.len() as u64,
-        }
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.
@@ -455,7 +431,6 @@ impl Segment {
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);
-        self.sealed_pages.store(0, Ordering::Relaxed);
     }
 }
 
@@ -470,7 +445,6 @@ pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
         field!(Segment, present, WORD_LINE),
         field!(Segment, removed, WORD_LINE),
         field!(Segment, live_bytes, WORD_LINE),
-        field!(Segment, sealed_pages, WORD_LINE),
         field!(Segment, epoch_ticket, WORD_LINE),
         field!(Segment, stream, WORD_LINE),
         field!(Segment, deferred, LOCKS),
