@@ -157,6 +157,28 @@ mod dash {
         }
     }
 
+    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
+    /// or on every shard; a read lock writes its lock word too.
+    #[cfg(sharing_audit)]
+    pub(super) fn audit<V>(map: &dashmap::DashMap<u64, V, Hasher>, key: Option<u64>) {
+        use std::hash::BuildHasher;
+        let shards = map.shards();
+        match key {
+            Some(k) => {
+                let hash = map.hasher().hash_one(k);
+                crate::core::sharing::wrote(&shards[map.determine_shard(hash as usize)]);
+            }
+            None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
+        }
+    }
+
+    /// The sharing audit: the address range of the shards (their locks).
+    #[cfg(sharing_audit)]
+    pub(super) fn audit_range<V>(map: &dashmap::DashMap<u64, V, Hasher>) -> (usize, usize) {
+        let shards = map.shards();
+        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+    }
+
     pub(super) fn new<V>() -> dashmap::DashMap<u64, V, Hasher> {
         dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS)
     }
@@ -177,8 +199,7 @@ impl PageMap {
     // Used by the audit's test only.
     #[allow(dead_code)]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        let shards = self.inner.shards();
-        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+        dash::audit_range(&self.inner)
     }
 }
 
@@ -188,17 +209,7 @@ impl PageMap {
     #[inline(always)]
     fn audit(&self, key: Option<u64>) {
         #[cfg(all(sharing_audit, not(loom)))]
-        {
-            use std::hash::BuildHasher;
-            let shards = self.inner.shards();
-            match key {
-                Some(k) => {
-                    let hash = self.inner.hasher().hash_one(k);
-                    crate::core::sharing::wrote(&shards[self.inner.determine_shard(hash as usize)]);
-                }
-                None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
-            }
-        }
+        dash::audit(&self.inner, key);
         let _ = key;
     }
 
@@ -398,8 +409,7 @@ impl LsnSet {
     #[allow(dead_code)]
     #[cfg(all(sharing_audit, not(loom)))]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        let shards = self.inner.shards();
-        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+        dash::audit_range(&self.inner)
     }
 }
 
@@ -409,17 +419,7 @@ impl LsnSet {
     #[inline(always)]
     fn audit(&self, key: Option<u64>) {
         #[cfg(all(sharing_audit, not(loom)))]
-        {
-            use std::hash::BuildHasher;
-            let shards = self.inner.shards();
-            match key {
-                Some(k) => {
-                    let hash = self.inner.hasher().hash_one(k);
-                    crate::core::sharing::wrote(&shards[self.inner.determine_shard(hash as usize)]);
-                }
-                None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
-            }
-        }
+        dash::audit(&self.inner, key);
         let _ = key;
     }
 
