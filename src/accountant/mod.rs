@@ -353,6 +353,13 @@ impl Accountant {
         self.shared.config.segment_size.trailing_zeros()
     }
 
+    /// The largest fragment a write may record: the segment size, at most
+    /// [`MAX_FRAGMENT_BYTES`].
+    #[inline(always)]
+    fn max_fragment_bytes(&self) -> u64 {
+        self.segment_size().min(MAX_FRAGMENT_BYTES)
+    }
+
     /// The file tip in bytes: every lid below it may be in use.
     pub fn tip(&self) -> u64 {
         self.shared.sequencer.tip() as u64 * self.segment_size()
@@ -384,7 +391,7 @@ impl Accountant {
     /// within its segment) and at most [`MAX_FRAGMENT_BYTES`].
     #[inline(always)]
     fn check_size(&self, size: u64) -> Result<()> {
-        if size > self.segment_size().min(MAX_FRAGMENT_BYTES) {
+        if size > self.max_fragment_bytes() {
             return Err(self.size_error(size));
         }
         Ok(())
@@ -394,7 +401,7 @@ impl Accountant {
     #[cold]
     #[inline(never)]
     fn size_error(&self, size: u64) -> Error {
-        let max = self.segment_size().min(MAX_FRAGMENT_BYTES);
+        let max = self.max_fragment_bytes();
         Error::SizeOutOfRange { size, max }
     }
 
@@ -692,16 +699,47 @@ impl Accountant {
     #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
         self.shared.poison.check()?;
-        self.check_size(size)?;
-        let segno = self.segno_of(lsn)?;
-        let (index, segment) = self.segment_at(ptr.lid())?;
-        // The seal protocol: the segment is checked to be the Active one of
-        // `segno` once, under the shard lock the link mutates under (see
-        // `segment`); the word seen there tells the error apart.
-        match segment.link_if_active_at(pid, size, segno) {
-            Ok(()) => Ok(()),
-            Err(seen) => Err(self.write_target_error(lsn, segno, index, seen.decode())),
+        // The hot path checks the arguments with as few branches as it can
+        // and leaves telling the errors apart to `mark_link_error`, out of
+        // line. In particular it does not compare the lid with the tip: a
+        // segment at or above the tip is never Active (the tip is lowered
+        // over Vacant segments only, and none is activated above it), so
+        // the word check under the lock refuses it, and the error path
+        // then reports `LidBeyondTip` first, as the checks in order would.
+        let shift = self.segment_shift();
+        let segno = lsn as u64 >> shift;
+        if lsn >= 0 && segno <= MAX_SEGMENT_NUMBER && size <= self.max_fragment_bytes() {
+            if let Some(segment) = self.shared.table.get((ptr.lid() >> shift) as usize) {
+                // The seal protocol: the segment is checked to be the
+                // Active one of `segno` once, under the shard lock the link
+                // mutates under (see `segment`); the word seen there tells
+                // the error apart.
+                return match segment.link_if_active_at(pid, size, segno) {
+                    Ok(()) => Ok(()),
+                    Err(seen) => Err(self.mark_link_error(lsn, ptr.lid(), size, Some(seen))),
+                };
+            }
         }
+        Err(self.mark_link_error(lsn, ptr.lid(), size, None))
+    }
+
+    /// The error of a `mark_link` the hot path refused: the checks in
+    /// their documented order, then what the word seen under the lock
+    /// (if the link got that far) says.
+    #[cold]
+    #[inline(never)]
+    fn mark_link_error(&self, lsn: Lsn, lid: Lid, size: u64, seen: Option<RawWord>) -> Error {
+        let checked = self
+            .check_size(size)
+            .and_then(|()| self.segno_of(lsn))
+            .and_then(|segno| Ok((segno, self.segment_at(lid)?.0)));
+        let (segno, index) = match checked {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
+        let seen =
+            seen.unwrap_or_else(|| panic!("segment {index} is below the tip but beyond the table"));
+        self.write_target_error(lsn, segno, index, seen.decode())
     }
 
     /// The error of a write into segment `index` that a seal refused.

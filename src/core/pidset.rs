@@ -50,27 +50,36 @@ trait ShardTable {
 }
 
 /// Takes `shard`'s write lock, checks `open` under it, and only then adds
-/// `bytes` to `pid` (flagging it not yet replaced). `None` if `open`
+/// `bytes` to `pid` (flagging it not yet replaced). `open`'s refusal if it
 /// refused; otherwise whether the page is new here. The one write path of
 /// both builds.
+///
+/// The probe for `pid` runs before `open`: both only read, under the lock,
+/// so the order changes nothing a writer or the seal can see, and this way
+/// the probe's loads and `open`'s load of the segment word issue together
+/// right after the lock is taken instead of one after the other
+/// (docs/performance.md, `mark_link` against its floor).
 #[inline(always)]
-fn link_in<S: Shard>(
+fn link_in<S: Shard, E>(
     shard: &S,
     hash: u64,
     pid: PageId,
     bytes: u64,
-    open: impl FnOnce() -> bool,
-) -> Option<bool> {
+    open: impl FnOnce() -> Result<(), E>,
+) -> Result<bool, E> {
     let mut table = shard.write(hash);
-    if !open() {
-        return None;
+    let slot = table.value_mut(pid);
+    open()?;
+    match slot {
+        Some(v) => {
+            *v = (*v + bytes) | NYR;
+            Ok(false)
+        }
+        None => {
+            table.insert_absent(pid, bytes | NYR);
+            Ok(true)
+        }
     }
-    if let Some(v) = table.value_mut(pid) {
-        *v = (*v + bytes) | NYR;
-        return Some(false);
-    }
-    table.insert_absent(pid, bytes | NYR);
-    Some(true)
 }
 
 /// A small concurrent set of segment numbers (the lsns in use).
@@ -222,18 +231,18 @@ impl PageMap {
         }
     }
 
-    /// Under the write lock of `pid`'s shard: if `open()` still holds,
-    /// adds `bytes` to `pid` and flags it not yet replaced, returning
-    /// whether the page is new here; otherwise changes nothing and returns
-    /// `None`.
+    /// Under the write lock of `pid`'s shard: if `open()` is `Ok`, adds
+    /// `bytes` to `pid` and flags it not yet replaced, returning whether
+    /// the page is new here; otherwise changes nothing and returns
+    /// `open`'s error.
     #[cfg(not(loom))]
     #[inline(always)]
-    pub(crate) fn link_if(
+    pub(crate) fn link_if<E>(
         &self,
         pid: PageId,
         bytes: u64,
-        open: impl FnOnce() -> bool,
-    ) -> Option<bool> {
+        open: impl FnOnce() -> Result<(), E>,
+    ) -> Result<bool, E> {
         use std::hash::BuildHasher;
         self.audit(Some(pid));
         // The key is hashed and its shard chosen exactly as dashmap's own
@@ -247,17 +256,17 @@ impl PageMap {
         link_in(&shard, hash, pid, bytes, open)
     }
 
-    /// Under the write lock of `pid`'s shard: if `open()` still holds,
-    /// adds `bytes` to `pid` and flags it not yet replaced, returning
-    /// whether the page is new here; otherwise changes nothing and returns
-    /// `None`.
+    /// Under the write lock of `pid`'s shard: if `open()` is `Ok`, adds
+    /// `bytes` to `pid` and flags it not yet replaced, returning whether
+    /// the page is new here; otherwise changes nothing and returns
+    /// `open`'s error.
     #[cfg(loom)]
-    pub(crate) fn link_if(
+    pub(crate) fn link_if<E>(
         &self,
         pid: PageId,
         bytes: u64,
-        open: impl FnOnce() -> bool,
-    ) -> Option<bool> {
+        open: impl FnOnce() -> Result<(), E>,
+    ) -> Result<bool, E> {
         link_in(self.inner.shard_of(pid), 0, pid, bytes, open)
     }
 
@@ -600,7 +609,7 @@ mod tests {
     use super::*;
 
     fn link(map: &PageMap, pid: PageId, bytes: u64) -> bool {
-        map.link_if(pid, bytes, || true).expect("open")
+        map.link_if(pid, bytes, || Ok::<_, ()>(())).expect("open")
     }
 
     /// `link_if` writes the shards directly; every dashmap method must find
@@ -634,11 +643,11 @@ mod tests {
     #[test]
     fn a_refused_link_changes_nothing() {
         let map = PageMap::new();
-        assert_eq!(map.link_if(1, 10, || false), None);
+        assert_eq!(map.link_if(1, 10, || Err(())), Err(()));
         assert!(map.is_empty());
         assert!(link(&map, 1, 10));
         map.mark_replaced(1);
-        assert_eq!(map.link_if(1, 5, || false), None);
+        assert_eq!(map.link_if(1, 5, || Err(())), Err(()));
         assert_eq!(map.entries(), vec![(1, 10)]);
         assert!(!map.is_not_yet_replaced(1));
     }

@@ -335,27 +335,29 @@ impl Segment {
         bytes: u64,
         segno: u64,
     ) -> Result<(), RawWord> {
-        let mut seen = RawWord(0);
         #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::CheckOutsideLock) {
-            seen = self.load_raw();
+            let seen = self.load_raw();
             let open = seen.is_active_at(segno);
-            return match self.present.link_if(pid, bytes, || open) {
-                Some(_) => Ok(()),
-                None => Err(seen),
-            };
+            return self
+                .present
+                .link_if(pid, bytes, || if open { Ok(()) } else { Err(seen) })
+                .map(drop);
         }
         // Acquire (in `load_raw`), though the shard lock already orders
         // this load after the barrier of any seal whose barrier passed this
-        // shard first.
-        let linked = self.present.link_if(pid, bytes, || {
-            seen = self.load_raw();
-            seen.is_active_at(segno)
-        });
-        match linked {
-            Some(_) => Ok(()),
-            None => Err(seen),
-        }
+        // shard first. The refusal carries the word seen, to tell the error
+        // apart.
+        self.present
+            .link_if(pid, bytes, || {
+                let seen = self.load_raw();
+                if seen.is_active_at(segno) {
+                    Ok(())
+                } else {
+                    Err(seen)
+                }
+            })
+            .map(drop)
     }
 
     /// Links `bytes` of page `pid` here unconditionally: the caller holds
@@ -363,8 +365,10 @@ impl Segment {
     /// seal's barrier waits for it.
     #[inline(always)]
     pub(crate) fn link_held(&self, pid: PageId, bytes: u64) {
-        let linked = self.present.link_if(pid, bytes, || true);
-        debug_assert!(linked.is_some());
+        let linked = self
+            .present
+            .link_if(pid, bytes, || Ok::<_, std::convert::Infallible>(()));
+        debug_assert!(linked.is_ok());
     }
 
     /// The seal's barrier: takes and releases every lock a writer mutates
