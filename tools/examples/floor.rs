@@ -23,7 +23,6 @@
 //! dashmap's raw shard API as `mark_link` does it.
 
 #[path = "../../examples/workload/mod.rs"]
-#[allow(dead_code)]
 mod workload;
 
 use std::hash::BuildHasher;
