@@ -41,7 +41,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
-use workload::{WritePath, PAGES_PER_THREAD, SEGMENT_SIZE};
+use workload::{store_work, Mix, Placement, WritePath, SEGMENT_SIZE};
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -98,27 +98,6 @@ fn sweep(n: usize) -> Vec<usize> {
         .collect();
     counts.push(n);
     counts
-}
-
-/// The store's own work per write, the same as the mix's
-/// (`workload::Head::work`, private to that module): encode and copy a
-/// fragment of `src.len()` bytes, hash the copy. Returns the fragment's
-/// size in the log.
-fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
-    let n = src.len();
-    if n == 0 {
-        return 32;
-    }
-    src[0] = pid as u8;
-    dst.copy_from_slice(src);
-    let mut h = 0u64;
-    for chunk in dst.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
-    }
-    std::hint::black_box(h);
-    n as u64 + 32
 }
 
 /// An atomic alone on its cache line (128 bytes: adjacent-line prefetch
@@ -289,91 +268,25 @@ impl WritePath for NullPath {
     }
 }
 
-/// One writer of the shared head: the same per-call mix as the
-/// head-per-thread workload's `Head::step`, over its own pages.
-struct Writer {
+/// One writer's place in the shared head: the latest segment it reserved
+/// in (its floor) and that segment's lid.
+struct SharedPlace<'a> {
+    head: &'a SharedHead,
     me: usize,
-    t: u64,
     floor: u64,
-    /// The lid of the segment this writer last wrote into.
     segment: (u64, Lid),
-    pages: Vec<Vec<DiskPtr>>,
-    rng: u64,
-    src: Vec<u8>,
-    dst: Vec<u8>,
-    ops: u64,
 }
 
-impl Writer {
-    fn new(t: usize, work_bytes: usize, head: &SharedHead) -> Writer {
-        Writer {
-            me: t,
-            t: t as u64,
-            floor: 0,
-            segment: (0, head.lid(0)),
-            pages: vec![Vec::new(); PAGES_PER_THREAD as usize],
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
-            src: (0..work_bytes).map(|i| i as u8).collect(),
-            dst: vec![0; work_bytes],
-            ops: 0,
-        }
-    }
-
-    fn rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    fn place(&mut self, size: u64, head: &SharedHead, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
-        let (segno, at) = head.reserve(self.me, &mut self.floor, size, acc);
+impl Placement for SharedPlace<'_> {
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
+        let (segno, at) = self.head.reserve(self.me, &mut self.floor, size, acc);
         if self.segment.0 != segno {
-            self.segment = (segno, head.lid(segno));
+            self.segment = (segno, self.head.lid(segno));
         }
         (
             (segno * SEGMENT_SIZE + at) as Lsn,
             DiskPtr::Inline(self.segment.1 + at),
         )
-    }
-
-    fn write_full(&mut self, local: usize, head: &SharedHead, acc: &dyn WritePath) {
-        let pid = self.t * PAGES_PER_THREAD + local as u64;
-        let size = store_work(&mut self.src, &mut self.dst, pid);
-        let (lsn, ptr) = self.place(size, head, acc);
-        let old = std::mem::take(&mut self.pages[local]);
-        if old.is_empty() {
-            acc.link(pid, lsn, ptr, size);
-        } else {
-            acc.replace(pid, lsn, &old, ptr, size);
-        }
-        self.pages[local] = old;
-        self.pages[local].clear();
-        self.pages[local].push(ptr);
-    }
-
-    fn step(&mut self, head: &SharedHead, acc: &dyn WritePath) {
-        let r = self.rand();
-        let local = (r >> 8) as usize % PAGES_PER_THREAD as usize;
-        match r % 10 {
-            0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
-                let pid = self.t * PAGES_PER_THREAD + local as u64;
-                let size = store_work(&mut self.src, &mut self.dst, pid);
-                let (lsn, ptr) = self.place(size, head, acc);
-                acc.link(pid, lsn, ptr, size);
-                self.pages[local].push(ptr);
-            }
-            0..=8 => self.write_full(local, head, acc),
-            _ => {
-                let ignore = self.t * PAGES_PER_THREAD + local as u64;
-                if let Some(pid) = acc.clean(ignore) {
-                    if pid / PAGES_PER_THREAD == self.t {
-                        self.write_full((pid % PAGES_PER_THREAD) as usize, head, acc);
-                    }
-                }
-            }
-        }
-        self.ops += 1;
     }
 }
 
@@ -394,16 +307,24 @@ fn run_shared_head(
             .map(|t| {
                 let (head, barrier, stop) = (&head, &barrier, &stop);
                 s.spawn(move || {
-                    let mut writer = Writer::new(t, work_bytes, head);
+                    // The head-per-thread mix's writes, placed in the
+                    // shared head.
+                    let mut mix = Mix::new(t, work_bytes);
+                    let mut place = SharedPlace {
+                        head,
+                        me: t,
+                        floor: 0,
+                        segment: (0, head.lid(0)),
+                    };
                     barrier.wait();
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..64 {
-                            writer.step(head, acc);
+                            mix.step(acc, &mut place);
                         }
                     }
                     // Done: no longer holds the stable bound back.
                     head.floors[t].0.store(u64::MAX, Ordering::Release);
-                    writer.ops
+                    mix.ops
                 })
             })
             .collect();

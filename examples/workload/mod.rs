@@ -123,12 +123,37 @@ impl Shared {
     }
 }
 
-/// One write head's state.
-pub struct Head {
+/// Where a writer's fragments go: its own write head (the head-per-thread
+/// shape, [`Head`]) or one head every thread shares
+/// (`examples/throughput.rs --shared-head`).
+pub trait Placement {
+    /// Reserves `size` bytes for a fragment; returns its lsn and pointer.
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr);
+}
+
+/// The store's own work per write: encode and copy a fragment of
+/// `src.len()` bytes, hash the copy. Returns the fragment's size in the
+/// log.
+pub fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
+    let n = src.len();
+    if n == 0 {
+        return 32;
+    }
+    src[0] = pid as u8;
+    dst.copy_from_slice(src);
+    let mut h = 0u64;
+    for chunk in dst.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
+    }
+    std::hint::black_box(h);
+    n as u64 + 32
+}
+
+/// One thread's page-writing mix, over any [`Placement`].
+pub struct Mix {
     t: u64,
-    segno: u64,
-    lid: Lid,
-    used: u64,
     pages: Vec<Vec<DiskPtr>>,
     rng: u64,
     src: Vec<u8>,
@@ -136,24 +161,18 @@ pub struct Head {
     pub ops: u64,
 }
 
-impl Head {
-    /// Thread `t`'s head, with its first segment and one image of each of
-    /// its pages already written.
-    pub fn new(t: usize, work_bytes: usize, acc: &dyn WritePath, shared: &Shared) -> Head {
-        let mut head = Head {
+impl Mix {
+    /// Thread `t`'s mix: it owns pages `[t·P, (t+1)·P)`; each write does
+    /// `work_bytes` of the store's own work first.
+    pub fn new(t: usize, work_bytes: usize) -> Mix {
+        Mix {
             t: t as u64,
-            segno: t as u64,
-            lid: 0,
-            used: 0,
             pages: vec![Vec::new(); PAGES_PER_THREAD as usize],
             rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
             src: (0..work_bytes).map(|i| i as u8).collect(),
             dst: vec![0; work_bytes],
             ops: 0,
-        };
-        head.lid = acc.next((head.segno * SEGMENT_SIZE) as Lsn);
-        let _ = shared;
-        head
+        }
     }
 
     fn rand(&mut self) -> u64 {
@@ -163,48 +182,14 @@ impl Head {
         self.rng
     }
 
-    /// The store's own work per write: encode and copy a fragment.
     fn work(&mut self, pid: PageId) -> u64 {
-        let n = self.src.len();
-        if n == 0 {
-            return 32;
-        }
-        self.src[0] = pid as u8;
-        self.dst.copy_from_slice(&self.src);
-        let mut h = 0u64;
-        for chunk in self.dst.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
-        }
-        std::hint::black_box(h);
-        n as u64 + 32
+        store_work(&mut self.src, &mut self.dst, pid)
     }
 
-    /// Reserves `size` bytes at the head, rolling to the next segment (and
-    /// stabilizing) when full.
-    fn reserve(&mut self, size: u64, acc: &dyn WritePath, shared: &Shared) -> (Lsn, DiskPtr) {
-        if self.used + size > SEGMENT_SIZE {
-            self.segno += shared.threads;
-            shared.heads[self.t as usize].store(self.segno, Ordering::Release);
-            self.lid = acc.next((self.segno * SEGMENT_SIZE) as Lsn);
-            self.used = 0;
-            if !shared.background_stabilizer {
-                acc.stabilize(shared.stable_bound());
-            }
-        }
-        let at = self.used;
-        self.used += size;
-        (
-            (self.segno * SEGMENT_SIZE + at) as Lsn,
-            DiskPtr::Inline(self.lid + at),
-        )
-    }
-
-    fn write_full(&mut self, local: usize, acc: &dyn WritePath, shared: &Shared) {
+    fn write_full(&mut self, local: usize, acc: &dyn WritePath, at: &mut impl Placement) {
         let pid = self.t * PAGES_PER_THREAD + local as u64;
         let size = self.work(pid);
-        let (lsn, ptr) = self.reserve(size, acc, shared);
+        let (lsn, ptr) = at.place(size, acc);
         let old = std::mem::take(&mut self.pages[local]);
         if old.is_empty() {
             acc.link(pid, lsn, ptr, size);
@@ -216,29 +201,103 @@ impl Head {
         self.pages[local].push(ptr);
     }
 
-    /// One operation of the mix.
-    pub fn step(&mut self, acc: &dyn WritePath, shared: &Shared) {
+    /// One operation of the mix, its fragments placed by `at`.
+    pub fn step(&mut self, acc: &dyn WritePath, at: &mut impl Placement) {
         let r = self.rand();
         let local = (r >> 8) as usize % PAGES_PER_THREAD as usize;
         match r % 10 {
             0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
                 let pid = self.t * PAGES_PER_THREAD + local as u64;
                 let size = self.work(pid);
-                let (lsn, ptr) = self.reserve(size, acc, shared);
+                let (lsn, ptr) = at.place(size, acc);
                 acc.link(pid, lsn, ptr, size);
                 self.pages[local].push(ptr);
             }
-            0..=8 => self.write_full(local, acc, shared),
+            0..=8 => self.write_full(local, acc, at),
             _ => {
                 let ignore = self.t * PAGES_PER_THREAD + local as u64;
                 if let Some(pid) = acc.clean(ignore) {
                     if pid / PAGES_PER_THREAD == self.t {
-                        self.write_full((pid % PAGES_PER_THREAD) as usize, acc, shared);
+                        self.write_full((pid % PAGES_PER_THREAD) as usize, acc, at);
                     }
                 }
             }
         }
         self.ops += 1;
+    }
+}
+
+/// A head's own segment: thread `t` writes its k-th segment at segment
+/// number `k·T + t`.
+struct OwnSegment {
+    t: u64,
+    segno: u64,
+    lid: Lid,
+    used: u64,
+}
+
+/// [`OwnSegment`] as a placement, with the run's shared state.
+struct Own<'a> {
+    segment: &'a mut OwnSegment,
+    shared: &'a Shared,
+}
+
+impl Placement for Own<'_> {
+    /// Reserves `size` bytes at the head, rolling to the next segment (and
+    /// stabilizing) when full.
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
+        let (seg, shared) = (&mut *self.segment, self.shared);
+        if seg.used + size > SEGMENT_SIZE {
+            seg.segno += shared.threads;
+            shared.heads[seg.t as usize].store(seg.segno, Ordering::Release);
+            seg.lid = acc.next((seg.segno * SEGMENT_SIZE) as Lsn);
+            seg.used = 0;
+            if !shared.background_stabilizer {
+                acc.stabilize(shared.stable_bound());
+            }
+        }
+        let at = seg.used;
+        seg.used += size;
+        (
+            (seg.segno * SEGMENT_SIZE + at) as Lsn,
+            DiskPtr::Inline(seg.lid + at),
+        )
+    }
+}
+
+/// One write head of its own: the mix over the thread's own segments.
+pub struct Head {
+    mix: Mix,
+    segment: OwnSegment,
+}
+
+impl Head {
+    /// Thread `t`'s head, with its first segment.
+    pub fn new(t: usize, work_bytes: usize, acc: &dyn WritePath) -> Head {
+        let segno = t as u64;
+        Head {
+            mix: Mix::new(t, work_bytes),
+            segment: OwnSegment {
+                t: t as u64,
+                segno,
+                lid: acc.next((segno * SEGMENT_SIZE) as Lsn),
+                used: 0,
+            },
+        }
+    }
+
+    /// Operations done so far.
+    pub fn ops(&self) -> u64 {
+        self.mix.ops
+    }
+
+    /// One operation of the mix.
+    pub fn step(&mut self, acc: &dyn WritePath, shared: &Shared) {
+        let mut at = Own {
+            segment: &mut self.segment,
+            shared,
+        };
+        self.mix.step(acc, &mut at);
     }
 }
 
@@ -259,14 +318,14 @@ pub fn run(
         let (acc, shared, barrier, stop) =
             (acc.clone(), shared.clone(), barrier.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
-            let mut head = Head::new(t, work_bytes, &*acc, &shared);
+            let mut head = Head::new(t, work_bytes, &*acc);
             barrier.wait();
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..64 {
                     head.step(&*acc, &shared);
                 }
             }
-            head.ops
+            head.ops()
         }));
     }
     let stabilizer = background_stabilizer.then(|| {
@@ -306,7 +365,7 @@ pub fn run_ops(
     for t in 0..threads {
         let (acc, shared, barrier) = (acc.clone(), shared.clone(), barrier.clone());
         handles.push(std::thread::spawn(move || {
-            let mut head = Head::new(t, work_bytes, &*acc, &shared);
+            let mut head = Head::new(t, work_bytes, &*acc);
             barrier.wait();
             for _ in 0..ops_per_thread {
                 head.step(&*acc, &shared);
