@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     /// streams, durability) is read everywhere; its cleaning tunables are
     /// the initial ones: cleaning decisions read [`Shared::tuned`].
     pub(crate) config: Config,
+    /// log2 of the segment size, kept so the hot path shifts without
+    /// recomputing it.
+    pub(crate) segment_shift: u32,
     /// The configuration in force: `config` with the tunables as
     /// [`Accountant::tune`] last set them. Loaded once per combiner pass
     /// (and by `config()`); writers never read it.
@@ -267,6 +270,7 @@ impl Accountant {
                 appended: CachePadded::new(crate::core::sync::StatCounter::new(0)),
                 tuned: arc_swap::ArcSwap::from_pointee(config.clone()),
                 retuned: std::sync::atomic::AtomicBool::new(false),
+                segment_shift: config.segment_size.trailing_zeros(),
                 config,
             },
         }
@@ -349,8 +353,9 @@ impl Accountant {
 
     /// log2 of the segment size (a power of two): the hot path shifts
     /// instead of dividing.
+    #[inline(always)]
     fn segment_shift(&self) -> u32 {
-        self.shared.config.segment_size.trailing_zeros()
+        self.shared.segment_shift
     }
 
     /// The largest fragment a write may record: the segment size, at most
