@@ -362,3 +362,78 @@ fn a_later_piece_without_its_header_piece_damages_the_old_incarnation() {
     assert!(present(&s, 4).is_some() && present(&s, 5).is_some());
     assert_eq!(present(&s, 1), None);
 }
+
+/// A log of `segments` segments of `ss` bytes in `storage`, each vouching
+/// for the one before, segment `i` holding a full image of page `i` and
+/// one of page `1_000_000 + i`.
+fn long_log(storage: &dyn LogFile, ss: u64, segments: u64) {
+    for i in 0..segments {
+        let lsn = (i * ss) as Lsn;
+        let mut b = SegmentBuilder::new(ss, lsn, lsn);
+        b.append(Full, i, &[i as u8; 100]).unwrap();
+        b.append(Full, 1_000_000 + i, &[7; 100]).unwrap();
+        storage.write_at(i * ss, &b.finish()).unwrap();
+    }
+}
+
+/// The scan reads ahead on a thread of its own when the file takes more
+/// than one read (`scan::read_size`): a log of several reads' worth scans
+/// to exactly the pages written, each at its segment's lsn.
+#[test]
+fn a_log_of_several_reads_scans_whole() {
+    let ss = 64 << 10;
+    let segments = 3 * segment_accountant::scan::read_size(ss) / ss + 7;
+    let st = MemStorage::new();
+    long_log(&st, ss, segments);
+    let s = scan(&st, ss).unwrap();
+    assert_eq!(s.snapshot.pages.len() as u64, 2 * segments);
+    for i in 0..segments {
+        assert_eq!(present(&s, i), Some((i * ss) as Lsn + 32), "page {i}");
+        assert!(present(&s, 1_000_000 + i).is_some());
+    }
+    assert_eq!(s.snapshot.last_lid, Some((segments - 1) * ss));
+    assert_eq!(s.resume_lsn, (segments * ss) as Lsn);
+}
+
+/// A read that fails in a later read of the file ends the scan with that
+/// error (the read-ahead thread hands it over in file order); the storage
+/// is not read again.
+#[test]
+fn a_failed_read_past_the_first_is_the_scans_error() {
+    let ss = 64 << 10;
+    let reads = segment_accountant::scan::read_size(ss);
+    let st = FaultStorage::restart(Vec::new(), 1);
+    long_log(&st, ss, 3 * reads / ss);
+    st.fail_read_at(reads + 5);
+    match scan(&st, ss) {
+        Err(ScanError::Io(e)) => assert!(e.to_string().contains("injected read error"), "{e}"),
+        other => panic!(
+            "expected the read error, got {:?}",
+            other.map(|s| s.resume_lsn)
+        ),
+    }
+    // The fault was used up: the same log now scans whole.
+    assert_eq!(
+        scan(&st, ss).unwrap().snapshot.pages.len() as u64,
+        2 * (3 * reads / ss)
+    );
+}
+
+/// A storage whose `read_at` panics on the read-ahead thread: the panic
+/// comes out of `scan` with its own payload, as it would without the
+/// thread, and nothing hangs.
+#[test]
+fn a_panicking_read_on_the_read_ahead_thread_is_re_raised() {
+    let ss = 64 << 10;
+    let reads = segment_accountant::scan::read_size(ss);
+    let st = FaultStorage::restart(Vec::new(), 1);
+    long_log(&st, ss, 3 * reads / ss);
+    st.panic_read_at(2 * reads + 1);
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan(&st, ss)))
+        .map(|s| s.map(|s| s.resume_lsn))
+        .expect_err("the panic comes out of scan");
+    assert_eq!(
+        payload.downcast_ref::<&str>().copied(),
+        Some("injected panic in read_at")
+    );
+}

@@ -55,6 +55,10 @@ struct State {
     panic_remove_blob: u32,
     panic_set_len: u32,
     panic_sync: u32,
+    /// The next read covering this byte fails.
+    fail_read_at: Option<u64>,
+    /// The next read covering this byte panics.
+    panic_read_at: Option<u64>,
     writes: u64,
     syncs: u64,
     blobs: HashSet<BlobId>,
@@ -157,6 +161,8 @@ impl FaultStorage {
                 panic_remove_blob: 0,
                 panic_set_len: 0,
                 panic_sync: 0,
+                fail_read_at: None,
+                panic_read_at: None,
                 writes: 0,
                 syncs: 0,
                 blobs: HashSet::new(),
@@ -218,6 +224,17 @@ impl FaultStorage {
     /// The next `sync` panics (nothing made durable).
     pub fn panic_next_sync(&self) {
         self.lock().panic_sync += 1;
+    }
+
+    /// The next read that covers byte `offset` fails with an I/O error
+    /// (nothing read).
+    pub fn fail_read_at(&self, offset: u64) {
+        self.lock().fail_read_at = Some(offset);
+    }
+
+    /// The next read that covers byte `offset` panics (nothing read).
+    pub fn panic_read_at(&self, offset: u64) {
+        self.lock().panic_read_at = Some(offset);
     }
 
     /// Writes and syncs done so far.
@@ -336,9 +353,21 @@ impl LogFile for FaultStorage {
         Ok(())
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let s = self.lock();
+        let mut s = self.lock();
         if s.crashed {
             return Err(crashed());
+        }
+        let covers = |at: Option<u64>| {
+            at.is_some_and(|at| (offset..offset + buf.len() as u64).contains(&at))
+        };
+        if covers(s.panic_read_at) {
+            s.panic_read_at = None;
+            drop(s);
+            panic!("injected panic in read_at");
+        }
+        if covers(s.fail_read_at) {
+            s.fail_read_at = None;
+            return Err(io::Error::other("injected read error"));
         }
         let end = offset as usize + buf.len();
         if end > s.current.len() {
