@@ -705,7 +705,7 @@ impl Accountant {
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {
         self.shared.poison.check()?;
         // The hot path checks the arguments with as few branches as it can
-        // and leaves telling the errors apart to `mark_link_error`, out of
+        // and leaves telling the errors apart to `mark_link_slow`, out of
         // line. In particular it does not compare the lid with the tip: a
         // segment at or above the tip is never Active (the tip is lowered
         // over Vacant segments only, and none is activated above it), so
@@ -721,30 +721,40 @@ impl Accountant {
                 // the error apart.
                 return match segment.link_if_active_at(pid, size, segno) {
                     Ok(()) => Ok(()),
-                    Err(seen) => Err(self.mark_link_error(lsn, ptr.lid(), size, Some(seen))),
+                    Err(seen) => self.mark_link_slow(pid, lsn, ptr.lid(), size, Some(seen)),
                 };
             }
         }
-        Err(self.mark_link_error(lsn, ptr.lid(), size, None))
+        self.mark_link_slow(pid, lsn, ptr.lid(), size, None)
     }
 
-    /// The error of a `mark_link` the hot path refused: the checks in
-    /// their documented order, then what the word seen under the lock
-    /// (if the link got that far) says.
+    /// A `mark_link` the hot path refused, checked again in the documented
+    /// order: the error of the first check that fails, else what the word
+    /// seen under the lock says. If the hot path found no segment (its
+    /// table chunk was not visible yet) but the lid is below the tip now,
+    /// the tip's Acquire load made the chunk visible: the link is tried
+    /// again here, as the hot path would have.
     #[cold]
     #[inline(never)]
-    fn mark_link_error(&self, lsn: Lsn, lid: Lid, size: u64, seen: Option<RawWord>) -> Error {
-        let checked = self
-            .check_size(size)
-            .and_then(|()| self.segno_of(lsn))
-            .and_then(|segno| Ok((segno, self.segment_at(lid)?.0)));
-        let (segno, index) = match checked {
-            Ok(found) => found,
-            Err(e) => return e,
+    fn mark_link_slow(
+        &self,
+        pid: PageId,
+        lsn: Lsn,
+        lid: Lid,
+        size: u64,
+        seen: Option<RawWord>,
+    ) -> Result<()> {
+        self.check_size(size)?;
+        let segno = self.segno_of(lsn)?;
+        let (index, segment) = self.segment_at(lid)?;
+        let seen = match seen {
+            Some(seen) => seen,
+            None => match segment.link_if_active_at(pid, size, segno) {
+                Ok(()) => return Ok(()),
+                Err(seen) => seen,
+            },
         };
-        let seen =
-            seen.unwrap_or_else(|| panic!("segment {index} is below the tip but beyond the table"));
-        self.write_target_error(lsn, segno, index, seen.decode())
+        Err(self.write_target_error(lsn, segno, index, seen.decode()))
     }
 
     /// The error of a write into segment `index` that a seal refused.
