@@ -510,8 +510,7 @@ fn run(o: Args) -> store::Result<()> {
 }
 
 /// Reads the whole file front to back in reads of `read_size` bytes into
-/// one buffer (the scanner reads the same sizes, into two buffers, one
-/// read ahead on a thread of its own); returns the seconds it took.
+/// one buffer, as the scanner does; returns the seconds it took.
 fn sequential_read(storage: &dyn LogFile, len: u64, read_size: usize) -> store::Result<f64> {
     let t = Instant::now();
     let mut buf = vec![0u8; read_size];

@@ -376,9 +376,9 @@ fn long_log(storage: &dyn LogFile, ss: u64, segments: u64) {
     }
 }
 
-/// The scan reads ahead on a thread of its own when the file takes more
-/// than one read (`scan::read_size`): a log of several reads' worth scans
-/// to exactly the pages written, each at its segment's lsn.
+/// A log of several reads' worth (`scan::read_size`), so that segments are
+/// walked out of more than one buffer: it scans to exactly the pages
+/// written, each at its segment's lsn.
 #[test]
 fn a_log_of_several_reads_scans_whole() {
     let ss = 64 << 10;
@@ -396,8 +396,7 @@ fn a_log_of_several_reads_scans_whole() {
 }
 
 /// A read that fails in a later read of the file ends the scan with that
-/// error (the read-ahead thread hands it over in file order); the storage
-/// is not read again.
+/// error; once the fault is used up, the same log scans whole.
 #[test]
 fn a_failed_read_past_the_first_is_the_scans_error() {
     let ss = 64 << 10;
@@ -419,11 +418,12 @@ fn a_failed_read_past_the_first_is_the_scans_error() {
     );
 }
 
-/// A storage whose `read_at` panics on the read-ahead thread: the panic
-/// comes out of `scan` with its own payload, as it would without the
-/// thread, and nothing hangs.
+/// A storage whose `read_at` panics in a later read: the panic comes out
+/// of `scan` with its own payload (the scanner runs no callback of the
+/// accountant's, so it contains nothing: the caller of `scan` owns the
+/// storage), and nothing hangs.
 #[test]
-fn a_panicking_read_on_the_read_ahead_thread_is_re_raised() {
+fn a_panicking_read_comes_out_of_scan_with_its_payload() {
     let ss = 64 << 10;
     let reads = segment_accountant::scan::read_size(ss);
     let st = FaultStorage::restart(Vec::new(), 1);

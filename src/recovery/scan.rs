@@ -212,83 +212,27 @@ fn sort_by_pid(records: &mut Vec<PageRecord>, scratch: &mut Vec<PageRecord>) {
 }
 
 /// Reads the file front to back in reads of `chunk` bytes (the last
-/// shorter), handing each to `visit` with its offset, in order; stops
+/// shorter) into one buffer, handing each to `visit` with its offset; stops
 /// where less than a segment header is left.
-///
-/// With more than one read, a scoped thread reads ahead into the second of
-/// two buffers while `visit` walks the first (the walk's checksums and the
-/// copy out of the page cache each take about as long as the other, and
-/// this way they overlap). `visit` runs on the calling thread, in file
-/// order, exactly as without the read-ahead; a failed read ends the scan
-/// with its error at the chunk it was for, and a panic of the storage's
-/// `read_at` on the reading thread is re-raised here with its payload.
 fn read_sequential(
     storage: &dyn LogFile,
     file_len: u64,
     chunk: u64,
     mut visit: impl FnMut(u64, &[u8]) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
-    let header = SEGMENT_HEADER_LEN as u64;
-    let reads: Vec<(u64, usize)> = (0..)
-        .map(|k| k * chunk)
-        .take_while(|&base| base + header <= file_len)
-        .map(|base| (base, chunk.min(file_len - base) as usize))
-        .collect();
-    let read = |base: u64, len: usize, buf: &mut Vec<u8>| -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut base = 0;
+    while base + SEGMENT_HEADER_LEN as u64 <= file_len {
+        let len = chunk.min(file_len - base) as usize;
         // Zero-filled once, when the buffer grows; reads overwrite it.
         if buf.len() < len {
             buf.resize(len, 0);
         }
-        storage.read_at(base, &mut buf[..len])
-    };
-    if reads.len() <= 1 {
-        let mut buf = Vec::new();
-        for &(base, len) in &reads {
-            read(base, len, &mut buf)?;
-            visit(base, &buf[..len])?;
-        }
-        return Ok(());
+        storage.read_at(base, &mut buf[..len])?;
+        visit(base, &buf[..len])?;
+        base += len as u64;
     }
-    std::thread::scope(|s| {
-        // Filled buffers go to the walker, in order; walked ones come back.
-        // Two buffers in all: one being read, one being walked.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-        for _ in 0..2 {
-            empty_tx.send(Vec::new()).expect("the receiver is here");
-        }
-        let reads = &reads;
-        let reader = s.spawn(move || {
-            for &(base, len) in reads {
-                // The walker hung up (it stopped on an error): stop too.
-                let Ok(mut buf) = empty_rx.recv() else { return };
-                let result = read(base, len, &mut buf).map(|()| buf);
-                let failed = result.is_err();
-                if full_tx.send(result).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let walked = (|| {
-            for &(base, len) in reads {
-                // A closed channel: the reader panicked (re-raised below).
-                let Ok(result) = full_rx.recv() else {
-                    return Ok(());
-                };
-                let buf = result?;
-                visit(base, &buf[..len])?;
-                // The reader may have finished: then the buffer is dropped.
-                let _ = empty_tx.send(buf);
-            }
-            Ok(())
-        })();
-        // Hang up first, so a reader waiting for a buffer or a slot stops.
-        drop((full_rx, empty_tx));
-        if let Err(payload) = reader.join() {
-            std::panic::resume_unwind(payload);
-        }
-        walked
-    })
+    Ok(())
 }
 
 /// Scans the log in `storage`, written with segments of `segment_size`.
