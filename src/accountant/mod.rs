@@ -484,7 +484,11 @@ impl Accountant {
     /// before a write into it, if one did: the published one when it is at
     /// or above the segment, else, when `word` shows this very incarnation
     /// sealed (by a pass that has not published yet), the one the
-    /// requested goal seals up to. Out of line, like the error it is for.
+    /// requested goal seals up to. "Sealed" includes sealed and then freed
+    /// in that same pass (a segment that sealed empty, or that the pass's
+    /// replacements emptied, is Freeing or Free before the pass publishes
+    /// its lsn; its word keeps its segment number until it is reused).
+    /// Out of line, like the error it is for.
     #[cold]
     #[inline(never)]
     fn covering_stabilize(&self, segno: u64, word: Word) -> Option<Lsn> {
@@ -497,7 +501,11 @@ impl Accountant {
         let sealed = word.segno == Some(segno)
             && matches!(
                 word.state,
-                SegmentState::Sealing | SegmentState::Inactive | SegmentState::Draining
+                SegmentState::Sealing
+                    | SegmentState::Inactive
+                    | SegmentState::Draining
+                    | SegmentState::Freeing
+                    | SegmentState::Free
             );
         if !sealed {
             return None;
