@@ -109,10 +109,12 @@ declare -A FIRST=(
   [skip-announce]="models:model_14_fresh_next_vs_covering_stabilize"
   [queue-orders-too-much]="models:model_23_queue_stand_in_is_not_stronger"
   [retire-without-recheck]="models:model_24_free_tree_claim_vs_free"
+  [flag-before-record]="models:model_12_replace_vs_seal_of_old"
 )
 BUGS=(relaxed-combiner-token skip-epoch-deferral claim-with-store pause-without-waiting
       shrink-without-claim seal-without-barrier check-outside-lock publish-after-remove
-      check-before-reserve skip-announce queue-orders-too-much retire-without-recheck)
+      check-before-reserve skip-announce queue-orders-too-much retire-without-recheck
+      flag-before-record)
 uncaught=0
 caught_count=0
 for bug in "${BUGS[@]}"; do

@@ -45,10 +45,15 @@ pub(crate) enum Bug {
     /// bit above it without reading the word again: a segment freed in
     /// between is left under a clear summary bit, invisible to claims.
     RetireWithoutRecheck,
+    /// `mark_replace` looks at its old segments' states (clearing the flag
+    /// of a Draining one) before it records the replacement, not after and
+    /// under the new segment's lock: a drain that starts in between neither
+    /// finds the record nor is seen, and `clean` suggests the page.
+    FlagBeforeRecord,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 12] = [
+    const ALL: [(Bug, &'static str); 13] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -61,6 +66,7 @@ impl Bug {
         (Bug::SkipAnnounce, "skip-announce"),
         (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
         (Bug::RetireWithoutRecheck, "retire-without-recheck"),
+        (Bug::FlagBeforeRecord, "flag-before-record"),
     ];
 }
 

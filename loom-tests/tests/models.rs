@@ -445,10 +445,13 @@ fn model_11_replace_vs_seal_of_new() {
     });
 }
 
-/// Model 12, `mark_replace` vs the stabilize sealing its *old* segment:
-/// the replace always succeeds (T stays Active), the page stays live in O
-/// until T is sealed, and `clean` never suggests it again once the replace
-/// returned.
+/// Model 12, `mark_replace` vs the stabilize sealing its *old* segment
+/// (which, holding one page, also starts draining it): the replace always
+/// succeeds (T stays Active), the page stays live in O until T is sealed,
+/// and `clean` never suggests it again once the replace returned: the
+/// replace clears O's flag only if it sees O Draining after recording, and
+/// the drain start clears the flags of the replacements it finds recorded
+/// (docs/protocols/replace.md; seeded bug `flag-before-record`).
 #[test]
 fn model_12_replace_vs_seal_of_old() {
     explore("12 mark_replace vs the seal of its old segment", 3, || {

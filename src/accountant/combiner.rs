@@ -64,7 +64,7 @@ use crate::core::sync::{
 };
 use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
-use crate::types::Lsn;
+use crate::types::{Lsn, PageId};
 
 const BUSY: u64 = 1;
 /// No thread combines, but the goal is above what was done: a combiner
@@ -942,7 +942,70 @@ fn start_draining(
         .moved(SegmentState::Inactive, SegmentState::Draining);
     let newly = shared.table.set_bit(Bits::Drain, index);
     debug_assert!(newly);
+    // `mark_replace` clears a page's not-yet-replaced flag in its old
+    // segment only if that segment is Draining; otherwise it only records
+    // the replacement in the new segment. Now that this one is Draining
+    // (the CAS above), every replacement of one of its pages is either
+    // found here or made by a call that sees it Draining and clears the
+    // flag itself (see `pending_replacements`).
+    let segno = word.segno.expect("a sealed segment has an lsn");
+    for pid in pending_replacements(shared, index, segno) {
+        segment.present.mark_replaced(pid);
+    }
     fill_drain_list(&shared.table, index);
+}
+
+/// The bytes an Inactive segment would have to relocate if it started
+/// draining now: its flagged pages less those a write not sealed yet
+/// already replaced (their flags are cleared only when it starts draining).
+fn inactive_not_yet_replaced_bytes(shared: &Shared, index: usize) -> u64 {
+    let segment = shared.table.segment(index);
+    let flagged = segment.present.not_yet_replaced_bytes();
+    let Some(segno) = segment.load().segno else {
+        return flagged;
+    };
+    let mut pending = pending_replacements(shared, index, segno);
+    pending.sort_unstable();
+    pending.dedup();
+    let replaced: u64 = pending
+        .into_iter()
+        .map(|pid| segment.present.not_yet_replaced_bytes_of(pid))
+        .sum();
+    flagged.saturating_sub(replaced)
+}
+
+/// The pages of incarnation `segno` of segment `index` that a
+/// `mark_replace` replaced in a segment not sealed yet: the replacements
+/// recorded in the deferred work of every placed in-use segment.
+///
+/// The protocol that makes this complete for a segment that is already
+/// Draining (docs/protocols/replace.md): `mark_replace` records the
+/// replacement under the new segment's deferred-work lock and then, under
+/// the same lock, loads the old segment's word, clearing the flag itself if
+/// it sees Draining. Here the word moved to Draining before the scan. For
+/// a new segment the scan finds in the in-use set, its deferred-work lock
+/// orders the two: the record is seen here, or the call's load comes after
+/// this lock's release, so after the CAS, and sees Draining. A new segment
+/// the scan does not find was placed after the scan passed its shard of the
+/// in-use set (`LsnSet::set_placed` takes that shard's lock), so after the
+/// CAS, and `next` had not returned: every `mark_replace` into it comes
+/// later and sees Draining.
+pub(crate) fn pending_replacements(shared: &Shared, index: usize, segno: u64) -> Vec<PageId> {
+    let mut pids = Vec::new();
+    for (_, placed) in shared.active_lsns.placed() {
+        if placed == index {
+            continue;
+        }
+        let deferred = lock(&shared.table.segment(placed).deferred);
+        pids.extend(
+            deferred
+                .replacements
+                .iter()
+                .filter(|r| r.old_index as usize == index && r.old_segno == segno)
+                .map(|r| r.pid),
+        );
+    }
+    pids
 }
 
 /// Lists a newly Draining segment's pages for `clean` (also used by
@@ -1081,11 +1144,7 @@ fn enforce_space_target(
             victim = c.victims.emptiest().expect("the index is not empty");
         }
         let live = live_of(victim);
-        let to_relocate = shared
-            .table
-            .segment(victim)
-            .present
-            .not_yet_replaced_bytes();
+        let to_relocate = inactive_not_yet_replaced_bytes(shared, victim);
         if !policy::worth_draining(live, ss)
             || !policy::room_to_drain(unrelocated, to_relocate, ss, sealed, config.stream_count())
         {

@@ -585,7 +585,9 @@ impl Accountant {
             self.check_not_stable(lsn)?;
         }
         let index = self.place(segno, stream)?;
-        reservation.keep();
+        // Placed: a drain start now finds the replacements recorded here
+        // (see `combiner::pending_replacements`).
+        reservation.keep_at(index);
         // Relaxed: a `stabilize` this must reach comes after the store
         // wrote into the segment, so after this returns.
         self.shared
@@ -839,6 +841,10 @@ impl Accountant {
         // barrier passes through, so checking the word under it and doing
         // everything below before releasing it makes the replace land
         // wholly before the seal reads the segment, or not at all.
+        #[cfg(seeded_bugs)]
+        let early_flags = crate::seeded::active(crate::seeded::Bug::FlagBeforeRecord);
+        #[cfg(seeded_bugs)]
+        let early = early_flags && self.clear_draining_flags(pid, &olds);
         let mut deferred = lock(&segment.deferred);
         if segment.load_raw() != word {
             return Err(self.raced(pid, index));
@@ -856,17 +862,22 @@ impl Accountant {
                 .blob_removals
                 .extend(old_ptrs.iter().filter_map(|p| p.blob()));
         }
-        let mut relocates = false;
-        for &(old_index, old_segno) in &olds {
-            let old = self.shared.table.segment(old_index as usize);
-            if old.present.mark_replaced(pid).is_some() {
-                // This call took the page out of `clean`'s reach: if its
-                // segment is Draining, the replace did a relocation's work.
-                let old_word = old.load();
-                relocates |=
-                    old_word.state == SegmentState::Draining && old_word.segno == Some(old_segno);
-            }
-        }
+        // The old segments' not-yet-replaced flags: only a Draining one's
+        // is cleared here, so that `clean` stops suggesting the page. Any
+        // other old segment is not written at all (no line another
+        // segment's writers write): the record above is the replacement,
+        // and a drain that starts later finds it in this segment's deferred
+        // work (`combiner::pending_replacements`). This load must come
+        // after the record and under this lock: that is what makes the
+        // drain start's scan complete (docs/protocols/replace.md).
+        #[cfg(seeded_bugs)]
+        let relocates = if early_flags {
+            early
+        } else {
+            self.clear_draining_flags(pid, &olds)
+        };
+        #[cfg(not(seeded_bugs))]
+        let relocates = self.clear_draining_flags(pid, &olds);
         if relocates && self.shared.config.relocation_streams == 0 {
             // Counted under the deferred-work lock held here (no shared
             // write); the seal folds it into the metrics.
@@ -874,6 +885,23 @@ impl Accountant {
             deferred.relocated_pages += 1;
         }
         Ok(())
+    }
+
+    /// Clears `pid`'s not-yet-replaced flag in each old segment of `olds`
+    /// that is Draining at the recorded incarnation; whether one was
+    /// cleared (the replace did a relocation's work). Called under the new
+    /// segment's deferred-work lock, after the replacements are recorded.
+    #[inline]
+    fn clear_draining_flags(&self, pid: PageId, olds: &[(u32, u64)]) -> bool {
+        let mut relocates = false;
+        for &(old_index, old_segno) in olds {
+            let old = self.shared.table.segment(old_index as usize);
+            if old.load_raw().is_draining_at(old_segno) && old.present.mark_replaced(pid).is_some()
+            {
+                relocates = true;
+            }
+        }
+        relocates
     }
 
     /// Tells the accountant that the log is durable and vouched for by a
@@ -1138,7 +1166,7 @@ impl Accountant {
             lsn: word.lsn(self.segment_size()),
             generation: word.generation,
             live_pages: segment.present.len(),
-            not_yet_replaced: segment.present.not_yet_replaced().len(),
+            not_yet_replaced: self.not_yet_replaced_of(index, word).len(),
             // Acquire: pairs with the release increment in `remove_replaced`.
             removed_pages: segment.removed.load(Ordering::Acquire),
             live_bytes: segment.live_bytes(word.state),
@@ -1161,16 +1189,38 @@ impl Accountant {
         pages
     }
 
-    /// The pages of segment `index` that `clean` may still suggest, sorted.
+    /// The pages of segment `index` for which no `mark_replace` has been
+    /// called (the ones `clean` may suggest once it drains), sorted.
     pub fn segment_not_yet_replaced(&self, index: usize) -> Vec<PageId> {
-        let mut pids = self
-            .shared
-            .table
-            .get(index)
-            .map(|s| s.present.not_yet_replaced())
-            .unwrap_or_default();
+        let Some(segment) = self.shared.table.get(index) else {
+            return Vec::new();
+        };
+        let mut pids = self.not_yet_replaced_of(index, segment.load());
         pids.sort_unstable();
         pids
+    }
+
+    /// The spec's `not_yet_replaced` of segment `index` (whose word was
+    /// `word`): its flags, less, unless it is Draining, the pages whose
+    /// replacement is recorded in a segment not sealed yet (`mark_replace`
+    /// clears the flag of a Draining old segment only; see
+    /// docs/protocols/replace.md). Not an atomic snapshot.
+    fn not_yet_replaced_of(&self, index: usize, word: Word) -> Vec<PageId> {
+        let segment = self.shared.table.segment(index);
+        let flagged = segment.present.not_yet_replaced();
+        match (word.state, word.segno) {
+            (SegmentState::Draining, _) | (_, None) => flagged,
+            (_, Some(segno)) => {
+                let pending: std::collections::HashSet<PageId> =
+                    crate::accountant::combiner::pending_replacements(&self.shared, index, segno)
+                        .into_iter()
+                        .collect();
+                flagged
+                    .into_iter()
+                    .filter(|pid| !pending.contains(pid))
+                    .collect()
+            }
+        }
     }
 }
 

@@ -264,8 +264,9 @@ impl crate::Accountant {
             combiner,
             max_stabilized,
         );
-        for &(segno, _) in &active {
+        for &(segno, index) in &active {
             acc.shared.active_lsns.insert_new(segno);
+            acc.shared.active_lsns.set_placed(segno, index as usize);
         }
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
         phase.end(segments.len() as u64);

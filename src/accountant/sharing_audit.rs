@@ -171,7 +171,28 @@ fn sharing_audit() {
     let link = shared_lines(&map, &wrote, Some(b_index));
     report("mark_link", &link);
 
-    // mark_replace with one old pointer (in a sealed segment).
+    // mark_replace with one old pointer into a segment that is not
+    // draining (D, still Active): the common case.
+    assert_eq!(acc.segment_info(2).unwrap().state, SegmentState::Active);
+    let (r, wrote) = record(|| {
+        acc.mark_replace(
+            50,
+            3 * SS as i64,
+            &[DiskPtr::Inline(d + 8)],
+            DiskPtr::Inline(b + 70),
+            100,
+        )
+    });
+    r.unwrap();
+    let replace_common = shared_lines(&map, &wrote, Some(b_index));
+    report(
+        "mark_replace (1 old pointer, not draining)",
+        &replace_common,
+    );
+
+    // mark_replace with one old pointer into a Draining segment (A): a
+    // relocation, which clears the page's flag there.
+    assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
     let (r, wrote) = record(|| {
         acc.mark_replace(
             1,
@@ -183,7 +204,7 @@ fn sharing_audit() {
     });
     r.unwrap();
     let replace = shared_lines(&map, &wrote, Some(b_index));
-    report("mark_replace (1 old pointer)", &replace);
+    report("mark_replace (1 old pointer, Draining)", &replace);
 
     // clean: a page of the Draining segment A.
     assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
@@ -217,16 +238,22 @@ fn sharing_audit() {
 
     // The targets: 0 shared lines for mark_link, mark_replace and
     // clean outside the target segment's own; at most 1 for next on the
-    // reuse path. mark_link meets it; the others are bounded at today's
-    // figures (docs/performance.md, "Sharing audit", says what each line
-    // is and what is left to do), so that a change that adds a shared
-    // write fails here.
+    // reuse path. mark_link and mark_replace into a segment that is not
+    // draining meet it; the others are bounded at today's figures
+    // (docs/performance.md, "Sharing audit", says what each line is and
+    // what is left to do), so that a change that adds a shared write
+    // fails here.
     assert_eq!(
         link.len(),
         0,
         "mark_link writes only its own segment's lines: {link:?}"
     );
-    assert!(replace.len() <= 1, "mark_replace: {replace:?}");
+    assert_eq!(
+        replace_common.len(),
+        0,
+        "mark_replace out of a segment that is not draining writes only its own segment's lines: {replace_common:?}"
+    );
+    assert!(replace.len() <= 1, "mark_replace (Draining): {replace:?}");
     assert!(clean.len() <= 1, "clean: {clean:?}");
     assert!(next.len() <= 8, "next (reuse): {next:?}");
 }

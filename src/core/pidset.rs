@@ -323,6 +323,16 @@ impl PageMap {
         v.is_some_and(|v| v & NYR != 0)
     }
 
+    /// The bytes of `pid` here if it is here and not yet replaced, else 0.
+    pub(crate) fn not_yet_replaced_bytes_of(&self, pid: PageId) -> u64 {
+        self.audit(Some(pid));
+        #[cfg(not(loom))]
+        let v = self.inner.get(&pid).map(|v| *v);
+        #[cfg(loom)]
+        let v = self.inner.read(pid).get(&pid).copied();
+        v.filter(|v| v & NYR != 0).map_or(0, |v| v & !NYR)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.audit(None);
         self.inner.len()
@@ -485,6 +495,39 @@ impl LsnSet {
         removed
     }
 
+    /// Records that `key` was placed in table slot `index` (the value of
+    /// a key is 0 until then, `index + 1` after). Under the key's shard
+    /// lock, which [`LsnSet::placed`] takes too: a reader that does not see
+    /// the placement passed that lock before this call took it.
+    pub(crate) fn set_placed(&self, key: u64, index: usize) {
+        self.audit(Some(key));
+        #[cfg(not(loom))]
+        {
+            if let Some(mut v) = self.inner.get_mut(&key) {
+                *v = index as u64 + 1;
+            }
+        }
+        #[cfg(loom)]
+        if let Some(v) = self.inner.write(key).get_mut(&key) {
+            *v = index as u64 + 1;
+        }
+    }
+
+    /// `(key, slot)` of every placed key, in no particular order (not an
+    /// atomic snapshot: one shard read-locked at a time).
+    pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
+        self.audit(None);
+        #[cfg(not(loom))]
+        let entries: Vec<(u64, u64)> = self.inner.iter().map(|e| (*e.key(), *e.value())).collect();
+        #[cfg(loom)]
+        let entries = self.inner.entries();
+        entries
+            .into_iter()
+            .filter(|&(_, v)| v != 0)
+            .map(|(k, v)| (k, v as usize - 1))
+            .collect()
+    }
+
     /// The keys, in no particular order (not an atomic snapshot).
     pub(crate) fn keys(&self) -> Vec<u64> {
         self.audit(None);
@@ -505,8 +548,10 @@ pub(crate) struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Keeps the key in the set for good.
-    pub(crate) fn keep(self) {
+    /// Keeps the key in the set for good, placed in table slot `index`
+    /// (see [`LsnSet::set_placed`]).
+    pub(crate) fn keep_at(self, index: usize) {
+        self.set.set_placed(self.key, index);
         std::mem::forget(self);
     }
 }
@@ -661,5 +706,12 @@ mod tests {
         assert!(set.remove(3));
         assert!(!set.remove(3));
         assert!(set.insert_new(3));
+        assert_eq!(set.placed(), vec![]);
+        set.set_placed(3, 7);
+        assert_eq!(set.placed(), vec![(3, 7)]);
+        set.reserve(5).expect("new").keep_at(0);
+        let mut placed = set.placed();
+        placed.sort_unstable();
+        assert_eq!(placed, vec![(3, 7), (5, 0)]);
     }
 }

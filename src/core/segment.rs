@@ -17,7 +17,8 @@
 //! *under the lock they then mutate under*: `mark_link` under its page's
 //! page-map shard lock, `mark_replace` under the segment's deferred-work
 //! lock, held across its whole effect (the link, the deferred records,
-//! the old segments' not-yet-replaced flags). The combiner seals in two
+//! the not-yet-replaced flags of old segments that are Draining). The
+//! combiner seals in two
 //! steps: *close* moves the word Active → Sealing by CAS and then takes
 //! and releases every page-map shard lock and the deferred-work lock once
 //! (a barrier); *finish* reads the page map and the deferred lists and
@@ -41,6 +42,11 @@
 //!
 //! Invariants kept here:
 //! - `not_yet_replaced ⊆ present` (by construction: a flag on entries);
+//! - the spec's `not_yet_replaced` is the flagged pages, less, while the
+//!   segment is not Draining, those whose replacement is recorded in a
+//!   segment not sealed yet (`mark_replace` writes an old segment's flag
+//!   only if it is Draining; the drain start clears the rest, see
+//!   docs/protocols/replace.md);
 //! - once sealed, `live_bytes` is the sum of the byte counts in `present`;
 //! - a segment that is Freeing, Free or Vacant has empty sets, zero live
 //!   bytes and no deferred work.
@@ -165,6 +171,16 @@ impl RawWord {
     }
 }
 
+impl RawWord {
+    /// Whether this is a Draining incarnation whose segment number is
+    /// `segno` (at most [`MAX_SEGMENT_NUMBER`]).
+    #[inline]
+    pub(crate) fn is_draining_at(self, segno: u64) -> bool {
+        debug_assert!(segno <= MAX_SEGMENT_NUMBER);
+        self.0 & !GEN_MASK == ((segno + 1) << LSN_SHIFT) | SegmentState::Draining.bits()
+    }
+}
+
 /// A replacement recorded in the segment that received the new fragment,
 /// applied to the old segment when the new one becomes stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,8 +226,9 @@ pub(crate) struct Segment {
     word: AtomicU64,
     /// Pids with a fragment here that has not been replaced by a stable
     /// write, with the bytes of their fragments, each flagged while no
-    /// `mark_replace` has been called for it (the spec's `present` and
-    /// `not_yet_replaced` sets in one map).
+    /// `mark_replace` has been called for it, or (while the segment is not
+    /// Draining) none whose record still waits in a segment not sealed yet
+    /// (the spec's `present` and `not_yet_replaced` sets in one map).
     pub(crate) present: PageMap,
     /// How many pids left `present` through applied replacements.
     pub(crate) removed: AtomicU64,

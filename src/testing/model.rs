@@ -379,9 +379,22 @@ impl Model {
     }
 
     fn link(&mut self, index: usize, pid: PageId, size: u64) {
+        // A page replaced out of this incarnation by a write not sealed
+        // yet stays replaced when it is linked here again: the link is at a
+        // lower lsn than that replacement (`mark_replace` refuses an old
+        // segment above the write's lsn), so the log orders it before the
+        // replacement, which removes the page from here once it is sealed
+        // (docs/protocols/replace.md).
+        let lsn = self.segment(index).lsn;
+        let replaced = self
+            .segments
+            .iter()
+            .any(|t| t.deferred.contains(&(pid, index, lsn)));
         let s = self.seg(index);
         *s.present.entry(pid).or_insert(0) += size;
-        s.not_yet_replaced.insert(pid);
+        if !replaced {
+            s.not_yet_replaced.insert(pid);
+        }
         s.live_bytes += size;
     }
 
