@@ -51,7 +51,7 @@
 //! names it: deactivation stays in lsn order wherever it matters.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
@@ -65,6 +65,12 @@ use crate::core::sync::{
 use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
 use crate::types::{Lsn, PageId};
+
+/// A run of at least this many replacements out of one old segment is
+/// applied with all its page-map shards locked at once (below it, one lock
+/// pair per page costs less). Every run under loom, so that the models
+/// check the batched path.
+const BATCHED_RUN: usize = if cfg!(loom) { 1 } else { 8 };
 
 const BUSY: u64 = 1;
 /// No thread combines, but the goal is above what was done: a combiner
@@ -173,6 +179,10 @@ pub(crate) struct CombinerState {
     /// Segments stabilized (all segment numbers below this are stable).
     done: u64,
     scratch: Deferred,
+    /// The pids of a run of replacements being applied (scratch space).
+    scratch_pids: Vec<PageId>,
+    /// The in-use segments' recorded replacements, for drain starts.
+    pending: PendingIndex,
     touched: Vec<u32>,
     /// The segments a pass closed, `(segno, index)` (scratch space).
     closing: Vec<(u64, u32)>,
@@ -313,6 +323,8 @@ impl Combiner {
                 waiting_stable,
                 done,
                 scratch: Deferred::default(),
+                scratch_pids: Vec::new(),
+                pending: PendingIndex::default(),
                 touched: Vec::new(),
                 closing: Vec::new(),
                 errors: Vec::new(),
@@ -649,6 +661,9 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     for &(segno, _) in &closing {
         shared.active_lsns.remove(segno);
+        // Again: a drain start after this segment's finish may have made
+        // an (empty) entry for it.
+        state.pending.sealed(segno);
     }
     closing.clear();
     state.closing = closing;
@@ -673,6 +688,8 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     enforce_space_target(shared, state, &config, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state, &config);
+    state.pending.complete(shared);
+    state.pending.fresh = false;
     state.totals.passes += 1;
     publish_metrics(shared, state);
 }
@@ -766,6 +783,7 @@ fn finish(
             std::mem::take(&mut deferred.relocated_pages),
         );
         std::mem::swap(&mut deferred.replacements, &mut state.scratch.replacements);
+        state.pending.sealed(segno);
         std::mem::swap(
             &mut deferred.blob_removals,
             &mut state.scratch.blob_removals,
@@ -810,28 +828,44 @@ fn finish(
             Err(panicked) => state.errors.push(panicked),
         }
     }
-    for r in state.scratch.replacements.drain(..) {
-        let old = shared.table.segment(r.old_index as usize);
+    // In runs of records against one old incarnation (writes replace the
+    // pages of a few old segments at a time, so runs are long): its word
+    // read once, and a long run removed with one lock pair per shard
+    // instead of one per page.
+    let records = std::mem::take(&mut state.scratch.replacements);
+    let mut pids = std::mem::take(&mut state.scratch_pids);
+    for run in records.chunk_by(|a, b| (a.old_index, a.old_segno) == (b.old_index, b.old_segno)) {
+        let (old_index, old_segno) = (run[0].old_index, run[0].old_segno);
+        let old = shared.table.segment(old_index as usize);
         let old_word = old.load();
-        if old_word.segno != Some(r.old_segno) {
+        if old_word.segno != Some(old_segno) {
             // The old incarnation is gone; so are its fragments.
             continue;
         }
         match old_word.state {
             SegmentState::Inactive | SegmentState::Draining => {
-                if let Some(bytes) = old.remove_replaced(r.pid) {
-                    state.cleaning.sealed_live =
-                        state.cleaning.sealed_live.saturating_sub(bytes);
-                }
+                let bytes = if run.len() >= BATCHED_RUN {
+                    pids.clear();
+                    pids.extend(run.iter().map(|r| r.pid));
+                    old.remove_all_replaced(&pids)
+                } else {
+                    run.iter()
+                        .filter_map(|r| old.remove_replaced(r.pid))
+                        .fold(0u64, u64::saturating_add)
+                };
+                state.cleaning.sealed_live = state.cleaning.sealed_live.saturating_sub(bytes);
             }
             SegmentState::Active | SegmentState::Sealing => panic!(
                 "replacement of page {} applied to unsealed segment {} (deactivation out of lsn order)",
-                r.pid, r.old_index
+                run[0].pid, old_index
             ),
-            _ => debug_assert!(old.present.remove(r.pid).is_none()),
+            _ => debug_assert!(run.iter().all(|r| old.present.remove(r.pid).is_none())),
         }
-        state.touched.push(r.old_index);
+        state.touched.push(old_index);
     }
+    state.scratch.replacements = records;
+    state.scratch.replacements.clear();
+    state.scratch_pids = pids;
     state.touched.push(index as u32);
     state.touched.sort_unstable();
     state.touched.dedup();
@@ -949,22 +983,25 @@ fn start_draining(
     // found here or made by a call that sees it Draining and clears the
     // flag itself (see `pending_replacements`).
     let segno = word.segno.expect("a sealed segment has an lsn");
-    for pid in pending_replacements(shared, index, segno) {
-        segment.present.mark_replaced(pid);
-    }
-    fill_drain_list(&shared.table, index);
+    // Its flags and drain list: once the pass's drain starts are all made
+    // (`PendingIndex::complete`).
+    state.pending.starting.push((index as u32, segno));
 }
 
 /// The bytes an Inactive segment would have to relocate if it started
 /// draining now: its flagged pages less those a write not sealed yet
 /// already replaced (their flags are cleared only when it starts draining).
-fn inactive_not_yet_replaced_bytes(shared: &Shared, index: usize) -> u64 {
+fn inactive_not_yet_replaced_bytes(
+    shared: &Shared,
+    state: &mut CombinerState,
+    index: usize,
+) -> u64 {
     let segment = shared.table.segment(index);
     let flagged = segment.present.not_yet_replaced_bytes();
     let Some(segno) = segment.load().segno else {
         return flagged;
     };
-    let mut pending = pending_replacements(shared, index, segno);
+    let mut pending = state.pending.estimate(shared, index, segno).to_vec();
     pending.sort_unstable();
     pending.dedup();
     let replaced: u64 = pending
@@ -974,9 +1011,121 @@ fn inactive_not_yet_replaced_bytes(shared: &Shared, index: usize) -> u64 {
     flagged.saturating_sub(replaced)
 }
 
+/// The replacements recorded in the in-use segments' deferred work, indexed
+/// by old incarnation and read incrementally: each in-use segment's list
+/// only grows until its seal takes it, so each record is indexed once. Kept
+/// in the combiner state (token holder only).
+///
+/// Drain starts are completed in a batch ([`PendingIndex::complete`]): the
+/// segments move to Draining one by one as the pass decides, and one
+/// refresh of the index after all those moves serves them all. A refresh
+/// visits every in-use segment (one lock pair each), so one per drain start
+/// made the combiner the bottleneck when a write head ran far ahead of the
+/// stabilized lsn and left thousands of segments unsealed.
+#[derive(Debug, Default)]
+pub(crate) struct PendingIndex {
+    /// Per in-use segment (by segment number, unique per incarnation): how
+    /// many of its records are indexed.
+    seen: HashMap<u64, usize>,
+    /// `(old index, old segment number)` → pids replaced out of it. An
+    /// entry whose records were applied since is harmless (its pids are no
+    /// longer in that incarnation); entries leave when their segment
+    /// starts draining or is freed.
+    by_old: HashMap<(u32, u64), Vec<PageId>>,
+    /// Segments moved to Draining whose flags and drain list wait for
+    /// [`PendingIndex::complete`], `(index, segno)`.
+    starting: Vec<(u32, u64)>,
+    /// Whether the index was refreshed in this pass (for estimates).
+    fresh: bool,
+}
+
+impl PendingIndex {
+    /// The segment with segment number `segno` was sealed: its records are
+    /// applied.
+    fn sealed(&mut self, segno: u64) {
+        self.seen.remove(&segno);
+    }
+
+    /// Incarnation `segno` of segment `index` is gone (freed).
+    fn forget(&mut self, index: usize, segno: u64) {
+        self.by_old.remove(&(index as u32, segno));
+    }
+
+    /// Indexes the records every placed in-use segment gained since the
+    /// last refresh.
+    fn refresh(&mut self, shared: &Shared) {
+        for (placed_segno, placed) in shared.active_lsns.placed() {
+            let seen = self.seen.entry(placed_segno).or_insert(0);
+            let deferred = lock(&shared.table.segment(placed).deferred);
+            // Shorter than what was indexed only if the seal took the list,
+            // and `sealed` dropped the count then: a new count starts at 0.
+            debug_assert!(deferred.replacements.len() >= *seen);
+            for r in deferred.replacements.get(*seen..).unwrap_or_default() {
+                self.by_old
+                    .entry((r.old_index, r.old_segno))
+                    .or_default()
+                    .push(r.pid);
+            }
+            *seen = deferred.replacements.len();
+        }
+        self.fresh = true;
+    }
+
+    /// For an estimate: the pages of incarnation `segno` of segment `index`
+    /// replaced by writes not sealed yet, as of this pass's refresh (made
+    /// now if there was none yet).
+    fn estimate(&mut self, shared: &Shared, index: usize, segno: u64) -> &[PageId] {
+        if !self.fresh {
+            self.refresh(shared);
+        }
+        self.by_old
+            .get(&(index as u32, segno))
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Completes the drain starts of this pass: one refresh, then for each
+    /// segment still Draining at that incarnation, the flags of its pages
+    /// replaced by writes not sealed yet cleared, and its drain list filled.
+    ///
+    /// Why the refresh misses nothing (docs/protocols/replace.md):
+    /// `mark_replace` records the replacement under the new segment's
+    /// deferred-work lock and then, under the same lock, loads the old
+    /// segment's word, clearing the flag itself if it sees Draining. Each
+    /// segment here moved to Draining before this refresh. For a new
+    /// segment the refresh finds in the in-use set, its deferred-work lock
+    /// orders the two: the record is indexed now (or was before), or the
+    /// call's load comes after this lock's release, so after the move, and
+    /// sees Draining. A new segment the refresh does not find was placed
+    /// after the refresh passed its shard of the in-use set
+    /// (`LsnSet::set_placed` takes that shard's lock), so after the move,
+    /// and `next` had not returned: every `mark_replace` into it comes
+    /// later and sees Draining.
+    fn complete(&mut self, shared: &Shared) {
+        if self.starting.is_empty() {
+            return;
+        }
+        self.refresh(shared);
+        for (index, segno) in std::mem::take(&mut self.starting) {
+            let segment = shared.table.segment(index as usize);
+            let word = segment.load();
+            if word.state != SegmentState::Draining || word.segno != Some(segno) {
+                // Emptied and freed in the same pass.
+                continue;
+            }
+            if let Some(pids) = self.by_old.remove(&(index, segno)) {
+                for pid in pids {
+                    segment.present.mark_replaced(pid);
+                }
+            }
+            fill_drain_list(&shared.table, index as usize);
+        }
+    }
+}
+
 /// The pages of incarnation `segno` of segment `index` that a
 /// `mark_replace` replaced in a segment not sealed yet: the replacements
-/// recorded in the deferred work of every placed in-use segment.
+/// recorded in the deferred work of every placed in-use segment (a full
+/// scan, for introspection; the combiner keeps a [`PendingIndex`]).
 ///
 /// The protocol that makes this complete for a segment that is already
 /// Draining (docs/protocols/replace.md): `mark_replace` records the
@@ -1022,6 +1171,9 @@ pub(crate) fn fill_drain_list(table: &crate::core::table::SegmentTable, index: u
 
 fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, stable_lsn: Lsn) {
     let segment = shared.table.segment(index);
+    if let Some(segno) = word.segno {
+        state.pending.forget(index, segno);
+    }
     debug_assert_eq!(segment.live_bytes(word.state), 0);
     // Relaxed: the stream was set before the activation this combiner saw.
     if segment.stream.load(Ordering::Relaxed) == 0 {
@@ -1102,6 +1254,8 @@ fn enforce_space_target(
         return;
     }
     let ss = config.segment_size;
+    // The Draining segments' flags must be exact first.
+    state.pending.complete(shared);
     let mut unrelocated = state.cleaning.unrelocated(shared);
     loop {
         let counts = shared.counts.snapshot();
@@ -1144,7 +1298,7 @@ fn enforce_space_target(
             victim = c.victims.emptiest().expect("the index is not empty");
         }
         let live = live_of(victim);
-        let to_relocate = inactive_not_yet_replaced_bytes(shared, victim);
+        let to_relocate = inactive_not_yet_replaced_bytes(shared, state, victim);
         if !policy::worth_draining(live, ss)
             || !policy::room_to_drain(unrelocated, to_relocate, ss, sealed, config.stream_count())
         {

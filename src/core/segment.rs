@@ -444,6 +444,23 @@ impl Segment {
         }
     }
 
+    /// Applies a run of stable replacements of pages here at once (see
+    /// [`PageMap::remove_all`]); returns the bytes removed.
+    pub(crate) fn remove_all_replaced(&self, pids: &[PageId]) -> u64 {
+        let (bytes, pages) = self.present.remove_all(pids);
+        if pages > 0 {
+            // As in `remove_replaced`: the combiner is the only writer;
+            // Release on `removed` for observers of the applied
+            // replacements.
+            let live = self.live_bytes.load(Ordering::Relaxed);
+            self.live_bytes
+                .store(live.saturating_sub(bytes), Ordering::Relaxed);
+            let removed = self.removed.load(Ordering::Relaxed);
+            self.removed.store(removed + pages, Ordering::Release);
+        }
+        bytes
+    }
+
     /// Clears what the previous incarnation left (nothing, if the
     /// invariants hold) before the segment is activated again.
     pub(crate) fn reset(&self) {
