@@ -43,6 +43,19 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::types::{DiskPtr, Lid, Lsn, PageId};
 
+#[cfg(not(loom))]
+crate::core::sync::thread_local! {
+    /// Where this thread's next `clean` starts looking among the segments
+    /// with pages to relocate (a hint: one per thread, whatever the
+    /// accountant; `clean` wraps around from any start).
+    static CLEAN_CURSOR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+// Loom's macro takes no `const` block; the same cursor, per model thread.
+#[cfg(loom)]
+crate::core::sync::thread_local! {
+    static CLEAN_CURSOR: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
 /// Segments per live state, kept as counters so the heuristics need no
 /// scan. Relaxed throughout: statistics and heuristics tolerate a count
 /// that lags a concurrent transition.
@@ -144,8 +157,6 @@ pub(crate) struct Shared {
     /// out of lsn order). `next` inserts, the combiner removes on
     /// deactivation.
     pub(crate) active_lsns: LsnSet,
-    /// Written by every `clean` that finds a page.
-    pub(crate) clean_cursor: CachePadded<AtomicUsize>,
     /// Average lifetime (lsn bytes from activation to free) of the stream-0
     /// segments freed lately; `u64::MAX` until one is. Written by the
     /// combiner only; placement advice reads it.
@@ -255,7 +266,6 @@ impl Accountant {
                 counts: Counts::default(),
                 max_stabilized: CachePadded::new(AtomicI64::new(max_stabilized)),
                 active_lsns: LsnSet::new(),
-                clean_cursor: CachePadded::new(AtomicUsize::new(0)),
                 user_lifetime: CachePadded::new(AtomicU64::new(u64::MAX)),
                 handed_out: CachePadded::new(AtomicU64::new(recovered.max(stabilized))),
                 poison,
@@ -1019,8 +1029,11 @@ impl Accountant {
             return None;
         }
         let tip = shared.sequencer.tip();
-        // Relaxed: a round-robin cursor needs no ordering.
-        let mut cursor = shared.clean_cursor.load(Ordering::Relaxed);
+        // This thread's round-robin cursor: a line no other thread writes
+        // (one cursor shared by every cleaner was the one line each `clean`
+        // wrote that others write too), and cleaners on different threads
+        // start apart instead of meeting on one segment's drain list.
+        let mut cursor = CLEAN_CURSOR.with(|c| c.get());
         for _ in 0..=draining.min(tip) {
             let index = shared.table.next_set(Bits::Relocate, cursor, tip)?;
             let segment = shared.table.segment(index);
@@ -1043,7 +1056,7 @@ impl Accountant {
                     // within a generation).
                     if segment.load() == word {
                         drop(list);
-                        shared.clean_cursor.store(index + 1, Ordering::Relaxed);
+                        CLEAN_CURSOR.with(|c| c.set(index + 1));
                         return (skip != Skip::Page(pid)).then_some((pid, index, word));
                     }
                     break;
@@ -1253,7 +1266,6 @@ mod tests {
             field!(Shared, table, hot),
             field!(Shared, max_stabilized, hot),
             field!(Shared, active_lsns, COLD),
-            field!(Shared, clean_cursor, hot),
             field!(Shared, user_lifetime, hot),
             field!(Shared, handed_out, hot),
             field!(Shared, poison, COLD),
