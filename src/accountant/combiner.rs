@@ -832,7 +832,7 @@ fn finish(
     // pages of a few old segments at a time, so runs are long): its word
     // read once, and a long run removed with one lock pair per shard
     // instead of one per page.
-    let records = std::mem::take(&mut state.scratch.replacements);
+    let mut records = std::mem::take(&mut state.scratch.replacements);
     let mut pids = std::mem::take(&mut state.scratch_pids);
     for run in records.chunk_by(|a, b| (a.old_index, a.old_segno) == (b.old_index, b.old_segno)) {
         let (old_index, old_segno) = (run[0].old_index, run[0].old_segno);
@@ -863,8 +863,8 @@ fn finish(
         }
         state.touched.push(old_index);
     }
+    records.clear();
     state.scratch.replacements = records;
-    state.scratch.replacements.clear();
     state.scratch_pids = pids;
     state.touched.push(index as u32);
     state.touched.sort_unstable();
@@ -980,11 +980,10 @@ fn start_draining(
     // segment only if that segment is Draining; otherwise it only records
     // the replacement in the new segment. Now that this one is Draining
     // (the CAS above), every replacement of one of its pages is either
-    // found here or made by a call that sees it Draining and clears the
-    // flag itself (see `pending_replacements`).
+    // found by `PendingIndex::complete` (once the pass's drain starts are
+    // all made; it then fills the drain list) or made by a call that sees
+    // it Draining and clears the flag itself.
     let segno = word.segno.expect("a sealed segment has an lsn");
-    // Its flags and drain list: once the pass's drain starts are all made
-    // (`PendingIndex::complete`).
     state.pending.starting.push((index as u32, segno));
 }
 
@@ -1124,21 +1123,9 @@ impl PendingIndex {
 
 /// The pages of incarnation `segno` of segment `index` that a
 /// `mark_replace` replaced in a segment not sealed yet: the replacements
-/// recorded in the deferred work of every placed in-use segment (a full
-/// scan, for introspection; the combiner keeps a [`PendingIndex`]).
-///
-/// The protocol that makes this complete for a segment that is already
-/// Draining (docs/protocols/replace.md): `mark_replace` records the
-/// replacement under the new segment's deferred-work lock and then, under
-/// the same lock, loads the old segment's word, clearing the flag itself if
-/// it sees Draining. Here the word moved to Draining before the scan. For
-/// a new segment the scan finds in the in-use set, its deferred-work lock
-/// orders the two: the record is seen here, or the call's load comes after
-/// this lock's release, so after the CAS, and sees Draining. A new segment
-/// the scan does not find was placed after the scan passed its shard of the
-/// in-use set (`LsnSet::set_placed` takes that shard's lock), so after the
-/// CAS, and `next` had not returned: every `mark_replace` into it comes
-/// later and sees Draining.
+/// recorded in the deferred work of every placed in-use segment. A full
+/// scan, for introspection (not an atomic snapshot); the combiner keeps a
+/// [`PendingIndex`] instead, whose docs say why a drain start misses none.
 pub(crate) fn pending_replacements(shared: &Shared, index: usize, segno: u64) -> Vec<PageId> {
     let mut pids = Vec::new();
     for (_, placed) in shared.active_lsns.placed() {

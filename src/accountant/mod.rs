@@ -596,7 +596,7 @@ impl Accountant {
         }
         let index = self.place(segno, stream)?;
         // Placed: a drain start now finds the replacements recorded here
-        // (see `combiner::pending_replacements`).
+        // (see `combiner::PendingIndex::complete`).
         reservation.keep_at(index);
         // Relaxed: a `stabilize` this must reach comes after the store
         // wrote into the segment, so after this returns.
@@ -877,9 +877,9 @@ impl Accountant {
         // other old segment is not written at all (no line another
         // segment's writers write): the record above is the replacement,
         // and a drain that starts later finds it in this segment's deferred
-        // work (`combiner::pending_replacements`). This load must come
+        // work (`combiner::PendingIndex::complete`). This load must come
         // after the record and under this lock: that is what makes the
-        // drain start's scan complete (docs/protocols/replace.md).
+        // drain start miss none (docs/protocols/replace.md).
         #[cfg(seeded_bugs)]
         let relocates = if early_flags {
             early

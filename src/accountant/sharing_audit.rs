@@ -170,40 +170,33 @@ fn sharing_audit() {
     let link = shared_lines(&map, &wrote, Some(b_index));
     report("mark_link", &link);
 
+    // mark_replace of `pid` from `old` into B at `at`: the shared lines it
+    // wrote.
+    let replace_lines = |what: &str, pid, old: u64, at: u64| {
+        let (r, wrote) = record(|| {
+            acc.mark_replace(
+                pid,
+                3 * SS as i64,
+                &[DiskPtr::Inline(old)],
+                DiskPtr::Inline(b + at),
+                100,
+            )
+        });
+        r.unwrap();
+        let lines = shared_lines(&map, &wrote, Some(b_index));
+        report(what, &lines);
+        lines
+    };
+
     // mark_replace with one old pointer into a segment that is not
     // draining (D, still Active): the common case.
     assert_eq!(acc.segment_info(2).unwrap().state, SegmentState::Active);
-    let (r, wrote) = record(|| {
-        acc.mark_replace(
-            50,
-            3 * SS as i64,
-            &[DiskPtr::Inline(d + 8)],
-            DiskPtr::Inline(b + 70),
-            100,
-        )
-    });
-    r.unwrap();
-    let replace_common = shared_lines(&map, &wrote, Some(b_index));
-    report(
-        "mark_replace (1 old pointer, not draining)",
-        &replace_common,
-    );
+    let replace_common = replace_lines("mark_replace (1 old pointer, not draining)", 50, d + 8, 70);
 
     // mark_replace with one old pointer into a Draining segment (A): a
     // relocation, which clears the page's flag there.
     assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
-    let (r, wrote) = record(|| {
-        acc.mark_replace(
-            1,
-            3 * SS as i64,
-            &[DiskPtr::Inline(a + 100)],
-            DiskPtr::Inline(b + 50),
-            100,
-        )
-    });
-    r.unwrap();
-    let replace = shared_lines(&map, &wrote, Some(b_index));
-    report("mark_replace (1 old pointer, Draining)", &replace);
+    let replace = replace_lines("mark_replace (1 old pointer, Draining)", 1, a + 100, 50);
 
     // clean: a page of the Draining segment A.
     assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);

@@ -341,24 +341,26 @@ impl PageMap {
         }
     }
 
-    /// Whether `pid` is here and not yet replaced.
-    pub(crate) fn is_not_yet_replaced(&self, pid: PageId) -> bool {
+    /// `pid`'s packed value, read under its shard's read lock.
+    fn value(&self, pid: PageId) -> Option<u64> {
         self.audit(Some(pid));
         #[cfg(not(loom))]
         let v = self.inner.get(&pid).map(|v| *v);
         #[cfg(loom)]
         let v = self.inner.read(pid).get(&pid).copied();
-        v.is_some_and(|v| v & NYR != 0)
+        v
+    }
+
+    /// Whether `pid` is here and not yet replaced.
+    pub(crate) fn is_not_yet_replaced(&self, pid: PageId) -> bool {
+        self.value(pid).is_some_and(|v| v & NYR != 0)
     }
 
     /// The bytes of `pid` here if it is here and not yet replaced, else 0.
     pub(crate) fn not_yet_replaced_bytes_of(&self, pid: PageId) -> u64 {
-        self.audit(Some(pid));
-        #[cfg(not(loom))]
-        let v = self.inner.get(&pid).map(|v| *v);
-        #[cfg(loom)]
-        let v = self.inner.read(pid).get(&pid).copied();
-        v.filter(|v| v & NYR != 0).map_or(0, |v| v & !NYR)
+        self.value(pid)
+            .filter(|v| v & NYR != 0)
+            .map_or(0, |v| v & !NYR)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -545,15 +547,21 @@ impl LsnSet {
     /// atomic snapshot: one shard read-locked at a time).
     pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
         self.audit(None);
+        let placed = |(k, v): (u64, u64)| (v != 0).then(|| (k, v as usize - 1));
         #[cfg(not(loom))]
-        let entries: Vec<(u64, u64)> = self.inner.iter().map(|e| (*e.key(), *e.value())).collect();
+        let found = self
+            .inner
+            .iter()
+            .filter_map(|e| placed((*e.key(), *e.value())))
+            .collect();
         #[cfg(loom)]
-        let entries = self.inner.entries();
-        entries
+        let found = self
+            .inner
+            .entries()
             .into_iter()
-            .filter(|&(_, v)| v != 0)
-            .map(|(k, v)| (k, v as usize - 1))
-            .collect()
+            .filter_map(placed)
+            .collect();
+        found
     }
 
     /// The keys, in no particular order (not an atomic snapshot).
