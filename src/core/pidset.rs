@@ -117,6 +117,29 @@ mod dash {
     type Table = hashbrown::raw::RawTable<(u64, SharedValue<u64>)>;
     type Lock = dashmap::RwLock<Table>;
 
+    /// Folds `f` over every `(key, value)` of `map`, one shard read-locked
+    /// at a time (not an atomic snapshot). Over the raw shards, not
+    /// `DashMap::iter`: that clones an `Arc` of the shard's guard for every
+    /// entry, which made the seal's sum of a segment's bytes (once per
+    /// segment) a quarter of the write cycle's time (docs/performance.md,
+    /// "The seal's sum").
+    pub(super) fn fold<B>(
+        map: &dashmap::DashMap<u64, u64, Hasher>,
+        init: B,
+        mut f: impl FnMut(B, u64, u64) -> B,
+    ) -> B {
+        map.shards().iter().fold(init, |acc, shard| {
+            let table = shard.read();
+            // Safety: the buckets are the table's, read-locked by `table`
+            // for as long as they are read here.
+            unsafe { table.iter() }.fold(acc, |acc, bucket| {
+                // Safety: as above; a raw iterator yields full buckets only.
+                let (key, v) = unsafe { bucket.as_ref() };
+                f(acc, *key, *v.get())
+            })
+        })
+    }
+
     /// A dashmap shard, with the map's hasher (for rehashing on insert).
     pub(super) struct DashShard<'a> {
         pub(super) lock: &'a Lock,
@@ -381,7 +404,10 @@ impl PageMap {
         self.audit(None);
         #[cfg(not(loom))]
         {
-            self.inner.iter().map(|e| (*e.key(), *e.value())).collect()
+            dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
+                out.push((k, v));
+                out
+            })
         }
         #[cfg(loom)]
         {
@@ -408,16 +434,15 @@ impl PageMap {
 
     /// Folds `f` over every `(pid, packed value)` without collecting them
     /// (one shard read-locked at a time; not an atomic snapshot).
-    fn fold_raw<B>(&self, init: B, mut f: impl FnMut(B, PageId, u64) -> B) -> B {
+    fn fold_raw<B>(&self, init: B, f: impl FnMut(B, PageId, u64) -> B) -> B {
         self.audit(None);
         #[cfg(not(loom))]
         {
-            self.inner
-                .iter()
-                .fold(init, |acc, e| f(acc, *e.key(), *e.value()))
+            dash::fold(&self.inner, init, f)
         }
         #[cfg(loom)]
         {
+            let mut f = f;
             self.inner
                 .entries()
                 .into_iter()
@@ -549,11 +574,10 @@ impl LsnSet {
         self.audit(None);
         let placed = |(k, v): (u64, u64)| (v != 0).then(|| (k, v as usize - 1));
         #[cfg(not(loom))]
-        let found = self
-            .inner
-            .iter()
-            .filter_map(|e| placed((*e.key(), *e.value())))
-            .collect();
+        let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
+            out.extend(placed((k, v)));
+            out
+        });
         #[cfg(loom)]
         let found = self
             .inner
@@ -568,7 +592,10 @@ impl LsnSet {
     pub(crate) fn keys(&self) -> Vec<u64> {
         self.audit(None);
         #[cfg(not(loom))]
-        let keys = self.inner.iter().map(|e| *e.key()).collect();
+        let keys = dash::fold(&self.inner, Vec::new(), |mut out, k, _| {
+            out.push(k);
+            out
+        });
         #[cfg(loom)]
         let keys = self.inner.entries().into_iter().map(|(k, _)| k).collect();
         keys
