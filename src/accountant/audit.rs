@@ -203,6 +203,13 @@ impl Accountant {
                     "{here}: live bytes {live_bytes} but fragments sum to {sum}"
                 ));
             }
+            let live_pages = segment.live_pages(word.state);
+            if live_pages != present.len() as u64 {
+                return fail(format!(
+                    "{here}: kept page count {live_pages} but {} pages are here",
+                    present.len()
+                ));
+            }
             match word.state {
                 SegmentState::Free | SegmentState::Freeing => {
                     if !present.is_empty() || live_bytes != 0 || deferred != 0 {

@@ -66,12 +66,6 @@ use crate::core::table::Bits;
 use crate::error::{contain, Callback, Error, Result};
 use crate::types::{Lsn, PageId};
 
-/// A run of at least this many replacements out of one old segment is
-/// applied with all its page-map shards locked at once (below it, one lock
-/// pair per page costs less). Every run under loom, so that the models
-/// check the batched path.
-const BATCHED_RUN: usize = if cfg!(loom) { 1 } else { 8 };
-
 const BUSY: u64 = 1;
 /// No thread combines, but the goal is above what was done: a combiner
 /// handed over (or unwound). The next request takes the token whatever its
@@ -829,9 +823,9 @@ fn finish(
         }
     }
     // In runs of records against one old incarnation (writes replace the
-    // pages of a few old segments at a time, so runs are long): its word
-    // read once, and a long run removed with one lock pair per shard
-    // instead of one per page.
+    // pages of a few old segments at a time, so runs form; sorting them
+    // longer cost more than it saved): its word read once, and the run
+    // removed with at most one lock pair per shard instead of one per page.
     let mut records = std::mem::take(&mut state.scratch.replacements);
     let mut pids = std::mem::take(&mut state.scratch_pids);
     for run in records.chunk_by(|a, b| (a.old_index, a.old_segno) == (b.old_index, b.old_segno)) {
@@ -844,15 +838,9 @@ fn finish(
         }
         match old_word.state {
             SegmentState::Inactive | SegmentState::Draining => {
-                let bytes = if run.len() >= BATCHED_RUN {
-                    pids.clear();
-                    pids.extend(run.iter().map(|r| r.pid));
-                    old.remove_all_replaced(&pids)
-                } else {
-                    run.iter()
-                        .filter_map(|r| old.remove_replaced(r.pid))
-                        .fold(0u64, u64::saturating_add)
-                };
+                pids.clear();
+                pids.extend(run.iter().map(|r| r.pid));
+                let bytes = old.remove_all_replaced(&pids);
                 state.cleaning.sealed_live = state.cleaning.sealed_live.saturating_sub(bytes);
             }
             SegmentState::Active | SegmentState::Sealing => panic!(
@@ -884,7 +872,7 @@ fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
     SegmentFacts::new(
         index as u64,
         word.lsn(ss).expect("a sealed segment has an lsn"),
-        segment.present.len() as u64,
+        segment.live_pages(word.state),
         // Relaxed: only the combiner writes a sealed segment's counters.
         segment.removed.load(Ordering::Relaxed),
         segment.live_bytes(word.state),
@@ -904,7 +892,8 @@ fn consider(
     let segment = shared.table.segment(index);
     let word = segment.load();
     match word.state {
-        SegmentState::Inactive if segment.present.is_empty() => {
+        // The kept count: no shard of the map is locked to ask.
+        SegmentState::Inactive if segment.live_pages(word.state) == 0 => {
             state.cleaning.victims.remove(index);
             free(shared, state, index, word, stable_lsn)
         }
@@ -930,7 +919,7 @@ fn consider(
                     .upsert(index, segno, facts.live_bytes);
             }
         }
-        SegmentState::Draining if segment.present.is_empty() => {
+        SegmentState::Draining if segment.live_pages(word.state) == 0 => {
             let draining = &mut state.cleaning.draining;
             let at = draining
                 .iter()

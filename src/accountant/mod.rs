@@ -1180,7 +1180,7 @@ impl Accountant {
             generation: word.generation,
             live_pages: segment.present.len(),
             not_yet_replaced: self.not_yet_replaced_of(index, word).len(),
-            // Acquire: pairs with the release increment in `remove_replaced`.
+            // Acquire: pairs with the release increment in `remove_all_replaced`.
             removed_pages: segment.removed.load(Ordering::Acquire),
             live_bytes: segment.live_bytes(word.state),
             to_clean: self.shared.table.bit(Bits::Drain, index),

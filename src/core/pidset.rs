@@ -336,23 +336,25 @@ impl PageMap {
         v.map(|v| v & !NYR)
     }
 
-    /// Removes every page of `pids` with all the shards write-locked at
-    /// once (in shard order), one lock pair per shard instead of one per
-    /// page; returns the bytes removed and how many pages were here. For
-    /// the combiner's applying of a run of replacements out of this
-    /// segment: no other thread takes two shard locks of one map, so the
-    /// order cannot deadlock.
+    /// Removes every page of `pids`, each shard write-locked when a page
+    /// of it first comes up and held to the end: at most one lock pair
+    /// per shard instead of one per page. Returns the bytes removed and
+    /// how many pages were here. For the combiner's applying of a run of
+    /// replacements out of this segment: no other thread holds two shard
+    /// locks of one map at once, so the order the locks are taken in
+    /// cannot deadlock.
     pub(crate) fn remove_all(&self, pids: &[PageId]) -> (u64, u64) {
         self.audit(None);
         #[cfg(not(loom))]
         {
             use std::hash::BuildHasher;
             let shards = self.inner.shards();
-            let mut locked: Vec<_> = shards.iter().map(|s| s.write()).collect();
+            let mut locked: [Option<_>; dash::SHARDS] = Default::default();
             pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
                 let hash = self.inner.hasher().hash_one(pid);
                 let shard = self.inner.determine_shard(hash as usize);
-                match locked[shard].remove_entry(hash, |&(k, _)| k == pid) {
+                let table = locked[shard].get_or_insert_with(|| shards[shard].write());
+                match table.remove_entry(hash, |&(k, _)| k == pid) {
                     Some((_, v)) => (bytes.saturating_add(v.into_inner() & !NYR), n + 1),
                     None => (bytes, n),
                 }
@@ -696,11 +698,15 @@ mod stand_in {
             self.shards.iter().map(|s| s.0.read().unwrap().len()).sum()
         }
 
-        /// Both shards write-locked in order, then every key removed.
+        /// Every key removed, each shard write-locked when a key of it
+        /// first comes up and held to the end (as the shipped map does).
         pub(crate) fn remove_all(&self, pids: &[PageId], flag: u64) -> (u64, u64) {
-            let mut locked: Vec<_> = self.shards.iter().map(|s| s.0.write().unwrap()).collect();
+            let mut locked: [Option<_>; 2] = Default::default();
             pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
-                match locked[(pid & 1) as usize].remove(&pid) {
+                let shard = (pid & 1) as usize;
+                let table =
+                    locked[shard].get_or_insert_with(|| self.shards[shard].0.write().unwrap());
+                match table.remove(&pid) {
                     Some(v) => (bytes.saturating_add(v & !flag), n + 1),
                     None => (bytes, n),
                 }

@@ -237,6 +237,10 @@ pub(crate) struct Segment {
     /// While Active it is 0 and the bytes live only in `present`, so
     /// `mark_link` is one map update.
     pub(crate) live_bytes: AtomicU64,
+    /// Pages in `present`, once sealed: set with `live_bytes` and lowered
+    /// with it, so that the combiner asks a sealed segment's size without
+    /// read-locking every shard of its map.
+    live_pages: AtomicU64,
     /// While a Freeing incarnation waits on the epoch collector: its packed
     /// Freeing word (unique per incarnation, never 0); 0 otherwise. The
     /// landing closure that clears it (by CAS) is the one that lands the
@@ -267,6 +271,7 @@ impl Segment {
             present: PageMap::new(),
             removed: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
+            live_pages: AtomicU64::new(0),
             epoch_ticket: AtomicU64::new(0),
             stream: AtomicU8::new(0),
             _line: CachePadded::new(()),
@@ -412,6 +417,8 @@ impl Segment {
         let (bytes, pages) = self.present.bytes_and_pages();
         // Relaxed: written by the combiner only, read for statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
+        // Relaxed: written and read by the combiner only (and audits).
+        self.live_pages.store(pages, Ordering::Relaxed);
         (bytes, pages)
     }
 
@@ -424,41 +431,36 @@ impl Segment {
         }
     }
 
-    /// Applies a stable replacement: the pid's fragments here are garbage.
-    /// Returns their bytes if the pid was present.
-    pub(crate) fn remove_replaced(&self, pid: PageId) -> Option<u64> {
-        match self.present.remove(pid) {
-            Some(bytes) => {
-                // Plain stores: the combiner is the only writer of a sealed
-                // segment's counters. Release on `removed`: an observer that
-                // sees the replacement applied (acquire load) also sees the
-                // new segment sealed before it.
-                let live = self.live_bytes.load(Ordering::Relaxed);
-                self.live_bytes
-                    .store(live.saturating_sub(bytes), Ordering::Relaxed);
-                let removed = self.removed.load(Ordering::Relaxed);
-                self.removed.store(removed + 1, Ordering::Release);
-                Some(bytes)
-            }
-            None => None,
-        }
-    }
-
-    /// Applies a run of stable replacements of pages here at once (see
-    /// [`PageMap::remove_all`]); returns the bytes removed.
+    /// Applies stable replacements of pages here (see
+    /// [`PageMap::remove_all`]): their fragments here are garbage. Returns
+    /// the bytes removed.
     pub(crate) fn remove_all_replaced(&self, pids: &[PageId]) -> u64 {
         let (bytes, pages) = self.present.remove_all(pids);
         if pages > 0 {
-            // As in `remove_replaced`: the combiner is the only writer;
-            // Release on `removed` for observers of the applied
-            // replacements.
+            // Plain stores: the combiner is the only writer of a sealed
+            // segment's counters. Release on `removed`: an observer that
+            // sees the replacement applied (acquire load) also sees the new
+            // segment sealed before it.
             let live = self.live_bytes.load(Ordering::Relaxed);
             self.live_bytes
                 .store(live.saturating_sub(bytes), Ordering::Relaxed);
             let removed = self.removed.load(Ordering::Relaxed);
             self.removed.store(removed + pages, Ordering::Release);
+            let live = self.live_pages.load(Ordering::Relaxed);
+            self.live_pages
+                .store(live.saturating_sub(pages), Ordering::Relaxed);
         }
         bytes
+    }
+
+    /// The pages here: the kept count once sealed (no lock), the map's
+    /// size (every shard read-locked) while Active or Sealing.
+    pub(crate) fn live_pages(&self, state: SegmentState) -> u64 {
+        match state {
+            SegmentState::Active | SegmentState::Sealing => self.present.len() as u64,
+            // Relaxed: the combiner's own counter (see `seal_bytes`).
+            _ => self.live_pages.load(Ordering::Relaxed),
+        }
     }
 
     /// Clears what the previous incarnation left (nothing, if the
@@ -469,6 +471,7 @@ impl Segment {
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);
+        self.live_pages.store(0, Ordering::Relaxed);
     }
 }
 
@@ -483,6 +486,7 @@ pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
         field!(Segment, present, WORD_LINE),
         field!(Segment, removed, WORD_LINE),
         field!(Segment, live_bytes, WORD_LINE),
+        field!(Segment, live_pages, WORD_LINE),
         field!(Segment, epoch_ticket, WORD_LINE),
         field!(Segment, stream, WORD_LINE),
         field!(Segment, deferred, LOCKS),
