@@ -202,8 +202,9 @@ pub(crate) struct Combiner {
     /// Written by the token holder only; padded so that its first and last
     /// lines are not the word's or the queues'.
     state: CachePadded<UnsafeCell<CombinerState>>,
-    /// Activations published by `next` for the combiner to pick up.
-    activations: Queue<(u64, u32)>,
+    /// Activations published by `next` for the combiner to pick up:
+    /// `(segno, index, reused)`.
+    activations: Queue<(u64, u32, bool)>,
     /// Errors nobody who asked for the work could be given (see the
     /// module docs), and how many it holds.
     sink: Queue<Error>,
@@ -333,8 +334,8 @@ impl Combiner {
 
     /// Registers an activated segment; must happen before the activating
     /// `next` returns, so any stabilize that covers it sees it.
-    pub(crate) fn register(&self, segno: u64, index: usize) {
-        self.activations.push((segno, index as u32));
+    pub(crate) fn register(&self, segno: u64, index: usize, reused: bool) {
+        self.activations.push((segno, index as u32, reused));
     }
 
     /// The goal requested so far: every segment numbered below it is
@@ -493,8 +494,9 @@ impl Combiner {
     }
 
     fn collect_activations(&self, state: &mut CombinerState) {
-        while let Some((segno, index)) = self.activations.pop() {
+        while let Some((segno, index, reused)) = self.activations.pop() {
             state.active.push(Reverse((segno, index)));
+            state.totals.activated(reused);
         }
     }
 
@@ -689,12 +691,10 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
 }
 
 /// Publishes a fresh metrics snapshot (the end of every pass): the
-/// combiner's totals, the counters `next` and the sequencer keep on their
-/// rare paths, and the gauges.
+/// combiner's totals (with the activations it collected from `next`), the
+/// counters the sequencer keeps on its rare paths, and the gauges.
 fn publish_metrics(shared: &Shared, state: &CombinerState) {
     let t = &state.totals;
-    // Relaxed: statistics; a count that lags shows in the next snapshot.
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let counts = shared.counts.snapshot();
     let ss = shared.config.segment_size;
     let metrics = Metrics {
@@ -703,8 +703,8 @@ fn publish_metrics(shared: &Shared, state: &CombinerState) {
         relocated_bytes: t.relocated_bytes,
         relocated_pages: t.relocated_pages,
         segments_sealed: t.sealed,
-        segments_reused: shared.reused.load(relaxed),
-        segments_appended: shared.appended.load(relaxed),
+        segments_reused: t.reused,
+        segments_appended: t.appended,
         segments_freed: t.freed,
         truncations: shared.sequencer.truncations(),
         bytes_truncated: shared.sequencer.bytes_truncated(),

@@ -141,9 +141,21 @@ pub(crate) struct Totals {
     pub(crate) drains_space_target: u64,
     pub(crate) drains_tip: u64,
     pub(crate) passes: u64,
+    /// Activations the combiner collected: reused and appended segments.
+    pub(crate) reused: u64,
+    pub(crate) appended: u64,
 }
 
 impl Totals {
+    /// Counts an activation `next` registered (`reused`: not appended).
+    pub(crate) fn activated(&mut self, reused: bool) {
+        if reused {
+            self.reused += 1;
+        } else {
+            self.appended += 1;
+        }
+    }
+
     pub(crate) fn drained(&mut self, reason: DrainReason) {
         match reason {
             DrainReason::Policy => self.drains_policy += 1,

@@ -170,11 +170,6 @@ pub(crate) struct Shared {
     /// The metrics snapshot the last combiner pass published (written by
     /// every pass).
     pub(crate) metrics: CachePadded<arc_swap::ArcSwap<crate::accountant::metrics::Metrics>>,
-    /// Segments `next` reused and appended (std atomics: statistics on
-    /// `next`'s slower paths, which the loom models need not explore).
-    /// Written by every `next`.
-    pub(crate) reused: CachePadded<crate::core::sync::StatCounter>,
-    pub(crate) appended: CachePadded<crate::core::sync::StatCounter>,
 }
 
 /// The largest fragment size any configuration accepts: sizes are summed
@@ -276,8 +271,6 @@ impl Accountant {
                         ..Default::default()
                     },
                 )),
-                reused: CachePadded::new(crate::core::sync::StatCounter::new(0)),
-                appended: CachePadded::new(crate::core::sync::StatCounter::new(0)),
                 tuned: arc_swap::ArcSwap::from_pointee(config.clone()),
                 retuned: std::sync::atomic::AtomicBool::new(false),
                 segment_shift: config.segment_size.trailing_zeros(),
@@ -624,15 +617,11 @@ impl Accountant {
         if let Some(_reuser) = shared.gate.enter() {
             // The guard leaves the gate on return and on unwind alike.
             if let Some(index) = self.reuse(segno, stream)? {
-                // Relaxed: a statistic, folded in by the next pass.
-                shared
-                    .reused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(index);
             }
         }
         let index = shared.sequencer.extend(&shared.table, |index, word| {
-            self.activate(index, word, segno, stream);
+            self.activate(index, word, segno, stream, false);
         })?;
         crate::trace::event!(
             DEBUG,
@@ -643,10 +632,6 @@ impl Accountant {
             file_bytes = (index as u64 + 1) * self.segment_size(),
             "file extended"
         );
-        // Relaxed: a statistic, folded in by the next pass.
-        shared
-            .appended
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(index)
     }
 
@@ -679,7 +664,7 @@ impl Accountant {
         if let Some(index) = claimed {
             let word = shared.table.segment(index).load();
             debug_assert_eq!(word.state, SegmentState::Free);
-            self.activate(index, word, segno, stream);
+            self.activate(index, word, segno, stream, true);
             crate::trace::event!(
                 DEBUG,
                 "reuse",
@@ -693,15 +678,16 @@ impl Accountant {
     }
 
     /// Makes a claimed segment Active for `segno` and registers it with the
-    /// combiner before `next` returns.
-    fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId) {
+    /// combiner before `next` returns (`reused`: claimed below the tip, not
+    /// appended; the combiner counts which, so `next` writes no counter).
+    fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
         let segment = self.shared.table.segment(index);
         segment.reset();
         // Relaxed: published by the activation CAS (release) below.
         segment.stream.store(stream, Ordering::Relaxed);
         segment.must_transition(word, word.activated(segno));
         self.shared.counts.moved(word.state, SegmentState::Active);
-        self.shared.combiner.register(segno, index);
+        self.shared.combiner.register(segno, index, reused);
     }
 
     /// Records that a fragment of page `pid` of `size` bytes was placed at
@@ -1270,8 +1256,6 @@ mod tests {
             field!(Shared, handed_out, hot),
             field!(Shared, poison, COLD),
             field!(Shared, metrics, hot),
-            field!(Shared, reused, hot),
-            field!(Shared, appended, hot),
         ];
         let counts = vec![
             field!(Counts, active, hot),
