@@ -22,6 +22,8 @@ mod workload;
 
 use std::time::Instant;
 
+use segment_accountant_tools::{arg, quantile};
+
 use segment_accountant::{DiskPtr, Lsn};
 use workload::{WritePath, SEGMENT_SIZE};
 
@@ -114,24 +116,6 @@ impl Replacer {
         }
         start.elapsed().as_nanos() as f64 / n as f64
     }
-}
-
-/// The `q` quantile of `v` (sorted in place).
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
-        .unwrap_or(default)
 }
 
 /// Alternates `ours` and `theirs` (each timing `chunk` operations) for

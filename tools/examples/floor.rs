@@ -29,6 +29,8 @@ use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::Instant;
 
+use segment_accountant_tools::{arg, quantile};
+
 use segment_accountant::{Accountant, DiskPtr, Lid, Lsn};
 
 type PageSet = dashmap::DashMap<u64, u64, rustc_hash::FxBuildHasher>;
@@ -77,24 +79,6 @@ fn raw_update(map: &PageSet, n: u64) -> f64 {
         }
     }
     start.elapsed().as_nanos() as f64 / n as f64
-}
-
-/// The `q` quantile of `v` (sorted in place).
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
-        .unwrap_or(default)
 }
 
 fn main() {
