@@ -1,19 +1,11 @@
-//! Concurrent per-segment page sets.
+//! Concurrent per-segment page sets, and the set of lsns in use.
 //!
-//! Normally these wrap [`dashmap`] maps with a small number of shards (a
-//! segment's sets are touched by the writers of that one segment, not by
-//! every thread, so a few shards suffice and keep memory low). dashmap's
-//! shard locks are invisible to loom, so under `--cfg loom` a loom-visible
-//! stand-in takes their place: two shards, each a loom `RwLock` over a
-//! `HashMap`, taking read locks where dashmap takes read locks and write
-//! locks where it takes write locks. Whole-set reads (`len`, iteration)
-//! are then really non-atomic across shards, as they are with dashmap.
-//!
-//! The write path is written once, generic over the shard's lock and
-//! table ([`Shard`]): dashmap's shards (through its raw shard API, with
-//! dashmap's own hash and shard choice, so every other dashmap method
-//! finds what the write path inserts) and the loom stand-in's run the same
-//! [`PageMap::link_if`], so the models check the code that ships.
+//! A segment's [`PageMap`] is a few shards, each a read/write lock (from
+//! the [`crate::core::sync`] shim, so loom sees it) over a hash map of the
+//! shard's pages, each shard on its own cache line. A segment's maps are
+//! touched by the writers of that one segment, not by every thread, so a
+//! few shards suffice and keep memory low. Under loom the very same code
+//! runs, with two shards chosen by the page id's low bit.
 //!
 //! The seal protocol (see the [`crate::segment`] docs): a writer checks
 //! the segment word *under the shard lock it then mutates under*
@@ -22,65 +14,19 @@
 //! ([`PageMap::barrier`]). A link either finishes before the barrier
 //! reaches its shard, and the seal counts it, or takes the lock after the
 //! barrier did, and then sees the word moved and changes nothing.
+//!
+//! The in-use lsn set ([`LsnSet`]) wraps a [`dashmap`] map; dashmap's shard
+//! locks are invisible to loom, so under `--cfg loom` a loom-visible
+//! stand-in takes its place: two shards, each a loom `RwLock` over a
+//! `HashMap`, taking read locks where dashmap takes read locks and write
+//! locks where it takes write locks.
 
+use crate::core::sync::{read, write, CachePadded, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::types::PageId;
 
 /// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
 /// bytes.
 const NYR: u64 = 1 << 63;
-
-/// One shard: a lock over a table of packed values. The write path is
-/// generic over it.
-trait Shard {
-    /// The write-locked table.
-    type Locked<'a>: ShardTable
-    where
-        Self: 'a;
-    /// Takes the shard's write lock for updating `pid` (whose hash is
-    /// `hash`).
-    fn write(&self, hash: u64) -> Self::Locked<'_>;
-}
-
-/// A write-locked shard's table, as the write path sees it.
-trait ShardTable {
-    /// The packed value of the key the lock was taken for, if present.
-    fn value_mut(&mut self, pid: PageId) -> Option<&mut u64>;
-    /// Inserts that key, known to be absent.
-    fn insert_absent(&mut self, pid: PageId, value: u64);
-}
-
-/// Takes `shard`'s write lock, checks `open` under it, and only then adds
-/// `bytes` to `pid` (flagging it not yet replaced). `open`'s refusal if it
-/// refused; otherwise whether the page is new here. The one write path of
-/// both builds.
-///
-/// The probe for `pid` runs before `open`: both only read, under the lock,
-/// so the order changes nothing a writer or the seal can see, and this way
-/// the probe's loads and `open`'s load of the segment word issue together
-/// right after the lock is taken instead of one after the other
-/// (docs/performance.md, `mark_link` against its floor).
-#[inline(always)]
-fn link_in<S: Shard, E>(
-    shard: &S,
-    hash: u64,
-    pid: PageId,
-    bytes: u64,
-    open: impl FnOnce() -> Result<(), E>,
-) -> Result<bool, E> {
-    let mut table = shard.write(hash);
-    let slot = table.value_mut(pid);
-    open()?;
-    match slot {
-        Some(v) => {
-            *v = (*v + bytes) | NYR;
-            Ok(false)
-        }
-        None => {
-            table.insert_absent(pid, bytes | NYR);
-            Ok(true)
-        }
-    }
-}
 
 /// A small concurrent set of segment numbers (the lsns in use).
 #[derive(Debug)]
@@ -91,38 +37,54 @@ pub(crate) struct LsnSet {
     inner: stand_in::Sharded,
 }
 
+/// Shards per page map: 4, or 2 under loom (the page id's low bit picks
+/// one there, so a model can put two pages in one shard or apart).
+pub(crate) const PAGE_SHARDS: usize = if cfg!(loom) { 2 } else { 4 };
+
+/// One shard of a [`PageMap`]: its pages.
+#[derive(Debug, Default)]
+pub(crate) struct PageShard {
+    pages: std::collections::HashMap<PageId, u64, rustc_hash::FxBuildHasher>,
+}
+
 /// A segment's pages: page id → bytes of its fragments here, with a flag
 /// for "not yet replaced" (no `mark_replace` called for it yet). One map
 /// for both spec sets keeps `mark_link` to a single insert and makes
-/// `not_yet_replaced ⊆ present` hold by construction.
+/// `not_yet_replaced ⊆ present` hold by construction. Each shard on its
+/// own cache line.
 #[derive(Debug)]
 pub(crate) struct PageMap {
+    shards: Box<[CachePadded<RwLock<PageShard>>]>,
+}
+
+/// The shard of page `pid`: bits of its Fx hash that the shard's own table
+/// does not use to place it (hashbrown takes the low bits for the bucket and
+/// the top 7 for the tag), or under loom its low bit.
+#[inline(always)]
+fn shard_of(pid: PageId) -> usize {
     #[cfg(not(loom))]
-    inner: dashmap::DashMap<PageId, u64, dash::Hasher>,
+    {
+        use std::hash::BuildHasher;
+        (rustc_hash::FxBuildHasher.hash_one(pid) >> 32) as usize & (PAGE_SHARDS - 1)
+    }
     #[cfg(loom)]
-    inner: stand_in::Sharded,
+    {
+        (pid & 1) as usize
+    }
 }
 
 #[cfg(not(loom))]
 mod dash {
-    use super::{Shard, ShardTable};
-    use crate::types::PageId;
-    use dashmap::SharedValue;
 
     pub(super) type Hasher = rustc_hash::FxBuildHasher;
 
-    /// Shards per map.
+    /// Shards per set.
     pub(super) const SHARDS: usize = 4;
-
-    type Table = hashbrown::raw::RawTable<(u64, SharedValue<u64>)>;
-    type Lock = dashmap::RwLock<Table>;
 
     /// Folds `f` over every `(key, value)` of `map`, one shard read-locked
     /// at a time (not an atomic snapshot). Over the raw shards, not
     /// `DashMap::iter`: that clones an `Arc` of the shard's guard for every
-    /// entry, which made the seal's sum of a segment's bytes (once per
-    /// segment) a quarter of the write cycle's time (docs/performance.md,
-    /// "The seal's sum").
+    /// entry (docs/performance.md, "The seal's sum").
     pub(super) fn fold<B>(
         map: &dashmap::DashMap<u64, u64, Hasher>,
         init: B,
@@ -138,55 +100,6 @@ mod dash {
                 f(acc, *key, *v.get())
             })
         })
-    }
-
-    /// A dashmap shard, with the map's hasher (for rehashing on insert).
-    pub(super) struct DashShard<'a> {
-        pub(super) lock: &'a Lock,
-        pub(super) hasher: &'a Hasher,
-    }
-
-    pub(super) struct Locked<'a> {
-        table: dashmap::RwLockWriteGuard<'a, Table>,
-        hash: u64,
-        hasher: &'a Hasher,
-    }
-
-    impl<'s> Shard for DashShard<'s> {
-        type Locked<'a>
-            = Locked<'a>
-        where
-            Self: 'a;
-
-        #[inline(always)]
-        fn write(&self, hash: u64) -> Locked<'_> {
-            Locked {
-                table: self.lock.write(),
-                hash,
-                hasher: self.hasher,
-            }
-        }
-    }
-
-    impl ShardTable for Locked<'_> {
-        #[inline(always)]
-        fn value_mut(&mut self, pid: PageId) -> Option<&mut u64> {
-            self.table
-                .get_mut(self.hash, |&(k, _)| k == pid)
-                .map(|(_, v)| v.get_mut())
-        }
-
-        fn insert_absent(&mut self, pid: PageId, value: u64) {
-            use std::hash::BuildHasher;
-            let hasher = self.hasher;
-            let hash = self.hash;
-            let table = &mut self.table;
-            super::outlined(|| {
-                table.insert(hash, (pid, SharedValue::new(value)), |&(k, _)| {
-                    hasher.hash_one(k)
-                })
-            });
-        }
     }
 
     /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
@@ -219,46 +132,57 @@ mod dash {
 /// Runs `f` out of line: keeps the insert path of [`PageMap::link_if`] (a
 /// second probe for a free slot, sometimes a resize) and its register
 /// pressure out of the hit path that `mark_link` inlines.
-#[cfg(not(loom))]
 #[inline(never)]
 fn outlined<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
 impl PageMap {
+    pub(crate) fn new() -> Self {
+        PageMap {
+            shards: (0..PAGE_SHARDS)
+                .map(|_| CachePadded::new(RwLock::new(PageShard::default())))
+                .collect(),
+        }
+    }
+
     /// The sharing audit: the address range of the shards (their locks).
     #[cfg(all(sharing_audit, not(loom)))]
     // Used by the audit's test only.
     #[allow(dead_code)]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        dash::audit_range(&self.inner)
+        (
+            self.shards.as_ptr() as usize,
+            std::mem::size_of_val(&*self.shards),
+        )
     }
-}
 
-impl PageMap {
-    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
-    /// or on every shard; a read lock writes its lock word too.
+    /// `pid`'s shard, write-locked.
     #[inline(always)]
-    fn audit(&self, key: Option<u64>) {
-        #[cfg(all(sharing_audit, not(loom)))]
-        dash::audit(&self.inner, key);
-        let _ = key;
+    fn shard(&self, pid: PageId) -> RwLockWriteGuard<'_, PageShard> {
+        write(&self.shards[shard_of(pid)])
     }
 
-    pub(crate) fn new() -> Self {
-        PageMap {
-            #[cfg(not(loom))]
-            inner: dash::new(),
-            #[cfg(loom)]
-            inner: stand_in::Sharded::new(),
-        }
+    /// Every shard in turn, write-locked.
+    fn each_shard(&self) -> impl Iterator<Item = RwLockWriteGuard<'_, PageShard>> {
+        self.shards.iter().map(|s| write(s))
+    }
+
+    /// Every shard in turn, read-locked.
+    fn each_shard_read(&self) -> impl Iterator<Item = RwLockReadGuard<'_, PageShard>> {
+        self.shards.iter().map(|s| read(s))
     }
 
     /// Under the write lock of `pid`'s shard: if `open()` is `Ok`, adds
     /// `bytes` to `pid` and flags it not yet replaced, returning whether
     /// the page is new here; otherwise changes nothing and returns
-    /// `open`'s error.
-    #[cfg(not(loom))]
+    /// `open`'s error. The one write path.
+    ///
+    /// The probe for `pid` runs before `open`: both only read, under the
+    /// lock, so the order changes nothing a writer or the seal can see, and
+    /// this way the probe's loads and `open`'s load of the segment word
+    /// issue together right after the lock is taken instead of one after
+    /// the other (docs/performance.md, `mark_link` against its floor).
     #[inline(always)]
     pub(crate) fn link_if<E>(
         &self,
@@ -266,114 +190,68 @@ impl PageMap {
         bytes: u64,
         open: impl FnOnce() -> Result<(), E>,
     ) -> Result<bool, E> {
-        use std::hash::BuildHasher;
-        self.audit(Some(pid));
-        // The key is hashed and its shard chosen exactly as dashmap's own
-        // methods do (`hash_one` is dashmap's hash, `determine_shard` its
-        // shard choice), so every other method finds what this inserts.
-        let hash = self.inner.hasher().hash_one(pid);
-        let shard = dash::DashShard {
-            lock: &self.inner.shards()[self.inner.determine_shard(hash as usize)],
-            hasher: self.inner.hasher(),
-        };
-        link_in(&shard, hash, pid, bytes, open)
+        let mut guard = self.shard(pid);
+        let shard = &mut *guard;
+        let slot = shard.pages.get_mut(&pid);
+        open()?;
+        Ok(match slot {
+            Some(v) => {
+                *v = (*v + bytes) | NYR;
+                false
+            }
+            None => {
+                let pages = &mut shard.pages;
+                outlined(|| pages.insert(pid, bytes | NYR));
+                true
+            }
+        })
     }
 
-    /// Under the write lock of `pid`'s shard: if `open()` is `Ok`, adds
-    /// `bytes` to `pid` and flags it not yet replaced, returning whether
-    /// the page is new here; otherwise changes nothing and returns
-    /// `open`'s error.
-    #[cfg(loom)]
-    pub(crate) fn link_if<E>(
-        &self,
-        pid: PageId,
-        bytes: u64,
-        open: impl FnOnce() -> Result<(), E>,
-    ) -> Result<bool, E> {
-        link_in(self.inner.shard_of(pid), 0, pid, bytes, open)
-    }
-
-    /// Takes and releases every shard's write lock, one at a time: every
-    /// update that held one of them before has finished, and every later
-    /// one happens after (the seal's barrier).
+    /// Takes and releases every shard's lock, one at a time: every update
+    /// that held one of them before has finished, and every later one
+    /// happens after (the seal's barrier).
     pub(crate) fn barrier(&self) {
-        self.audit(None);
-        #[cfg(not(loom))]
-        for shard in self.inner.shards() {
-            drop(shard.write());
-        }
-        #[cfg(loom)]
-        self.inner.barrier();
+        self.each_shard().for_each(drop);
     }
 
     /// `mark_replace` was called for `pid`: `clean` no longer suggests it.
     /// Returns whether this call cleared the flag (the page was present
     /// and not yet replaced), with its bytes here.
     pub(crate) fn mark_replaced(&self, pid: PageId) -> Option<u64> {
-        self.audit(Some(pid));
-        #[cfg(not(loom))]
-        if let Some(mut v) = self.inner.get_mut(&pid) {
-            let was = *v;
-            *v &= !NYR;
-            return (was & NYR != 0).then_some(was & !NYR);
-        }
-        #[cfg(loom)]
-        if let Some(v) = self.inner.write(pid).get_mut(&pid) {
-            let was = *v;
-            *v &= !NYR;
-            return (was & NYR != 0).then_some(was & !NYR);
-        }
-        None
+        let mut shard = self.shard(pid);
+        let v = shard.pages.get_mut(&pid)?;
+        let was = *v;
+        *v &= !NYR;
+        (was & NYR != 0).then_some(was & !NYR)
     }
 
     /// Removes `pid`; returns its bytes.
     pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
-        self.audit(Some(pid));
-        #[cfg(not(loom))]
-        let v = self.inner.remove(&pid).map(|(_, v)| v);
-        #[cfg(loom)]
-        let v = self.inner.write(pid).remove(&pid);
-        v.map(|v| v & !NYR)
+        self.shard(pid).pages.remove(&pid).map(|v| v & !NYR)
     }
 
-    /// Removes every page of `pids`, each shard write-locked when a page
-    /// of it first comes up and held to the end: at most one lock pair
-    /// per shard instead of one per page. Returns the bytes removed and
-    /// how many pages were here. For the combiner's applying of a run of
+    /// Removes every page of `pids`, each shard locked when a page of it
+    /// first comes up and held to the end: at most one lock pair per shard
+    /// instead of one per page. Returns the bytes removed and how many
+    /// pages were here. For the combiner's applying of a run of
     /// replacements out of this segment: no other thread holds two shard
     /// locks of one map at once, so the order the locks are taken in
     /// cannot deadlock.
     pub(crate) fn remove_all(&self, pids: &[PageId]) -> (u64, u64) {
-        self.audit(None);
-        #[cfg(not(loom))]
-        {
-            use std::hash::BuildHasher;
-            let shards = self.inner.shards();
-            let mut locked: [Option<_>; dash::SHARDS] = Default::default();
-            pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
-                let hash = self.inner.hasher().hash_one(pid);
-                let shard = self.inner.determine_shard(hash as usize);
-                let table = locked[shard].get_or_insert_with(|| shards[shard].write());
-                match table.remove_entry(hash, |&(k, _)| k == pid) {
-                    Some((_, v)) => (bytes.saturating_add(v.into_inner() & !NYR), n + 1),
-                    None => (bytes, n),
-                }
-            })
-        }
-        #[cfg(loom)]
-        {
-            self.inner.remove_all(pids, NYR)
-        }
+        let mut locked: [Option<RwLockWriteGuard<'_, PageShard>>; PAGE_SHARDS] = Default::default();
+        pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
+            let i = shard_of(pid);
+            let shard = locked[i].get_or_insert_with(|| write(&self.shards[i]));
+            match shard.pages.remove(&pid) {
+                Some(v) => (bytes.saturating_add(v & !NYR), n + 1),
+                None => (bytes, n),
+            }
+        })
     }
 
     /// `pid`'s packed value, read under its shard's read lock.
     fn value(&self, pid: PageId) -> Option<u64> {
-        self.audit(Some(pid));
-        #[cfg(not(loom))]
-        let v = self.inner.get(&pid).map(|v| *v);
-        #[cfg(loom)]
-        let v = self.inner.read(pid).get(&pid).copied();
-        v
+        read(&self.shards[shard_of(pid)]).pages.get(&pid).copied()
     }
 
     /// Whether `pid` is here and not yet replaced.
@@ -388,33 +266,35 @@ impl PageMap {
             .map_or(0, |v| v & !NYR)
     }
 
+    /// How many pages (not an atomic snapshot: one shard at a time).
     pub(crate) fn len(&self) -> usize {
-        self.audit(None);
-        self.inner.len()
+        self.each_shard_read().map(|s| s.pages.len()).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Clears the pages (a segment's reuse).
     pub(crate) fn clear(&self) {
-        self.audit(None);
-        self.inner.clear()
+        for mut shard in self.each_shard() {
+            shard.pages.clear();
+        }
+    }
+
+    /// Folds `f` over every `(pid, packed value)` without collecting them
+    /// (one shard read-locked at a time; not an atomic snapshot).
+    fn fold_raw<B>(&self, init: B, mut f: impl FnMut(B, PageId, u64) -> B) -> B {
+        self.each_shard_read().fold(init, |acc, shard| {
+            shard.pages.iter().fold(acc, |acc, (&p, &v)| f(acc, p, v))
+        })
     }
 
     fn raw_entries(&self) -> Vec<(PageId, u64)> {
-        self.audit(None);
-        #[cfg(not(loom))]
-        {
-            dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
-                out.push((k, v));
-                out
-            })
-        }
-        #[cfg(loom)]
-        {
-            self.inner.entries()
-        }
+        self.fold_raw(Vec::new(), |mut out, p, v| {
+            out.push((p, v));
+            out
+        })
     }
 
     /// `(pid, bytes)` of every page here (not an atomic snapshot).
@@ -432,24 +312,6 @@ impl PageMap {
             .filter(|&(_, v)| v & NYR != 0)
             .map(|(p, _)| p)
             .collect()
-    }
-
-    /// Folds `f` over every `(pid, packed value)` without collecting them
-    /// (one shard read-locked at a time; not an atomic snapshot).
-    fn fold_raw<B>(&self, init: B, f: impl FnMut(B, PageId, u64) -> B) -> B {
-        self.audit(None);
-        #[cfg(not(loom))]
-        {
-            dash::fold(&self.inner, init, f)
-        }
-        #[cfg(loom)]
-        {
-            let mut f = f;
-            self.inner
-                .entries()
-                .into_iter()
-                .fold(init, |acc, (p, v)| f(acc, p, v))
-        }
     }
 
     /// The bytes of the pages not yet replaced here (not an atomic
@@ -629,102 +491,34 @@ impl Drop for Reservation<'_> {
 
 #[cfg(loom)]
 mod stand_in {
-    use super::{Shard, ShardTable};
-    use crate::types::PageId;
-    use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+    use loom::sync::{RwLock, RwLockWriteGuard};
     use std::collections::HashMap;
 
-    type Table = HashMap<PageId, u64>;
+    type Table = HashMap<u64, u64>;
 
     /// Two read/write-locked shards, chosen by the key's low bit.
     #[derive(Debug)]
     pub(crate) struct Sharded {
-        shards: [LoomShard; 2],
-    }
-
-    #[derive(Debug)]
-    pub(crate) struct LoomShard(RwLock<Table>);
-
-    pub(crate) struct Locked<'a>(RwLockWriteGuard<'a, Table>);
-
-    impl Shard for LoomShard {
-        type Locked<'a> = Locked<'a>;
-
-        fn write(&self, _hash: u64) -> Locked<'_> {
-            Locked(self.0.write().unwrap())
-        }
-    }
-
-    impl ShardTable for Locked<'_> {
-        fn value_mut(&mut self, pid: PageId) -> Option<&mut u64> {
-            self.0.get_mut(&pid)
-        }
-
-        fn insert_absent(&mut self, pid: PageId, value: u64) {
-            let old = self.0.insert(pid, value);
-            debug_assert!(old.is_none());
-        }
+        shards: [RwLock<Table>; 2],
     }
 
     impl Sharded {
         pub(crate) fn new() -> Self {
             Sharded {
-                shards: [
-                    LoomShard(RwLock::new(HashMap::new())),
-                    LoomShard(RwLock::new(HashMap::new())),
-                ],
+                shards: [RwLock::new(HashMap::new()), RwLock::new(HashMap::new())],
             }
-        }
-
-        pub(crate) fn shard_of(&self, key: u64) -> &LoomShard {
-            &self.shards[(key & 1) as usize]
         }
 
         pub(crate) fn write(&self, key: u64) -> RwLockWriteGuard<'_, Table> {
-            self.shard_of(key).0.write().unwrap()
+            self.shards[(key & 1) as usize].write().unwrap()
         }
 
-        pub(crate) fn read(&self, key: u64) -> RwLockReadGuard<'_, Table> {
-            self.shard_of(key).0.read().unwrap()
-        }
-
-        pub(crate) fn barrier(&self) {
-            for s in &self.shards {
-                drop(s.0.write().unwrap());
-            }
-        }
-
-        pub(crate) fn len(&self) -> usize {
-            self.shards.iter().map(|s| s.0.read().unwrap().len()).sum()
-        }
-
-        /// Every key removed, each shard write-locked when a key of it
-        /// first comes up and held to the end (as the shipped map does).
-        pub(crate) fn remove_all(&self, pids: &[PageId], flag: u64) -> (u64, u64) {
-            let mut locked: [Option<_>; 2] = Default::default();
-            pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
-                let shard = (pid & 1) as usize;
-                let table =
-                    locked[shard].get_or_insert_with(|| self.shards[shard].0.write().unwrap());
-                match table.remove(&pid) {
-                    Some(v) => (bytes.saturating_add(v & !flag), n + 1),
-                    None => (bytes, n),
-                }
-            })
-        }
-
-        pub(crate) fn entries(&self) -> Vec<(PageId, u64)> {
+        pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
             let mut out = Vec::new();
             for s in &self.shards {
-                out.extend(s.0.read().unwrap().iter().map(|(k, v)| (*k, *v)));
+                out.extend(s.read().unwrap().iter().map(|(k, v)| (*k, *v)));
             }
             out
-        }
-
-        pub(crate) fn clear(&self) {
-            for s in &self.shards {
-                s.0.write().unwrap().clear();
-            }
         }
     }
 }
@@ -737,8 +531,8 @@ mod tests {
         map.link_if(pid, bytes, || Ok::<_, ()>(())).expect("open")
     }
 
-    /// `link_if` writes the shards directly; every dashmap method must find
-    /// what it wrote, across resizes (the insert path) and updates.
+    /// What `link_if` writes every other method finds, across resizes (the
+    /// insert path) and updates.
     #[test]
     fn link_is_seen_by_the_map_methods() {
         let map = PageMap::new();

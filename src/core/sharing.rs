@@ -175,6 +175,28 @@ impl<T> AtomicPtr<T> {
     }
 }
 
+/// The `std` read/write lock, reporting each lock taken, read or write
+/// (either writes the lock word).
+#[derive(Debug, Default)]
+pub(crate) struct RwLock<T>(std::sync::RwLock<T>);
+
+pub(crate) use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+#[allow(dead_code)]
+impl<T> RwLock<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::sync::RwLock::new(value))
+    }
+    pub(crate) fn read(&self) -> std::sync::LockResult<RwLockReadGuard<'_, T>> {
+        wrote(self);
+        self.0.read()
+    }
+    pub(crate) fn write(&self) -> std::sync::LockResult<RwLockWriteGuard<'_, T>> {
+        wrote(self);
+        self.0.write()
+    }
+}
+
 /// The `std` mutex, reporting each lock taken (the lock word is written).
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(std::sync::Mutex<T>);

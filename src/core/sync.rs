@@ -15,11 +15,12 @@ pub(crate) use std::sync::atomic::{
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(any(loom, sharing_audit)))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 // The sharing audit's build: the same types, reporting their writes.
 #[cfg(all(sharing_audit, not(loom)))]
 pub(crate) use crate::core::sharing::{
-    AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Mutex, MutexGuard,
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Mutex, MutexGuard, RwLock,
+    RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::thread::JoinHandle;
@@ -29,7 +30,7 @@ pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize,
 };
 #[cfg(loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(loom)]
 pub(crate) use loom::thread::{spawn, JoinHandle};
 
@@ -119,6 +120,30 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
     {
         m.lock().unwrap()
+    }
+}
+
+/// Read-locks a read/write lock, treating poisoning as [`lock`] does.
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    #[cfg(loom)]
+    {
+        l.read().unwrap()
+    }
+}
+
+/// Write-locks a read/write lock, treating poisoning as [`lock`] does.
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    #[cfg(loom)]
+    {
+        l.write().unwrap()
     }
 }
 
