@@ -56,6 +56,7 @@ MODELS=(
   models:model_23_queue_stand_in_is_not_stronger
   models:model_24_free_tree_claim_vs_free
   models:model_25_free_tree_claim_vs_claim
+  models:model_26_stabilize_bound_vs_next_and_seal
   unwind:model_u1_panicking_pass_hands_the_token_on
 )
 
@@ -110,11 +111,12 @@ declare -A FIRST=(
   [queue-orders-too-much]="models:model_23_queue_stand_in_is_not_stronger"
   [retire-without-recheck]="models:model_24_free_tree_claim_vs_free"
   [flag-before-record]="models:model_12_replace_vs_seal_of_old"
+  [bound-before-set]="models:model_26_stabilize_bound_vs_next_and_seal"
 )
 BUGS=(relaxed-combiner-token skip-epoch-deferral claim-with-store pause-without-waiting
       shrink-without-claim seal-without-barrier check-outside-lock publish-after-remove
       check-before-reserve skip-announce queue-orders-too-much retire-without-recheck
-      flag-before-record)
+      flag-before-record bound-before-set)
 uncaught=0
 caught_count=0
 for bug in "${BUGS[@]}"; do

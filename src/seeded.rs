@@ -50,10 +50,15 @@ pub(crate) enum Bug {
     /// under the new segment's lock: a drain that starts in between neither
     /// finds the record nor is seen, and `clean` suggests the page.
     FlagBeforeRecord,
+    /// `stabilize`, with a goal above the combiner's handed-out bound,
+    /// loads the bound before it reads the in-use set instead of after: a
+    /// pass that collects, seals and removes a segment in between leaves
+    /// neither showing it, and a bound the caller may give is refused.
+    BoundBeforeSet,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 13] = [
+    const ALL: [(Bug, &'static str); 14] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -67,6 +72,7 @@ impl Bug {
         (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
         (Bug::RetireWithoutRecheck, "retire-without-recheck"),
         (Bug::FlagBeforeRecord, "flag-before-record"),
+        (Bug::BoundBeforeSet, "bound-before-set"),
     ];
 }
 

@@ -212,3 +212,52 @@ fn mark_link_racing_the_seal_keeps_live_bytes_exact() {
         acc.audit().unwrap();
     }
 }
+
+/// `next` no longer writes the bound `stabilize` checks against (the
+/// combiner raises it as it collects activations, and a goal above it asks
+/// the in-use set): a segment handed out on one thread and vouched for on
+/// another is never refused as `StableBeyondLog`, while other threads seal
+/// and remove lsns from the in-use set at the same time.
+#[test]
+fn stabilize_of_a_segment_handed_out_on_another_thread_is_never_refused() {
+    const SEGMENTS: i64 = 3000;
+    let acc = accountant();
+    let (tx, rx) = std::sync::mpsc::channel::<i64>();
+    let writer = {
+        let acc = Arc::clone(&acc);
+        thread::spawn(move || {
+            for n in 0..SEGMENTS {
+                let lid = acc.next(n * L).unwrap();
+                acc.mark_link(n as u64, n * L, DiskPtr::Inline(lid), 8)
+                    .unwrap();
+                // The store vouches for the segment's end: seal it.
+                tx.send((n + 1) * L).unwrap();
+            }
+        })
+    };
+    // A second stabilizer races the first with lower goals, so passes
+    // (and removals from the in-use set) run on both threads.
+    let (tx2, rx2) = std::sync::mpsc::channel::<i64>();
+    let other = {
+        let acc = Arc::clone(&acc);
+        thread::spawn(move || {
+            for bound in rx2 {
+                acc.stabilize(bound).unwrap();
+            }
+        })
+    };
+    for bound in rx {
+        acc.stabilize(bound).unwrap();
+        tx2.send(bound - L).unwrap();
+    }
+    drop(tx2);
+    writer.join().unwrap();
+    other.join().unwrap();
+    acc.stabilize(SEGMENTS * L).unwrap();
+    assert_eq!(acc.stable_lsn(), (SEGMENTS - 1) * L);
+    assert!(matches!(
+        acc.stabilize((SEGMENTS + 1) * L),
+        Err(Error::StableBeyondLog { end, .. }) if end == SEGMENTS * L
+    ));
+    acc.audit().unwrap();
+}

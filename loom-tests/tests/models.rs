@@ -936,3 +936,44 @@ fn model_25_free_tree_claim_vs_claim() {
         tree.check().unwrap();
     });
 }
+
+/// Model 26, `stabilize`'s check against the segments handed out: `next`
+/// writes no bound for it (the combiner raises one as it collects
+/// activations; a goal above it reads the in-use set, then the bound
+/// again). Segment 0 was handed out before the threads start; a second
+/// thread hands out segment 1 and says so (Release), a third seals segment
+/// 0 (its pass collects, seals and removes it from the set). Neither of
+/// this thread's bounds, each for segments handed out before the call,
+/// is ever refused.
+#[test]
+fn model_26_stabilize_bound_vs_next_and_seal() {
+    explore("26 stabilize's bound vs next and a seal", 2, || {
+        let (acc, _collector, _storage) = accountant();
+        segment_with(&acc, 0, &[1]);
+        let handed = loom::sync::Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (acc, handed) = (acc.clone(), handed.clone());
+            thread::spawn(move || {
+                acc.next(L).unwrap();
+                // Release: the caller's word that segment 1 was handed out.
+                handed.store(true, Ordering::Release);
+            })
+        };
+        let sealer = {
+            let acc = acc.clone();
+            thread::spawn(move || acc.stabilize(L).unwrap())
+        };
+        acc.stabilize(L).expect("segment 0 was handed out");
+        if handed.load(Ordering::Acquire) {
+            acc.stabilize(2 * L).expect("segment 1 was handed out");
+        }
+        writer.join().unwrap();
+        sealer.join().unwrap();
+        acc.stabilize(2 * L).unwrap();
+        assert!(matches!(
+            acc.stabilize(3 * L),
+            Err(Error::StableBeyondLog { end, .. }) if end == 2 * L
+        ));
+        acc.audit().unwrap();
+    });
+}

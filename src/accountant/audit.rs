@@ -235,19 +235,6 @@ impl Accountant {
                 SegmentState::Vacant => unreachable!(),
             }
         }
-        let counts = shared.counts.snapshot();
-        for (state, count) in [
-            (SegmentState::Active, counts.active),
-            (SegmentState::Inactive, counts.inactive),
-            (SegmentState::Draining, counts.draining),
-        ] {
-            if counted[state as usize] != count {
-                return fail(format!(
-                    "{state:?} counter says {count}, the table holds {}",
-                    counted[state as usize]
-                ));
-            }
-        }
         let mut in_use: Vec<u64> = shared.active_lsns.keys();
         in_use.sort_unstable();
         let mut active_segnos: Vec<u64> = active.iter().map(|&(segno, _)| segno).collect();
@@ -260,6 +247,21 @@ impl Accountant {
         let freeing = counted[SegmentState::Freeing as usize];
         let epoch_waiting = shared.table.epoch_waiting.load(Ordering::Acquire);
         let checked = shared.combiner.with_idle_state(shared, |state| {
+            // The counters after the activations are collected: the
+            // combiner counts a segment Active when it collects it.
+            let counts = shared.counts.snapshot();
+            for (state, count) in [
+                (SegmentState::Active, counts.active),
+                (SegmentState::Inactive, counts.inactive),
+                (SegmentState::Draining, counts.draining),
+            ] {
+                if counted[state as usize] != count {
+                    return Err(format!(
+                        "{state:?} counter says {count}, the table holds {}",
+                        counted[state as usize]
+                    ));
+                }
+            }
             let waiting = state.waiting_stable.len();
             if waiting + epoch_waiting != freeing {
                 return Err(format!(

@@ -484,7 +484,7 @@ impl Combiner {
     ) -> Option<R> {
         let mut token = self.acquire(shared, 0)?;
         let result = token.state(|state| {
-            self.collect_activations(state);
+            self.collect_activations(shared, state);
             f(state)
         });
         if let Err(e) = self.combine(token, 0) {
@@ -493,10 +493,17 @@ impl Combiner {
         Some(result)
     }
 
-    fn collect_activations(&self, state: &mut CombinerState) {
+    /// Takes the activations `next` published: registers each for its
+    /// seal and counts it (reused or appended, and Active: `next` writes
+    /// no counter).
+    fn collect_activations(&self, shared: &Shared, state: &mut CombinerState) {
         while let Some((segno, index, reused)) = self.activations.pop() {
             state.active.push(Reverse((segno, index)));
             state.totals.activated(reused);
+            shared.counts.activated();
+            // Relaxed: a lower bound `stabilize` reads; a stale one sends it
+            // to the in-use set (`Accountant::handed_out_now`).
+            shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
         }
     }
 
@@ -529,7 +536,7 @@ impl Combiner {
                     continue;
                 }
                 let errors = token.state(|state| {
-                    self.collect_activations(state);
+                    self.collect_activations(shared, state);
                     pass(shared, state, goal.max(state.done));
                     std::mem::take(&mut state.errors)
                 });
@@ -556,7 +563,7 @@ impl Combiner {
                     extra += 1;
                 }
                 let errors = token.state(|state| {
-                    self.collect_activations(state);
+                    self.collect_activations(shared, state);
                     pass(shared, state, goal);
                     std::mem::take(&mut state.errors)
                 });
@@ -624,7 +631,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
     let mut closing = std::mem::take(&mut state.closing);
     loop {
-        shared.combiner.collect_activations(state);
+        shared.combiner.collect_activations(shared, state);
         let before = closing.len();
         while let Some(&Reverse((segno, index))) = state.active.peek() {
             if segno >= goal {

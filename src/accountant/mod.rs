@@ -60,8 +60,12 @@ crate::core::sync::thread_local! {
 /// scan. Relaxed throughout: statistics and heuristics tolerate a count
 /// that lags a concurrent transition.
 ///
-/// Each on a line of its own: `active` is written by every `next`, the
-/// others by the combiner, and `draining` is read by every `clean`.
+/// Written by the combiner only: `next` writes no counter. The combiner
+/// counts a segment Active when it collects the activation (so between a
+/// `next` and the next pass the count lags by the segments activated
+/// meanwhile; every reader, the passes, the metrics they publish and the
+/// audit, reads after collecting). Each on a line of its own: `draining`
+/// is read by every `clean`.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
     active: CachePadded<AtomicUsize>,
@@ -96,6 +100,11 @@ impl Counts {
         if let Some(c) = self.counter(to) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A segment became Active (the combiner, collecting the activation).
+    pub(crate) fn activated(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the counters (recovery, before the accountant is shared).
@@ -161,9 +170,11 @@ pub(crate) struct Shared {
     /// segments freed lately; `u64::MAX` until one is. Written by the
     /// combiner only; placement advice reads it.
     pub(crate) user_lifetime: CachePadded<AtomicU64>,
-    /// One past the highest segment number `next` has handed out (or
-    /// recovery found): `stabilize` never seals beyond it. Written by
-    /// every `next`.
+    /// A lower bound of one past the highest segment number `next` has
+    /// handed out (or recovery found), raised by the combiner as it
+    /// collects activations: `stabilize` never seals beyond the handed
+    /// out segments, and asks the in-use set only when a goal is above
+    /// this. `next` does not write it.
     pub(crate) handed_out: CachePadded<AtomicU64>,
     /// Broken internal invariants met where no panic may surface.
     pub(crate) poison: Arc<Poison>,
@@ -591,11 +602,6 @@ impl Accountant {
         // Placed: a drain start now finds the replacements recorded here
         // (see `combiner::PendingIndex::complete`).
         reservation.keep_at(index);
-        // Relaxed: a `stabilize` this must reach comes after the store
-        // wrote into the segment, so after this returns.
-        self.shared
-            .handed_out
-            .fetch_max(segno + 1, Ordering::Relaxed);
         // A stabilize that covers `lsn` may have been requested while we
         // placed: make sure a combiner pass collects our registration (so
         // the segment is sealed as if this call came first).
@@ -679,14 +685,18 @@ impl Accountant {
 
     /// Makes a claimed segment Active for `segno` and registers it with the
     /// combiner before `next` returns (`reused`: claimed below the tip, not
-    /// appended; the combiner counts which, so `next` writes no counter).
+    /// appended; the combiner counts the activation, reused or appended,
+    /// when it collects it, so `next` writes no counter).
     fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
         let segment = self.shared.table.segment(index);
         segment.reset();
         // Relaxed: published by the activation CAS (release) below.
         segment.stream.store(stream, Ordering::Relaxed);
         segment.must_transition(word, word.activated(segno));
-        self.shared.counts.moved(word.state, SegmentState::Active);
+        debug_assert!(matches!(
+            word.state,
+            SegmentState::Free | SegmentState::Vacant
+        ));
         self.shared.combiner.register(segno, index, reused);
     }
 
@@ -926,16 +936,42 @@ impl Accountant {
             return Err(Error::NegativeLsn { lsn: stable_lsn });
         }
         let goal = (stable_lsn as u64 >> self.segment_shift()).min(MAX_SEGMENT_NUMBER + 1);
-        // Relaxed: the `next` that handed out the segment a durable header
-        // vouches from returned before the store could write that header.
-        let handed_out = self.shared.handed_out.load(Ordering::Relaxed);
-        if goal > handed_out {
-            return Err(Error::StableBeyondLog {
-                stable_lsn,
-                end: (handed_out * self.segment_size()) as Lsn,
-            });
+        // Relaxed: the bound only ever holds segments handed out; a stale
+        // one sends us to the exact count below.
+        if goal > self.shared.handed_out.load(Ordering::Relaxed) {
+            let handed_out = self.handed_out_now();
+            if goal > handed_out {
+                return Err(Error::StableBeyondLog {
+                    stable_lsn,
+                    end: (handed_out * self.segment_size()) as Lsn,
+                });
+            }
         }
         self.shared.combiner.request(&self.shared, goal)
+    }
+
+    /// One past the highest segment number handed out before this call
+    /// began (for `stabilize` when the combiner's bound is behind). The
+    /// `next` that handed it out returned before the store could write the
+    /// header that vouches for it, so its placement in the in-use set
+    /// happened before this call: the set, read under its shard locks,
+    /// shows it placed, or shows it removed. The pass that removed it had
+    /// collected its activation and raised `handed_out` past it before the
+    /// removal, which happened before our read lock: the load after the
+    /// read sees that bound or a higher one. So the set first, then the
+    /// bound (the seeded bug `bound-before-set` swaps them).
+    #[cold]
+    fn handed_out_now(&self) -> u64 {
+        let shared = &self.shared;
+        // Relaxed: the set's locks order what matters (see above).
+        let load = || shared.handed_out.load(Ordering::Relaxed);
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::BoundBeforeSet) {
+            let early = load();
+            return early.max(shared.active_lsns.placed_end());
+        }
+        let placed = shared.active_lsns.placed_end();
+        load().max(placed)
     }
 
     /// Suggests a page to relocate so that a draining segment empties:

@@ -452,6 +452,18 @@ impl LsnSet {
         found
     }
 
+    /// One past the highest placed key, or 0 (one shard read-locked at a
+    /// time: a key placed before the call began is seen, or its removal).
+    pub(crate) fn placed_end(&self) -> u64 {
+        self.audit(None);
+        let end = |acc: u64, (k, v): (u64, u64)| if v != 0 { acc.max(k + 1) } else { acc };
+        #[cfg(not(loom))]
+        let found = dash::fold(&self.inner, 0, |acc, k, v| end(acc, (k, v)));
+        #[cfg(loom)]
+        let found = self.inner.entries().into_iter().fold(0, end);
+        found
+    }
+
     /// The keys, in no particular order (not an atomic snapshot).
     pub(crate) fn keys(&self) -> Vec<u64> {
         self.audit(None);
