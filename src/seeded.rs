@@ -21,12 +21,13 @@ pub(crate) enum Bug {
     /// The shrink lowers the tip over top segments after only *reading*
     /// their free bits, without claiming them (breaks property E).
     ShrinkWithoutClaim,
-    /// The seal moves the word to Sealing and reads the page map without
-    /// passing through the shard locks first: a link that checked the word
-    /// before the move may land after the seal counted the bytes.
-    SealWithoutBarrier,
+    /// The seal counts the page map's bytes before it takes the segment's
+    /// deferred-work lock instead of after: a `mark_replace` that saw the
+    /// segment Active under that lock may link its page after the count.
+    SumBeforeDeferredLock,
     /// `mark_link` checks the segment word before taking the shard lock
-    /// instead of under it: the seal's barrier no longer orders the check.
+    /// instead of under it: the lock no longer orders the check against
+    /// the seal's count of the shard.
     CheckOutsideLock,
     /// The combiner lets sealed lsns leave the in-use map before it
     /// publishes the stabilized lsn: `next` can hand a sealed lsn out again.
@@ -64,7 +65,7 @@ impl Bug {
         (Bug::ClaimWithStore, "claim-with-store"),
         (Bug::PauseWithoutWaiting, "pause-without-waiting"),
         (Bug::ShrinkWithoutClaim, "shrink-without-claim"),
-        (Bug::SealWithoutBarrier, "seal-without-barrier"),
+        (Bug::SumBeforeDeferredLock, "sum-before-deferred-lock"),
         (Bug::CheckOutsideLock, "check-outside-lock"),
         (Bug::PublishAfterRemove, "publish-after-remove"),
         (Bug::CheckBeforeReserve, "check-before-reserve"),

@@ -43,15 +43,16 @@
 //!
 //! Sealing is two-phase (the seal protocol of [`crate::segment`]): a pass
 //! first *closes* every registered Active segment below the goal (Active →
-//! Sealing, then the barrier through its writers' locks), collecting
-//! registrations again after each round of barriers until none below the
-//! goal appears, and only then *finishes* them in lsn order. A segment
-//! whose registration a pass could miss was registered after every
-//! barrier of that pass, so no segment this pass seals holds a write that
-//! names it: deactivation stays in lsn order wherever it matters.
+//! Sealing), collecting registrations again after each round of closes
+//! until none below the goal appears, and only then *finishes* them in lsn
+//! order. A replace into a closed segment that names a segment saw the
+//! close's segment Active, so that segment's registration (placed in the
+//! in-use set before the replace began) is seen by the collection after
+//! the close (docs/protocols/seal.md, "Late registrations"): deactivation
+//! stays in lsn order wherever it matters.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
@@ -167,6 +168,10 @@ impl Cleaning {
 pub(crate) struct CombinerState {
     /// Registered Active segments, by segment number: `(segno, index)`.
     active: BinaryHeap<Reverse<(u64, u32)>>,
+    /// The segment numbers of `active` and of the segments being sealed:
+    /// the placements in the in-use lsn set already collected (they leave
+    /// it when their segment leaves the set).
+    collected: HashSet<u64, rustc_hash::FxBuildHasher>,
     /// Segments waiting for the stabilized segment lsn to rise above
     /// `lsn` before their epoch deferral starts: `(index, lsn)`.
     pub(crate) waiting_stable: Vec<(u32, Lsn)>,
@@ -202,9 +207,6 @@ pub(crate) struct Combiner {
     /// Written by the token holder only; padded so that its first and last
     /// lines are not the word's or the queues'.
     state: CachePadded<UnsafeCell<CombinerState>>,
-    /// Activations published by `next` for the combiner to pick up:
-    /// `(segno, index, reused)`.
-    activations: Queue<(u64, u32, bool)>,
     /// Errors nobody who asked for the work could be given (see the
     /// module docs), and how many it holds.
     sink: Queue<Error>,
@@ -314,6 +316,7 @@ impl Combiner {
         Combiner {
             word: CachePadded::new(AtomicU64::new(done << GOAL_SHIFT)),
             state: CachePadded::new(UnsafeCell::new(CombinerState {
+                collected: active.iter().map(|&(segno, _)| segno).collect(),
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
@@ -326,16 +329,9 @@ impl Combiner {
                 cleaning,
                 totals: Totals::default(),
             })),
-            activations: Queue::new(),
             sink: Queue::new(),
             sunk: AtomicUsize::new(0),
         }
-    }
-
-    /// Registers an activated segment; must happen before the activating
-    /// `next` returns, so any stabilize that covers it sees it.
-    pub(crate) fn register(&self, segno: u64, index: usize, reused: bool) {
-        self.activations.push((segno, index as u32, reused));
     }
 
     /// The goal requested so far: every segment numbered below it is
@@ -401,19 +397,28 @@ impl Combiner {
     }
 
     /// Called by `next` right after registering the activation of
-    /// `segno`: if a goal covering it was already requested, a pass may
-    /// have collected the registrations without it, so make sure one runs
-    /// after it (setting `repass` for the busy combiner, or combining).
-    /// Errors met while combining go to the sink.
+    /// `segno` (placing it in the in-use lsn set, under the shard lock
+    /// every collection takes): if a goal covering it was already
+    /// requested, a pass may have collected the registrations without it,
+    /// so make sure one runs after it (setting `repass` for the busy
+    /// combiner, or combining). Errors met while combining go to the sink.
+    ///
+    /// Only a load when the goal is below `segno` (the common case): a pass
+    /// for a goal above `segno` loaded that goal before its collection took
+    /// the shard lock of our placement. If that collection took the lock
+    /// after we did, it sees the placement; if before, its release of the
+    /// lock happened before our acquire, so our load of the word after the
+    /// placement reads that goal or a later one, above `segno`, and we ask
+    /// for the repass. A later request's pass collects after our
+    /// placement for the same reason.
     pub(crate) fn announce(&self, shared: &Shared, segno: u64) {
         #[cfg(seeded_bugs)]
         if crate::seeded::active(crate::seeded::Bug::SkipAnnounce) {
             return;
         }
-        // AcqRel read-modify-write (writing the word unchanged): every later
-        // request's read-modify-write of the word reads after it, so the
-        // pass it starts sees our registration; Acquire shows us the goal.
-        let mut current = self.word.fetch_or(0, Ordering::AcqRel);
+        // Acquire: the goal a pass that missed our placement loaded is
+        // visible through the set's lock (see above).
+        let mut current = self.word.load(Ordering::Acquire);
         let backoff = Backoff::new();
         loop {
             if current >> GOAL_SHIFT <= segno {
@@ -493,18 +498,27 @@ impl Combiner {
         Some(result)
     }
 
-    /// Takes the activations `next` published: registers each for its
-    /// seal and counts it (reused or appended, and Active: `next` writes
-    /// no counter).
+    /// Takes the activations `next` registered (placements in the in-use
+    /// lsn set not collected yet): registers each for its seal and counts
+    /// it (reused or appended, and Active: `next` writes no counter), and
+    /// raises the handed-out bound past it.
     fn collect_activations(&self, shared: &Shared, state: &mut CombinerState) {
-        while let Some((segno, index, reused)) = self.activations.pop() {
-            state.active.push(Reverse((segno, index)));
-            state.totals.activated(reused);
-            shared.counts.activated();
-            // Relaxed: a lower bound `stabilize` reads; a stale one sends it
-            // to the in-use set (`Accountant::handed_out_now`).
-            shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
-        }
+        let CombinerState {
+            active,
+            collected,
+            totals,
+            ..
+        } = state;
+        shared.active_lsns.for_each_placed(|segno, index, reused| {
+            if collected.insert(segno) {
+                active.push(Reverse((segno, index as u32)));
+                totals.activated(reused);
+                shared.counts.activated();
+                // Relaxed: a lower bound `stabilize` reads; a stale one
+                // sends it to the in-use set (`Accountant::handed_out_now`).
+                shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
+            }
+        });
     }
 
     /// The combiner loop, run with the token: passes until the published
@@ -655,6 +669,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     if crate::seeded::active(crate::seeded::Bug::PublishAfterRemove) {
         for &(segno, _) in &closing {
             shared.active_lsns.remove(segno);
+            state.collected.remove(&segno);
         }
     }
     // Relaxed load: only the combiner writes it. Release store: `next`'s
@@ -664,6 +679,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     for &(segno, _) in &closing {
         shared.active_lsns.remove(segno);
+        state.collected.remove(&segno);
         // Again: a drain start after this segment's finish may have made
         // an (empty) entry for it.
         state.pending.sealed(segno);
@@ -743,9 +759,9 @@ fn publish_metrics(shared: &Shared, state: &CombinerState) {
 }
 
 /// Closes a registered Active segment (the first half of its seal):
-/// Active → Sealing, then the barrier through its writers' locks. After
-/// this no write into it can begin, and every write that began has
-/// finished.
+/// Active → Sealing. After this no write into it can begin; a write that
+/// began finishes before the combiner reads what it wrote (each of those
+/// reads takes the writer's lock).
 fn close(shared: &Shared, index: usize, segno: u64) {
     let segment = shared.table.segment(index);
     let word = segment.load();
@@ -753,8 +769,26 @@ fn close(shared: &Shared, index: usize, segno: u64) {
         word.state == SegmentState::Active && word.segno == Some(segno),
         "registered segment {index} (segno {segno}) is {word:?}"
     );
+    // No barrier: every later read of what writers of this segment
+    // mutate takes the lock they mutate under, after this move, and each
+    // writer checks the word under that lock (docs/protocols/seal.md): the
+    // count of the page map reads each shard under its lock; `finish` takes
+    // the deferred-work lock (a `mark_replace` links and records under it)
+    // before it counts; and a registration a recorded replacement names is
+    // in the in-use set, read under its shard lock.
     segment.must_transition(word, word.with_state(SegmentState::Sealing));
-    segment.seal_barrier();
+}
+
+/// The seeded bug `sum-before-deferred-lock`: the seal's count taken
+/// before `finish` holds the deferred-work lock (`None`: the count comes
+/// after it, as it must).
+fn early_count(segment: &crate::core::segment::Segment) -> Option<(u64, u64)> {
+    #[cfg(seeded_bugs)]
+    if crate::seeded::active(crate::seeded::Bug::SumBeforeDeferredLock) {
+        return Some(segment.seal_bytes());
+    }
+    let _ = segment;
+    None
 }
 
 /// Finishes a closed segment's seal: collects its deferred work, counts
@@ -775,9 +809,11 @@ fn finish(
         word.state == SegmentState::Sealing && word.segno == Some(segno),
         "closed segment {index} (segno {segno}) is {word:?}"
     );
+    let early = early_count(segment);
     {
-        // Complete since the barrier: a `mark_replace` records only while
-        // it sees the segment Active under this lock.
+        // Complete once we hold this lock: a `mark_replace` links and
+        // records only while it sees the segment Active under this lock,
+        // and the word left Active in `close`, before we took it.
         let mut deferred = lock(&segment.deferred);
         relocated = (
             std::mem::take(&mut deferred.relocated_bytes),
@@ -790,7 +826,10 @@ fn finish(
             &mut state.scratch.blob_removals,
         );
     }
-    let (bytes, pages) = segment.seal_bytes();
+    // After the deferred-work lock: every link a `mark_replace` made under
+    // it is in the map (and every `mark_link` checked the word under the
+    // shard lock the count takes).
+    let (bytes, pages) = early.unwrap_or_else(|| segment.seal_bytes());
     let (user, relocation) = shared.config.streams();
     // Relaxed: the stream was set before the activation this combiner saw.
     if relocation > 0 && segment.stream.load(Ordering::Relaxed) >= user {
@@ -1330,8 +1369,7 @@ pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
     vec![
         field!(Combiner, word, hot),
         field!(Combiner, state, hot),
-        // crossbeam's queues pad their head and tail themselves.
-        field!(Combiner, activations, hot),
+        // crossbeam's queue pads its head and tail itself.
         field!(Combiner, sink, hot),
         // Written only when an error is sunk.
         field!(Combiner, sunk, COLD),

@@ -599,12 +599,14 @@ impl Accountant {
             self.check_not_stable(lsn)?;
         }
         let index = self.place(segno, stream)?;
-        // Placed: a drain start now finds the replacements recorded here
-        // (see `combiner::PendingIndex::complete`).
-        reservation.keep_at(index);
+        // Placed (and so registered, in `activate`): a drain start now finds
+        // the replacements recorded here (see
+        // `combiner::PendingIndex::complete`).
+        reservation.keep();
         // A stabilize that covers `lsn` may have been requested while we
         // placed: make sure a combiner pass collects our registration (so
-        // the segment is sealed as if this call came first).
+        // the segment is sealed as if this call came first). A load, unless
+        // the goal already covers `lsn` (see `Combiner::announce`).
         self.shared.combiner.announce(&self.shared, segno);
         Ok(index as u64 * self.segment_size())
     }
@@ -684,9 +686,11 @@ impl Accountant {
     }
 
     /// Makes a claimed segment Active for `segno` and registers it with the
-    /// combiner before `next` returns (`reused`: claimed below the tip, not
-    /// appended; the combiner counts the activation, reused or appended,
-    /// when it collects it, so `next` writes no counter).
+    /// combiner: the registration is the placement of `segno`'s entry in the
+    /// in-use lsn set, which `next` reserved (`reused`: claimed below the
+    /// tip, not appended). The combiner collects placements from the set
+    /// and counts them, Active and reused or appended, so `next` writes no
+    /// counter and no queue.
     fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
         let segment = self.shared.table.segment(index);
         segment.reset();
@@ -697,7 +701,7 @@ impl Accountant {
             word.state,
             SegmentState::Free | SegmentState::Vacant
         ));
-        self.shared.combiner.register(segno, index, reused);
+        self.shared.active_lsns.set_placed(segno, index, reused);
     }
 
     /// Records that a fragment of page `pid` of `size` bytes was placed at
@@ -843,10 +847,11 @@ impl Accountant {
         let relinks_same_blob = old_ptrs.len() == 1
             && old_ptrs[0].blob().is_some()
             && old_ptrs[0].blob() == new_ptr.blob();
-        // The seal protocol: the deferred-work lock is one the seal's
-        // barrier passes through, so checking the word under it and doing
-        // everything below before releasing it makes the replace land
-        // wholly before the seal reads the segment, or not at all.
+        // The seal protocol: the seal takes the deferred-work lock before
+        // it reads the segment (its records and its page map), so checking
+        // the word under it and doing everything below before releasing it
+        // makes the replace land wholly before the seal reads the segment,
+        // or not at all.
         #[cfg(seeded_bugs)]
         let early_flags = crate::seeded::active(crate::seeded::Bug::FlagBeforeRecord);
         #[cfg(seeded_bugs)]

@@ -266,7 +266,9 @@ impl crate::Accountant {
         );
         for &(segno, index) in &active {
             acc.shared.active_lsns.insert_new(segno);
-            acc.shared.active_lsns.set_placed(segno, index as usize);
+            acc.shared
+                .active_lsns
+                .set_placed(segno, index as usize, false);
         }
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
         phase.end(segments.len() as u64);

@@ -10,10 +10,10 @@
 //! The seal protocol (see the [`crate::segment`] docs): a writer checks
 //! the segment word *under the shard lock it then mutates under*
 //! ([`PageMap::link_if`]); the sealing combiner, after moving the word to
-//! Sealing, takes and releases every shard lock once
-//! ([`PageMap::barrier`]). A link either finishes before the barrier
+//! Sealing, counts the map under each shard's lock
+//! ([`PageMap::bytes_and_pages`]). A link either finishes before the count
 //! reaches its shard, and the seal counts it, or takes the lock after the
-//! barrier did, and then sees the word moved and changes nothing.
+//! count did, and then sees the word moved and changes nothing.
 //!
 //! The in-use lsn set ([`LsnSet`]) wraps a [`dashmap`] map; dashmap's shard
 //! locks are invisible to loom, so under `--cfg loom` a loom-visible
@@ -27,6 +27,10 @@ use crate::types::PageId;
 /// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
 /// bytes.
 const NYR: u64 = 1 << 63;
+
+/// The flag in an [`LsnSet`] value for a slot reused below the tip (not
+/// appended); the low bits are the slot + 1.
+const REUSED: u64 = 1 << 63;
 
 /// A small concurrent set of segment numbers (the lsns in use).
 #[derive(Debug)]
@@ -205,13 +209,6 @@ impl PageMap {
                 true
             }
         })
-    }
-
-    /// Takes and releases every shard's lock, one at a time: every update
-    /// that held one of them before has finished, and every later one
-    /// happens after (the seal's barrier).
-    pub(crate) fn barrier(&self) {
-        self.each_shard().for_each(drop);
     }
 
     /// `mark_replace` was called for `pid`: `clean` no longer suggests it.
@@ -415,20 +412,58 @@ impl LsnSet {
     }
 
     /// Records that `key` was placed in table slot `index` (the value of
-    /// a key is 0 until then, `index + 1` after). Under the key's shard
-    /// lock, which [`LsnSet::placed`] takes too: a reader that does not see
-    /// the placement passed that lock before this call took it.
-    pub(crate) fn set_placed(&self, key: u64, index: usize) {
+    /// a key is 0 until then, `index + 1` after, with [`REUSED`] if the slot
+    /// was reused rather than appended). Under the key's shard lock, which
+    /// every reader of placements takes too: a reader that does not see the
+    /// placement passed that lock before this call took it. A placement is
+    /// the segment's registration with the combiner (see
+    /// [`LsnSet::for_each_placed`]).
+    pub(crate) fn set_placed(&self, key: u64, index: usize, reused: bool) {
         self.audit(Some(key));
+        let value = (index as u64 + 1) | if reused { REUSED } else { 0 };
         #[cfg(not(loom))]
         {
             if let Some(mut v) = self.inner.get_mut(&key) {
-                *v = index as u64 + 1;
+                *v = value;
             }
         }
         #[cfg(loom)]
         if let Some(v) = self.inner.write(key).get_mut(&key) {
-            *v = index as u64 + 1;
+            *v = value;
+        }
+    }
+
+    /// Removes `key` if it is reserved but not placed (a `next` that failed
+    /// or unwound before it placed the segment). A placed key stays: the
+    /// combiner will find and seal its segment.
+    fn remove_unplaced(&self, key: u64) {
+        self.audit(Some(key));
+        #[cfg(not(loom))]
+        self.inner.remove_if(&key, |_, v| *v == 0);
+        #[cfg(loom)]
+        {
+            let mut shard = self.inner.write(key);
+            if shard.get(&key) == Some(&0) {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    /// Runs `f(key, slot, reused)` for every placed key, one shard
+    /// read-locked at a time (not an atomic snapshot; a placement made
+    /// before this call took a shard's lock is seen).
+    pub(crate) fn for_each_placed(&self, mut f: impl FnMut(u64, usize, bool)) {
+        self.audit(None);
+        let mut each = |k: u64, v: u64| {
+            if v != 0 {
+                f(k, ((v & !REUSED) - 1) as usize, v & REUSED != 0);
+            }
+        };
+        #[cfg(not(loom))]
+        dash::fold(&self.inner, (), |(), k, v| each(k, v));
+        #[cfg(loom)]
+        for (k, v) in self.inner.entries() {
+            each(k, v);
         }
     }
 
@@ -436,7 +471,7 @@ impl LsnSet {
     /// atomic snapshot: one shard read-locked at a time).
     pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
         self.audit(None);
-        let placed = |(k, v): (u64, u64)| (v != 0).then(|| (k, v as usize - 1));
+        let placed = |(k, v): (u64, u64)| (v != 0).then(|| (k, ((v & !REUSED) - 1) as usize));
         #[cfg(not(loom))]
         let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
             out.extend(placed((k, v)));
@@ -487,17 +522,16 @@ pub(crate) struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Keeps the key in the set for good, placed in table slot `index`
-    /// (see [`LsnSet::set_placed`]).
-    pub(crate) fn keep_at(self, index: usize) {
-        self.set.set_placed(self.key, index);
+    /// Keeps the key in the set: the call it reserved for placed it (see
+    /// [`LsnSet::set_placed`]) and returns.
+    pub(crate) fn keep(self) {
         std::mem::forget(self);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.set.remove(self.key);
+        self.set.remove_unplaced(self.key);
     }
 }
 
@@ -506,7 +540,9 @@ mod stand_in {
     use loom::sync::{RwLock, RwLockWriteGuard};
     use std::collections::HashMap;
 
-    type Table = HashMap<u64, u64>;
+    /// A deterministic hasher: loom replays a model's schedule, so the
+    /// order a collection walks the set in must not change between runs.
+    type Table = HashMap<u64, u64, rustc_hash::FxBuildHasher>;
 
     /// Two read/write-locked shards, chosen by the key's low bit.
     #[derive(Debug)]
@@ -517,7 +553,10 @@ mod stand_in {
     impl Sharded {
         pub(crate) fn new() -> Self {
             Sharded {
-                shards: [RwLock::new(HashMap::new()), RwLock::new(HashMap::new())],
+                shards: [
+                    RwLock::new(HashMap::default()),
+                    RwLock::new(HashMap::default()),
+                ],
             }
         }
 
@@ -572,7 +611,6 @@ mod tests {
         assert_eq!(map.remove_all(&[4, 3, 5, 6, 2999]), (7 + 10 + 15 + 10, 4));
         assert_eq!(map.len(), 2995);
         assert_eq!(map.remove_all(&[4, 5]), (0, 0));
-        map.barrier();
     }
 
     /// A refused link changes nothing, whether the page is new or not.
@@ -598,11 +636,33 @@ mod tests {
         assert!(!set.remove(3));
         assert!(set.insert_new(3));
         assert_eq!(set.placed(), vec![]);
-        set.set_placed(3, 7);
+        set.set_placed(3, 7, true);
         assert_eq!(set.placed(), vec![(3, 7)]);
-        set.reserve(5).expect("new").keep_at(0);
+        let five = set.reserve(5).expect("new");
+        set.set_placed(5, 0, false);
+        five.keep();
         let mut placed = set.placed();
         placed.sort_unstable();
         assert_eq!(placed, vec![(3, 7), (5, 0)]);
+        let mut flagged = Vec::new();
+        set.for_each_placed(|k, slot, reused| flagged.push((k, slot, reused)));
+        flagged.sort_unstable();
+        assert_eq!(flagged, vec![(3, 7, true), (5, 0, false)]);
+        assert_eq!(set.placed_end(), 6);
+    }
+
+    /// A reservation dropped before its key was placed (an error or an
+    /// unwind in `next` before the segment was activated) removes it; one
+    /// dropped after (an unwind after the activation) leaves the placement,
+    /// which is the segment's registration, for the combiner to seal.
+    #[test]
+    fn a_dropped_reservation_removes_only_an_unplaced_key() {
+        let set = LsnSet::new();
+        drop(set.reserve(1).expect("new"));
+        assert_eq!(set.keys(), vec![]);
+        let two = set.reserve(2).expect("new");
+        set.set_placed(2, 4, false);
+        drop(two);
+        assert_eq!(set.placed(), vec![(2, 4)]);
     }
 }

@@ -19,14 +19,15 @@
 //! lock, held across its whole effect (the link, the deferred records,
 //! the not-yet-replaced flags of old segments that are Draining). The
 //! combiner seals in two
-//! steps: *close* moves the word Active → Sealing by CAS and then takes
-//! and releases every page-map shard lock and the deferred-work lock once
-//! (a barrier); *finish* reads the page map and the deferred lists and
-//! moves Sealing → Inactive. A writer whose critical section began before
-//! the barrier reached its lock has finished before the barrier passes it,
-//! and the seal reads its effect; one that takes its lock after the
-//! barrier did sees the word moved (the CAS happened before that lock's
-//! release, which happened before the writer's acquire) and refuses. No
+//! steps: *close* moves the word Active → Sealing by CAS; *finish* takes
+//! the deferred-work lock and collects the deferred lists, then counts the
+//! page map under each shard's lock, and moves Sealing → Inactive. Every
+//! read the seal makes of what writers mutate takes the lock they mutate
+//! under. A writer whose critical section came first in that lock's order
+//! has finished before the seal reads, and the seal reads its effect; one
+//! that takes its lock after the seal did sees the word moved (the CAS
+//! happened before that lock's release, which happened before the
+//! writer's acquire) and refuses. No
 //! write is ever undone, so nothing half-lands. The hot path pays nothing
 //! new: the check is one load inside a lock it takes anyway.
 //!
@@ -347,9 +348,9 @@ impl Segment {
 
     /// Links `bytes` of page `pid` here if the segment is the Active one
     /// of segment number `segno`, checked under the page's shard lock (the
-    /// lock the link mutates under, which the seal's barrier passes
-    /// through): otherwise changes nothing and returns the word it saw
-    /// there, for the error.
+    /// lock the link mutates under, which the seal's count takes):
+    /// otherwise changes nothing and returns the word it saw there, for the
+    /// error.
     #[inline(always)]
     pub(crate) fn link_if_active_at(
         &self,
@@ -367,8 +368,8 @@ impl Segment {
                 .map(drop);
         }
         // Acquire (in `load_raw`), though the shard lock already orders
-        // this load after the barrier of any seal whose barrier passed this
-        // shard first. The refusal carries the word seen, to tell the error
+        // this load after the count of any seal that locked this shard
+        // first. The refusal carries the word seen, to tell the error
         // apart.
         self.present
             .link_if(pid, bytes, || {
@@ -391,19 +392,6 @@ impl Segment {
             .present
             .link_if(pid, bytes, || Ok::<_, std::convert::Infallible>(()));
         debug_assert!(linked.is_ok());
-    }
-
-    /// The seal's barrier: takes and releases every lock a writer mutates
-    /// under, one at a time (each page-map shard lock, then the
-    /// deferred-work lock). Called after the word moved to Sealing: every
-    /// write that saw the segment Active has finished when it returns.
-    pub(crate) fn seal_barrier(&self) {
-        #[cfg(seeded_bugs)]
-        if crate::seeded::active(crate::seeded::Bug::SealWithoutBarrier) {
-            return;
-        }
-        self.present.barrier();
-        drop(crate::core::sync::lock(&self.deferred));
     }
 
     /// Seals the live-byte counter: from now on replacements lower it.
