@@ -37,7 +37,9 @@ use crate::core::segment::{
 };
 use crate::core::sequencer::Sequencer;
 use crate::core::sync::epoch::Collector;
-use crate::core::sync::{lock, Arc, AtomicI64, AtomicU64, AtomicUsize, CachePadded, Ordering};
+use crate::core::sync::{
+    lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering,
+};
 use crate::core::table::{Bits, SegmentTable};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -622,8 +624,10 @@ impl Accountant {
 
     fn place(&self, segno: u64, stream: StreamId) -> Result<usize> {
         let shared = &self.shared;
-        if let Some(_reuser) = shared.gate.enter() {
-            // The guard leaves the gate on return and on unwind alike.
+        // After the reservation (see `RewriteGate::pause`): a pauser that
+        // missed our reservation made us see its pause here; one that saw
+        // it waits until we placed or dropped it.
+        if shared.gate.is_open() {
             if let Some(index) = self.reuse(segno, stream)? {
                 return Ok(index);
             }
@@ -1105,7 +1109,23 @@ impl Accountant {
     /// [`resume_rewriting`](Self::resume_rewriting) every `next` extends
     /// the file. Pauses nest.
     pub fn pause_rewriting(&self) {
-        self.shared.gate.pause();
+        let shared = &self.shared;
+        shared.gate.pause();
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::PauseWithoutWaiting) {
+            return;
+        }
+        // Every `next` that may be on the reuse path holds an unplaced
+        // reservation we see here (`RewriteGate::pause` says why); wait
+        // until each is placed or dropped. One that reserves after this
+        // read sees the pause and extends the file. A reservation's guard
+        // drops it on error and on unwind, so none is left to wait on.
+        let backoff = Backoff::new();
+        for key in shared.active_lsns.unplaced() {
+            while shared.active_lsns.is_unplaced(key) {
+                backoff.snooze();
+            }
+        }
     }
 
     /// Undoes one [`pause_rewriting`](Self::pause_rewriting). Never takes

@@ -33,11 +33,13 @@
 //! it keeps alive and for how long.
 //!
 //! The rewrite gate: `pause_rewriting` must return only once no `next` is
-//! reusing or truncating, and after it returns none may start. Both sides
-//! are read-modify-writes of one word (pause depth in the high half,
-//! in-flight reusers in the low half), so they are totally ordered without
-//! SeqCst fences. A reuser holds a [`Reuser`] guard, so even a panic
-//! unwinding out of the reuse path leaves the gate.
+//! reusing or truncating, and after it returns none may start. The gate is
+//! a pause depth that `next` only reads; the in-flight reusers are the
+//! unplaced reservations of the in-use lsn set, which `next` writes
+//! anyway, and the set's shard locks order a reservation against a
+//! pauser's scan without SeqCst fences (see [`RewriteGate::pause`]). A
+//! reservation is a guard, so even a panic unwinding out of the reuse path
+//! leaves no reuser for a pause to wait on.
 
 use crate::core::poison::Poison;
 use crate::core::segment::{Segment, Word};
@@ -298,15 +300,13 @@ impl Drop for Epochs {
     }
 }
 
-const REUSER: u64 = 1;
-const PAUSE: u64 = 1 << 32;
-
-/// Pause depth and in-flight reusers in one word.
+/// The pause depth: `pause_rewriting` raises it, `resume_rewriting`
+/// lowers it; `next` reuses segments only while it is zero.
 #[derive(Debug)]
 pub(crate) struct RewriteGate {
-    /// Two read-modify-writes per reusing `next`: on a line of its own,
-    /// apart from the sequencer's tip that every write reads.
-    word: CachePadded<AtomicU64>,
+    /// Read by every `next`, written only by pauses and resumes: on a line
+    /// of its own, apart from the sequencer's tip that every write reads.
+    depth: CachePadded<AtomicU64>,
     /// Pauses that `resume` can never undo (1 in Linear mode).
     permanent: u64,
 }
@@ -315,78 +315,51 @@ impl RewriteGate {
     pub(crate) fn new(permanently_paused: bool) -> RewriteGate {
         let permanent = permanently_paused as u64;
         RewriteGate {
-            word: CachePadded::new(AtomicU64::new(permanent * PAUSE)),
+            depth: CachePadded::new(AtomicU64::new(permanent)),
             permanent,
         }
     }
 
-    /// Registers a reuser unless rewriting is paused; the guard leaves
-    /// the gate when dropped, on return or unwind alike.
-    pub(crate) fn enter(&self) -> Option<Reuser<'_>> {
-        self.try_enter().then(|| Reuser(self))
+    /// Whether a `next` may take the reuse path: no pause is in force. The
+    /// caller must have reserved its lsn in the in-use set *before* this
+    /// load (see [`RewriteGate::pause`]).
+    pub(crate) fn is_open(&self) -> bool {
+        // Acquire: a reuser sees everything before the last resume, and
+        // the pause's increment if the pauser's scan of the in-use set
+        // came before the reservation (see `pause`).
+        self.depth.load(Ordering::Acquire) == 0
     }
 
-    fn try_enter(&self) -> bool {
-        // Relaxed initial read: the CAS below validates it.
-        let mut current = self.word.load(Ordering::Relaxed);
-        let backoff = Backoff::new();
-        loop {
-            if current >= PAUSE {
-                return false;
-            }
-            // Acquire: a reuser sees everything before the last resume.
-            // Relaxed failure: the retry's CAS validates what it read.
-            match self.word.compare_exchange_weak(
-                current,
-                current + REUSER,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => {
-                    current = actual;
-                    backoff.spin();
-                }
-            }
-        }
-    }
-
-    fn exit(&self) {
-        // Release: a pause that sees this reuser gone sees its claims and
-        // truncation decisions.
-        self.word.fetch_sub(REUSER, Ordering::Release);
-    }
-
-    /// Pauses and waits until every in-flight reuser has left.
+    /// Raises the pause depth. The caller then waits for the reservations
+    /// the in-use set holds unplaced (`Accountant::pause_rewriting`): a
+    /// `next` reserves its lsn under a shard lock *before* it loads the
+    /// depth, and the pauser reads the set under the same locks *after*
+    /// this increment. If the pauser's read of the shard came first, its
+    /// release happened before the reservation's acquire, so the `next`
+    /// loads the raised depth and does not reuse; otherwise the pauser
+    /// sees the reservation and waits until it is placed or gone, which is
+    /// after everything the `next` did on the reuse path.
     pub(crate) fn pause(&self) {
-        // AcqRel: orders the pause in the word's modification order before
-        // any later `enter`, which then sees the depth.
-        self.word.fetch_add(PAUSE, Ordering::AcqRel);
-        #[cfg(seeded_bugs)]
-        if crate::seeded::active(crate::seeded::Bug::PauseWithoutWaiting) {
-            return;
-        }
-        // Acquire: pairs with `exit`.
-        let backoff = Backoff::new();
-        while self.word.load(Ordering::Acquire) % PAUSE != 0 {
-            backoff.snooze();
-        }
+        // AcqRel: Release makes the increment visible through the set's
+        // locks to any `next` that reserves after our scan; Acquire orders
+        // the scan after it.
+        self.depth.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Undoes one pause; false if there was none to undo.
     pub(crate) fn resume(&self) -> bool {
         // Relaxed initial read: the CAS below validates it.
-        let mut current = self.word.load(Ordering::Relaxed);
+        let mut current = self.depth.load(Ordering::Relaxed);
         let backoff = Backoff::new();
         loop {
-            if current / PAUSE <= self.permanent {
+            if current <= self.permanent {
                 return false;
             }
             // Release: what happened while paused is visible to reusers.
             // Relaxed failure: the retry's CAS validates what it read.
-            match self.word.compare_exchange_weak(
+            match self.depth.compare_exchange_weak(
                 current,
-                current - PAUSE,
+                current - 1,
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
@@ -401,17 +374,7 @@ impl RewriteGate {
 
     pub(crate) fn is_paused(&self) -> bool {
         // Acquire: a caller that sees the pause sees what preceded it.
-        self.word.load(Ordering::Acquire) >= PAUSE
-    }
-}
-
-/// A registered reuser: leaves the rewrite gate when dropped.
-#[derive(Debug)]
-pub(crate) struct Reuser<'a>(&'a RewriteGate);
-
-impl Drop for Reuser<'_> {
-    fn drop(&mut self) {
-        self.0.exit();
+        self.depth.load(Ordering::Acquire) > 0
     }
 }
 
@@ -420,7 +383,7 @@ impl Drop for Reuser<'_> {
 pub(crate) fn layout_gate() -> Vec<crate::core::layout::Field> {
     use crate::core::layout::{field, COLD};
     vec![
-        field!(RewriteGate, word, hot),
+        field!(RewriteGate, depth, hot),
         field!(RewriteGate, permanent, COLD),
     ]
 }

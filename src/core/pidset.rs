@@ -487,6 +487,39 @@ impl LsnSet {
         found
     }
 
+    /// The keys reserved and not placed yet: the `next` calls in flight
+    /// (one shard read-locked at a time).
+    pub(crate) fn unplaced(&self) -> Vec<u64> {
+        self.audit(None);
+        #[cfg(not(loom))]
+        let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
+            if v == 0 {
+                out.push(k);
+            }
+            out
+        });
+        #[cfg(loom)]
+        let found = self
+            .inner
+            .entries()
+            .into_iter()
+            .filter(|&(_, v)| v == 0)
+            .map(|(k, _)| k)
+            .collect();
+        found
+    }
+
+    /// Whether `key` is reserved and not placed yet (under its shard's
+    /// read lock).
+    pub(crate) fn is_unplaced(&self, key: u64) -> bool {
+        self.audit(Some(key));
+        #[cfg(not(loom))]
+        let unplaced = self.inner.get(&key).is_some_and(|v| *v == 0);
+        #[cfg(loom)]
+        let unplaced = self.inner.read(key).get(&key) == Some(&0);
+        unplaced
+    }
+
     /// One past the highest placed key, or 0 (one shard read-locked at a
     /// time: a key placed before the call began is seen, or its removal).
     pub(crate) fn placed_end(&self) -> u64 {
@@ -537,7 +570,7 @@ impl Drop for Reservation<'_> {
 
 #[cfg(loom)]
 mod stand_in {
-    use loom::sync::{RwLock, RwLockWriteGuard};
+    use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
     use std::collections::HashMap;
 
     /// A deterministic hasher: loom replays a model's schedule, so the
@@ -562,6 +595,10 @@ mod stand_in {
 
         pub(crate) fn write(&self, key: u64) -> RwLockWriteGuard<'_, Table> {
             self.shards[(key & 1) as usize].write().unwrap()
+        }
+
+        pub(crate) fn read(&self, key: u64) -> RwLockReadGuard<'_, Table> {
+            self.shards[(key & 1) as usize].read().unwrap()
         }
 
         pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
