@@ -467,14 +467,13 @@ impl LsnSet {
         }
     }
 
-    /// `(key, slot)` of every placed key, in no particular order (not an
-    /// atomic snapshot: one shard read-locked at a time).
-    pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
+    /// `f(key, value)` of every entry where it is `Some`, in no particular
+    /// order (not an atomic snapshot: one shard read-locked at a time).
+    fn collect<T>(&self, f: impl Fn(u64, u64) -> Option<T>) -> Vec<T> {
         self.audit(None);
-        let placed = |(k, v): (u64, u64)| (v != 0).then(|| (k, ((v & !REUSED) - 1) as usize));
         #[cfg(not(loom))]
         let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
-            out.extend(placed((k, v)));
+            out.extend(f(k, v));
             out
         });
         #[cfg(loom)]
@@ -482,31 +481,21 @@ impl LsnSet {
             .inner
             .entries()
             .into_iter()
-            .filter_map(placed)
+            .filter_map(|(k, v)| f(k, v))
             .collect();
         found
+    }
+
+    /// `(key, slot)` of every placed key, in no particular order (not an
+    /// atomic snapshot: one shard read-locked at a time).
+    pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
+        self.collect(|k, v| (v != 0).then(|| (k, ((v & !REUSED) - 1) as usize)))
     }
 
     /// The keys reserved and not placed yet: the `next` calls in flight
     /// (one shard read-locked at a time).
     pub(crate) fn unplaced(&self) -> Vec<u64> {
-        self.audit(None);
-        #[cfg(not(loom))]
-        let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
-            if v == 0 {
-                out.push(k);
-            }
-            out
-        });
-        #[cfg(loom)]
-        let found = self
-            .inner
-            .entries()
-            .into_iter()
-            .filter(|&(_, v)| v == 0)
-            .map(|(k, _)| k)
-            .collect();
-        found
+        self.collect(|k, v| (v == 0).then_some(k))
     }
 
     /// Whether `key` is reserved and not placed yet (under its shard's
@@ -534,15 +523,7 @@ impl LsnSet {
 
     /// The keys, in no particular order (not an atomic snapshot).
     pub(crate) fn keys(&self) -> Vec<u64> {
-        self.audit(None);
-        #[cfg(not(loom))]
-        let keys = dash::fold(&self.inner, Vec::new(), |mut out, k, _| {
-            out.push(k);
-            out
-        });
-        #[cfg(loom)]
-        let keys = self.inner.entries().into_iter().map(|(k, _)| k).collect();
-        keys
+        self.collect(|k, _| Some(k))
     }
 }
 
