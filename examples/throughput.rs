@@ -7,6 +7,7 @@
 //!                                              [--shared-head | --shape head-per-thread|shared-head|both]
 //!                                              [--threads-up-to N|cores]   (1, 2, 4, … up to N, and N)
 //!                                              [--only accountant|mutex]   (for profiling one design)
+//!                                              [--paired]   (own scaling from back-to-back pairs)
 //! ```
 //!
 //! Two shapes of store:
@@ -23,7 +24,15 @@
 //!   with all its old pointers, 10% `clean`.
 //!
 //! The thread counts always include 1: every ratio is against the same
-//! run's 1-thread figure of the same shape and design. Each run also
+//! run's 1-thread figure of the same shape and design.
+//!
+//! With `--paired`, the own-scaling ratios are measured in pairs instead:
+//! each run times the 1-thread and the N-thread figure of one design (and
+//! of the parallel loop, and of the head alone) back to back, alternating
+//! which goes first, and the ratio is taken within the pair; the median of
+//! the runs' ratios is printed. On a VM whose core speed drifts over
+//! seconds, a 1-thread median taken minutes before the N-thread one moves
+//! the ratio more than anything measured (docs/performance.md). Each run also
 //! times two limits, with no accountant:
 //!
 //! - a trivially parallel loop of the same per-write work (copy and hash
@@ -86,7 +95,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
          \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
-         \x20                 [--only accountant|mutex]"
+         \x20                 [--only accountant|mutex] [--paired]"
     );
     std::process::exit(2);
 }
@@ -445,6 +454,7 @@ fn main() {
     let mut work_bytes = 256usize;
     let mut background = false;
     let mut only: Option<String> = None;
+    let mut paired = false;
     let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -483,6 +493,7 @@ fn main() {
                     .unwrap_or_else(|_| usage("bad --work-bytes"))
             }
             "--background-stabilizer" => background = true,
+            "--paired" => paired = true,
             "--shared-head" => shapes = vec![Shape::SharedHead],
             "--shape" => {
                 shapes = match value().as_str() {
@@ -531,6 +542,15 @@ fn main() {
             ""
         }
     );
+    if paired {
+        let setup = Setup {
+            duration,
+            work_bytes,
+            background,
+        };
+        paired_scaling(&threads, &shapes, &designs, runs, &setup);
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
     let mut loops: Vec<(usize, f64)> = Vec::new();
     for &t in &threads {
@@ -651,5 +671,120 @@ fn main() {
                 ratio(row.head_alone / one.head_alone),
             );
         }
+    }
+}
+
+/// What every timed figure of one invocation shares.
+struct Setup {
+    duration: Duration,
+    work_bytes: usize,
+    background: bool,
+}
+
+/// `--paired`: for each thread count above 1, `runs` pairs per shape and
+/// design (and for the parallel loop and the head alone), each the
+/// 1-thread and the N-thread figure back to back, alternating which goes
+/// first; prints each pair's N-thread / 1-thread ratio and their median.
+fn paired_scaling(
+    threads: &[usize],
+    shapes: &[Shape],
+    designs: &[Design],
+    runs: usize,
+    setup: &Setup,
+) {
+    let Setup {
+        duration,
+        work_bytes,
+        background,
+    } = *setup;
+    // One back-to-back pair: N-thread / 1-thread of `time`.
+    let pair = |run: usize, t: usize, time: &dyn Fn(usize) -> f64| {
+        if run % 2 == 0 {
+            let one = time(1);
+            time(t) / one
+        } else {
+            let many = time(t);
+            many / time(1)
+        }
+    };
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("| shape | threads | what | each run's ratio (paired) | median |");
+    println!("|---|---|---|---|---|");
+    if designs.len() == 2 {
+        // 1 thread: accountant / mutex, back to back.
+        for &shape in shapes {
+            let ratios: Vec<f64> = (0..runs)
+                .map(|run| {
+                    let time = |d| measure(shape, d, 1, duration, work_bytes, background);
+                    if run % 2 == 0 {
+                        let a = time(Design::Accountant);
+                        a / time(Design::Mutex)
+                    } else {
+                        let m = time(Design::Mutex);
+                        time(Design::Accountant) / m
+                    }
+                })
+                .collect();
+            println!(
+                "| {} | 1 | accountant / mutex | {} | {} |",
+                shape.name(),
+                show(&ratios),
+                ratio(median(ratios.clone()))
+            );
+        }
+    }
+    for &t in threads.iter().filter(|&&t| t > 1) {
+        let mut loop_ratios = Vec::new();
+        for &shape in shapes {
+            let mut ratios: Vec<Vec<f64>> = designs.iter().map(|_| Vec::new()).collect();
+            let mut alone = Vec::new();
+            for run in 0..runs {
+                for (i, &design) in designs.iter().enumerate() {
+                    ratios[i].push(pair(run, t, &|n| {
+                        measure(shape, design, n, duration, work_bytes, background)
+                    }));
+                }
+                if shape == Shape::SharedHead {
+                    alone.push(pair(run, t, &|n| {
+                        run_shared_head(&NullPath, n, duration, work_bytes, background)
+                    }));
+                }
+                if shape == shapes[0] {
+                    loop_ratios.push(pair(run, t, &|n| {
+                        run_parallel_loop(n, duration, work_bytes)
+                    }));
+                }
+            }
+            for (i, &design) in designs.iter().enumerate() {
+                let name = match design {
+                    Design::Accountant => "accountant",
+                    Design::Mutex => "mutex",
+                };
+                println!(
+                    "| {} | {t} | {name}: N-thread / 1-thread | {} | {} |",
+                    shape.name(),
+                    show(&ratios[i]),
+                    ratio(median(ratios[i].clone()))
+                );
+            }
+            if !alone.is_empty() {
+                println!(
+                    "| {} | {t} | head alone: N-thread / 1-thread | {} | {} |",
+                    shape.name(),
+                    show(&alone),
+                    ratio(median(alone.clone()))
+                );
+            }
+        }
+        println!(
+            "| - | {t} | parallel loop: N-thread / 1-thread | {} | {} |",
+            show(&loop_ratios),
+            ratio(median(loop_ratios.clone()))
+        );
     }
 }
