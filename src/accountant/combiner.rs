@@ -201,11 +201,11 @@ impl CombinerState {
 
 #[derive(Debug)]
 pub(crate) struct Combiner {
-    /// The goal/busy word: a read-modify-write by every `stabilize` and
-    /// every `next` (its announcement), so on a line of its own.
+    /// The goal/busy word: a read-modify-write by every `stabilize`, read
+    /// by every `next` (its announcement), so on a line of its own.
     word: CachePadded<AtomicU64>,
     /// Written by the token holder only; padded so that its first and last
-    /// lines are not the word's or the queues'.
+    /// lines are not the word's or the sink's.
     state: CachePadded<UnsafeCell<CombinerState>>,
     /// Errors nobody who asked for the work could be given (see the
     /// module docs), and how many it holds.
@@ -489,36 +489,13 @@ impl Combiner {
     ) -> Option<R> {
         let mut token = self.acquire(shared, 0)?;
         let result = token.state(|state| {
-            self.collect_activations(shared, state);
+            collect_activations(shared, state);
             f(state)
         });
         if let Err(e) = self.combine(token, 0) {
             self.report(e);
         }
         Some(result)
-    }
-
-    /// Takes the activations `next` registered (placements in the in-use
-    /// lsn set not collected yet): registers each for its seal and counts
-    /// it (reused or appended, and Active: `next` writes no counter), and
-    /// raises the handed-out bound past it.
-    fn collect_activations(&self, shared: &Shared, state: &mut CombinerState) {
-        let CombinerState {
-            active,
-            collected,
-            totals,
-            ..
-        } = state;
-        shared.active_lsns.for_each_placed(|segno, index, reused| {
-            if collected.insert(segno) {
-                active.push(Reverse((segno, index as u32)));
-                totals.activated(reused);
-                shared.counts.activated();
-                // Relaxed: a lower bound `stabilize` reads; a stale one
-                // sends it to the in-use set (`Accountant::handed_out_now`).
-                shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
-            }
-        });
     }
 
     /// The combiner loop, run with the token: passes until the published
@@ -550,7 +527,6 @@ impl Combiner {
                     continue;
                 }
                 let errors = token.state(|state| {
-                    self.collect_activations(shared, state);
                     pass(shared, state, goal.max(state.done));
                     std::mem::take(&mut state.errors)
                 });
@@ -577,7 +553,6 @@ impl Combiner {
                     extra += 1;
                 }
                 let errors = token.state(|state| {
-                    self.collect_activations(shared, state);
                     pass(shared, state, goal);
                     std::mem::take(&mut state.errors)
                 });
@@ -600,6 +575,29 @@ impl Combiner {
             }
         }
     }
+}
+
+/// Takes the activations `next` registered (placements in the in-use
+/// lsn set not collected yet): registers each for its seal and counts
+/// it (reused or appended, and Active: `next` writes no counter), and
+/// raises the handed-out bound past it.
+fn collect_activations(shared: &Shared, state: &mut CombinerState) {
+    let CombinerState {
+        active,
+        collected,
+        totals,
+        ..
+    } = state;
+    shared.active_lsns.for_each_placed(|segno, index, reused| {
+        if collected.insert(segno) {
+            active.push(Reverse((segno, index as u32)));
+            totals.activated(reused);
+            shared.counts.activated();
+            // Relaxed: a lower bound `stabilize` reads; a stale one
+            // sends it to the in-use set (`Accountant::handed_out_now`).
+            shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Orderings for read-modify-writes and loads of the token word: AcqRel
@@ -645,7 +643,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
     let mut closing = std::mem::take(&mut state.closing);
     loop {
-        shared.combiner.collect_activations(shared, state);
+        collect_activations(shared, state);
         let before = closing.len();
         while let Some(&Reverse((segno, index))) = state.active.peek() {
             if segno >= goal {

@@ -165,7 +165,9 @@ pub(crate) struct Shared {
     /// Segment numbers of the Active segments: with the stabilized lsn
     /// below them, this makes "an lsn never given before" checkable
     /// without ordering `next` calls (several write heads may call `next`
-    /// out of lsn order). `next` inserts, the combiner removes on
+    /// out of lsn order). `next` reserves its lsn here and places it (the
+    /// registration the combiner collects; an unplaced reservation is
+    /// what `pause_rewriting` waits for); the combiner removes it on
     /// deactivation.
     pub(crate) active_lsns: LsnSet,
     /// Average lifetime (lsn bytes from activation to free) of the stream-0

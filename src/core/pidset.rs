@@ -32,6 +32,12 @@ const NYR: u64 = 1 << 63;
 /// appended); the low bits are the slot + 1.
 const REUSED: u64 = 1 << 63;
 
+/// A placed value's `(slot, reused)`; `None` for a reservation not placed
+/// yet (value 0).
+fn placement(v: u64) -> Option<(usize, bool)> {
+    (v != 0).then(|| (((v & !REUSED) - 1) as usize, v & REUSED != 0))
+}
+
 /// A small concurrent set of segment numbers (the lsns in use).
 #[derive(Debug)]
 pub(crate) struct LsnSet {
@@ -449,47 +455,46 @@ impl LsnSet {
         }
     }
 
-    /// Runs `f(key, slot, reused)` for every placed key, one shard
-    /// read-locked at a time (not an atomic snapshot; a placement made
-    /// before this call took a shard's lock is seen).
-    pub(crate) fn for_each_placed(&self, mut f: impl FnMut(u64, usize, bool)) {
+    /// Folds `f` over every `(key, value)`, one shard read-locked at a
+    /// time (not an atomic snapshot; an entry written before this call
+    /// took its shard's lock is seen). The one walk over the set.
+    fn fold<B>(&self, init: B, f: impl FnMut(B, u64, u64) -> B) -> B {
         self.audit(None);
-        let mut each = |k: u64, v: u64| {
-            if v != 0 {
-                f(k, ((v & !REUSED) - 1) as usize, v & REUSED != 0);
-            }
-        };
         #[cfg(not(loom))]
-        dash::fold(&self.inner, (), |(), k, v| each(k, v));
+        let folded = dash::fold(&self.inner, init, f);
         #[cfg(loom)]
-        for (k, v) in self.inner.entries() {
-            each(k, v);
-        }
+        let folded = {
+            let mut f = f;
+            self.inner
+                .entries()
+                .into_iter()
+                .fold(init, |acc, (k, v)| f(acc, k, v))
+        };
+        folded
+    }
+
+    /// Runs `f(key, slot, reused)` for every placed key (see
+    /// [`LsnSet::fold`]).
+    pub(crate) fn for_each_placed(&self, mut f: impl FnMut(u64, usize, bool)) {
+        self.fold((), |(), k, v| {
+            if let Some((slot, reused)) = placement(v) {
+                f(k, slot, reused);
+            }
+        });
     }
 
     /// `f(key, value)` of every entry where it is `Some`, in no particular
-    /// order (not an atomic snapshot: one shard read-locked at a time).
+    /// order (see [`LsnSet::fold`]).
     fn collect<T>(&self, f: impl Fn(u64, u64) -> Option<T>) -> Vec<T> {
-        self.audit(None);
-        #[cfg(not(loom))]
-        let found = dash::fold(&self.inner, Vec::new(), |mut out, k, v| {
+        self.fold(Vec::new(), |mut out, k, v| {
             out.extend(f(k, v));
             out
-        });
-        #[cfg(loom)]
-        let found = self
-            .inner
-            .entries()
-            .into_iter()
-            .filter_map(|(k, v)| f(k, v))
-            .collect();
-        found
+        })
     }
 
-    /// `(key, slot)` of every placed key, in no particular order (not an
-    /// atomic snapshot: one shard read-locked at a time).
+    /// `(key, slot)` of every placed key, in no particular order.
     pub(crate) fn placed(&self) -> Vec<(u64, usize)> {
-        self.collect(|k, v| (v != 0).then(|| (k, ((v & !REUSED) - 1) as usize)))
+        self.collect(|k, v| placement(v).map(|(slot, _)| (k, slot)))
     }
 
     /// The keys reserved and not placed yet: the `next` calls in flight
@@ -512,13 +517,13 @@ impl LsnSet {
     /// One past the highest placed key, or 0 (one shard read-locked at a
     /// time: a key placed before the call began is seen, or its removal).
     pub(crate) fn placed_end(&self) -> u64 {
-        self.audit(None);
-        let end = |acc: u64, (k, v): (u64, u64)| if v != 0 { acc.max(k + 1) } else { acc };
-        #[cfg(not(loom))]
-        let found = dash::fold(&self.inner, 0, |acc, k, v| end(acc, (k, v)));
-        #[cfg(loom)]
-        let found = self.inner.entries().into_iter().fold(0, end);
-        found
+        self.fold(0, |end, k, v| {
+            if placement(v).is_some() {
+                end.max(k + 1)
+            } else {
+                end
+            }
+        })
     }
 
     /// The keys, in no particular order (not an atomic snapshot).
@@ -551,7 +556,7 @@ impl Drop for Reservation<'_> {
 
 #[cfg(loom)]
 mod stand_in {
-    use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+    use crate::core::sync::{read, write, RwLock, RwLockReadGuard, RwLockWriteGuard};
     use std::collections::HashMap;
 
     /// A deterministic hasher: loom replays a model's schedule, so the
@@ -575,17 +580,17 @@ mod stand_in {
         }
 
         pub(crate) fn write(&self, key: u64) -> RwLockWriteGuard<'_, Table> {
-            self.shards[(key & 1) as usize].write().unwrap()
+            write(&self.shards[(key & 1) as usize])
         }
 
         pub(crate) fn read(&self, key: u64) -> RwLockReadGuard<'_, Table> {
-            self.shards[(key & 1) as usize].read().unwrap()
+            read(&self.shards[(key & 1) as usize])
         }
 
         pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
             let mut out = Vec::new();
             for s in &self.shards {
-                out.extend(s.read().unwrap().iter().map(|(k, v)| (*k, *v)));
+                out.extend(read(s).iter().map(|(k, v)| (*k, *v)));
             }
             out
         }
