@@ -103,7 +103,7 @@ declare -A FIRST=(
   [claim-with-store]="models:model_5_next_next_free"
   [pause-without-waiting]="models:model_8_pause_vs_next"
   [shrink-without-claim]="models:model_6_sequencer"
-  [sum-before-deferred-lock]="models:model_11_replace_vs_seal_of_new"
+  [replace-check-outside-lock]="models:model_11_replace_vs_seal_of_new"
   [check-outside-lock]="models:model_10_link_vs_seal"
   [publish-after-remove]="models:model_13_next_vs_seal_of_its_lsn"
   [check-before-reserve]="models:model_13_next_vs_seal_of_its_lsn"
@@ -114,7 +114,7 @@ declare -A FIRST=(
   [bound-before-set]="models:model_26_stabilize_bound_vs_next_and_seal"
 )
 BUGS=(relaxed-combiner-token skip-epoch-deferral claim-with-store pause-without-waiting
-      shrink-without-claim sum-before-deferred-lock check-outside-lock publish-after-remove
+      shrink-without-claim replace-check-outside-lock check-outside-lock publish-after-remove
       check-before-reserve skip-announce queue-orders-too-much retire-without-recheck
       flag-before-record bound-before-set)
 uncaught=0

@@ -21,10 +21,11 @@ pub(crate) enum Bug {
     /// The shrink lowers the tip over top segments after only *reading*
     /// their free bits, without claiming them (breaks property E).
     ShrinkWithoutClaim,
-    /// The seal counts the page map's bytes before it takes the segment's
-    /// deferred-work lock instead of after: a `mark_replace` that saw the
-    /// segment Active under that lock may link its page after the count.
-    SumBeforeDeferredLock,
+    /// `mark_replace` checks the segment word before taking its page's
+    /// shard lock instead of under it: a seal that takes the shard's
+    /// records and counts its pages in between misses the link and the
+    /// records, which then wait in a sealed segment.
+    ReplaceCheckOutsideLock,
     /// `mark_link` checks the segment word before taking the shard lock
     /// instead of under it: the lock no longer orders the check against
     /// the seal's count of the shard.
@@ -65,7 +66,7 @@ impl Bug {
         (Bug::ClaimWithStore, "claim-with-store"),
         (Bug::PauseWithoutWaiting, "pause-without-waiting"),
         (Bug::ShrinkWithoutClaim, "shrink-without-claim"),
-        (Bug::SumBeforeDeferredLock, "sum-before-deferred-lock"),
+        (Bug::ReplaceCheckOutsideLock, "replace-check-outside-lock"),
         (Bug::CheckOutsideLock, "check-outside-lock"),
         (Bug::PublishAfterRemove, "publish-after-remove"),
         (Bug::CheckBeforeReserve, "check-before-reserve"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::accountant::Accountant;
 use crate::core::segment::SegmentState;
-use crate::core::sync::{lock, Ordering};
+use crate::core::sync::Ordering;
 use crate::core::table::Bits;
 use crate::error::Result;
 use crate::types::{Lid, Lsn};
@@ -153,10 +153,7 @@ impl Accountant {
             let drain_bit = shared.table.bit(Bits::Drain, index);
             let present = segment.present.entries();
             let live_bytes = segment.live_bytes(word.state);
-            let deferred = {
-                let d = lock(&segment.deferred);
-                d.replacements.len() + d.blob_removals.len()
-            };
+            let deferred = segment.present.deferred_len();
             let here = format!("segment {index} ({word:?})");
             if index >= tip {
                 if word.state != SegmentState::Vacant

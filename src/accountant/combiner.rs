@@ -59,7 +59,8 @@ use crate::accountant::Shared;
 use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
-use crate::core::segment::{Deferred, SegmentState, Word};
+use crate::core::pidset::PAGE_SHARDS;
+use crate::core::segment::{DeferredReplacement, SegmentState, Word};
 use crate::core::sync::{
     lock, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering, Queue, UnsafeCell,
 };
@@ -163,6 +164,14 @@ impl Cleaning {
     }
 }
 
+/// The deferred work of the segment being sealed, gathered from its
+/// page-map shards.
+#[derive(Debug, Default)]
+struct SealedWork {
+    replacements: Vec<DeferredReplacement>,
+    blob_removals: Vec<crate::types::BlobId>,
+}
+
 /// State owned by whichever thread holds the combiner token.
 #[derive(Debug)]
 pub(crate) struct CombinerState {
@@ -177,7 +186,9 @@ pub(crate) struct CombinerState {
     pub(crate) waiting_stable: Vec<(u32, Lsn)>,
     /// Segments stabilized (all segment numbers below this are stable).
     done: u64,
-    scratch: Deferred,
+    /// A sealed segment's deferred work, moved out of its page-map shards
+    /// (scratch space, keeping its capacity).
+    scratch: SealedWork,
     /// The pids of a run of replacements being applied (scratch space).
     scratch_pids: Vec<PageId>,
     /// The in-use segments' recorded replacements, for drain starts.
@@ -320,7 +331,7 @@ impl Combiner {
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
-                scratch: Deferred::default(),
+                scratch: SealedWork::default(),
                 scratch_pids: Vec::new(),
                 pending: PendingIndex::default(),
                 touched: Vec::new(),
@@ -769,24 +780,12 @@ fn close(shared: &Shared, index: usize, segno: u64) {
     );
     // No barrier: every later read of what writers of this segment
     // mutate takes the lock they mutate under, after this move, and each
-    // writer checks the word under that lock (docs/protocols/seal.md): the
-    // count of the page map reads each shard under its lock; `finish` takes
-    // the deferred-work lock (a `mark_replace` links and records under it)
-    // before it counts; and a registration a recorded replacement names is
-    // in the in-use set, read under its shard lock.
+    // writer checks the word under that lock (docs/protocols/seal.md):
+    // `finish` takes each page-map shard's records and counts its pages
+    // under one hold of its lock (a `mark_replace` links and records under
+    // its page's shard lock); and a registration a recorded replacement
+    // names is in the in-use set, read under its shard lock.
     segment.must_transition(word, word.with_state(SegmentState::Sealing));
-}
-
-/// The seeded bug `sum-before-deferred-lock`: the seal's count taken
-/// before `finish` holds the deferred-work lock (`None`: the count comes
-/// after it, as it must).
-fn early_count(segment: &crate::core::segment::Segment) -> Option<(u64, u64)> {
-    #[cfg(seeded_bugs)]
-    if crate::seeded::active(crate::seeded::Bug::SumBeforeDeferredLock) {
-        return Some(segment.seal_bytes());
-    }
-    let _ = segment;
-    None
 }
 
 /// Finishes a closed segment's seal: collects its deferred work, counts
@@ -801,33 +800,20 @@ fn finish(
 ) {
     let segment = shared.table.segment(index);
     let word = segment.load();
-    // Relocated bytes and pages written here (see `crate::metrics`).
-    let mut relocated: (u64, u64);
     assert!(
         word.state == SegmentState::Sealing && word.segno == Some(segno),
         "closed segment {index} (segno {segno}) is {word:?}"
     );
-    let early = early_count(segment);
-    {
-        // Complete once we hold this lock: a `mark_replace` links and
-        // records only while it sees the segment Active under this lock,
-        // and the word left Active in `close`, before we took it.
-        let mut deferred = lock(&segment.deferred);
-        relocated = (
-            std::mem::take(&mut deferred.relocated_bytes),
-            std::mem::take(&mut deferred.relocated_pages),
-        );
-        std::mem::swap(&mut deferred.replacements, &mut state.scratch.replacements);
-        state.pending.sealed(segno);
-        std::mem::swap(
-            &mut deferred.blob_removals,
-            &mut state.scratch.blob_removals,
-        );
-    }
-    // After the deferred-work lock: every link a `mark_replace` made under
-    // it is in the map (and every `mark_link` checked the word under the
-    // shard lock the count takes).
-    let (bytes, pages) = early.unwrap_or_else(|| segment.seal_bytes());
+    // Each shard complete once we hold its lock: a write links (and a
+    // `mark_replace` records) only while it sees the segment Active under
+    // its page's shard lock, and the word left Active in `close`, before
+    // we took it. Records and count come from one hold of each lock, so a
+    // replace is in both or in neither.
+    let ((bytes, pages), mut relocated) = segment.seal(
+        &mut state.scratch.replacements,
+        &mut state.scratch.blob_removals,
+    );
+    state.pending.sealed(segno);
     let (user, relocation) = shared.config.streams();
     // Relaxed: the stream was set before the activation this combiner saw.
     if relocation > 0 && segment.stream.load(Ordering::Relaxed) >= user {
@@ -1057,8 +1043,8 @@ fn inactive_not_yet_replaced_bytes(
 #[derive(Debug, Default)]
 pub(crate) struct PendingIndex {
     /// Per in-use segment (by segment number, unique per incarnation): how
-    /// many of its records are indexed.
-    seen: HashMap<u64, usize>,
+    /// many of each page-map shard's records are indexed.
+    seen: HashMap<u64, [usize; PAGE_SHARDS]>,
     /// `(old index, old segment number)` → pids replaced out of it. An
     /// entry whose records were applied since is harmless (its pids are no
     /// longer in that incarnation); entries leave when their segment
@@ -1087,18 +1073,20 @@ impl PendingIndex {
     /// last refresh.
     fn refresh(&mut self, shared: &Shared) {
         for (placed_segno, placed) in shared.active_lsns.placed() {
-            let seen = self.seen.entry(placed_segno).or_insert(0);
-            let deferred = lock(&shared.table.segment(placed).deferred);
-            // Shorter than what was indexed only if the seal took the list,
-            // and `sealed` dropped the count then: a new count starts at 0.
-            debug_assert!(deferred.replacements.len() >= *seen);
-            for r in deferred.replacements.get(*seen..).unwrap_or_default() {
-                self.by_old
-                    .entry((r.old_index, r.old_segno))
-                    .or_default()
-                    .push(r.pid);
-            }
-            *seen = deferred.replacements.len();
+            // A seal that took the records made `sealed` drop the counts: a
+            // new incarnation's start at 0.
+            let seen = self.seen.entry(placed_segno).or_default();
+            let by_old = &mut self.by_old;
+            shared
+                .table
+                .segment(placed)
+                .present
+                .records_since(seen, |r| {
+                    by_old
+                        .entry((r.old_index, r.old_segno))
+                        .or_default()
+                        .push(r.pid);
+                });
         }
         self.fresh = true;
     }
@@ -1120,12 +1108,12 @@ impl PendingIndex {
     /// replaced by writes not sealed yet cleared, and its drain list filled.
     ///
     /// Why the refresh misses nothing (docs/protocols/replace.md):
-    /// `mark_replace` records the replacement under the new segment's
-    /// deferred-work lock and then, under the same lock, loads the old
-    /// segment's word, clearing the flag itself if it sees Draining. Each
-    /// segment here moved to Draining before this refresh. For a new
-    /// segment the refresh finds in the in-use set, its deferred-work lock
-    /// orders the two: the record is indexed now (or was before), or the
+    /// `mark_replace` records the replacement in the new segment's
+    /// page-map shard of the page, under its lock, and then, under the same
+    /// lock, loads the old segment's word, clearing the flag itself if it
+    /// sees Draining. Each segment here moved to Draining before this
+    /// refresh. For a new segment the refresh finds in the in-use set, the
+    /// shard's lock (the refresh reads each shard under it) orders the two: the record is indexed now (or was before), or the
     /// call's load comes after this lock's release, so after the move, and
     /// sees Draining. A new segment the refresh does not find was placed
     /// after the refresh passed its shard of the in-use set
@@ -1165,14 +1153,16 @@ pub(crate) fn pending_replacements(shared: &Shared, index: usize, segno: u64) ->
         if placed == index {
             continue;
         }
-        let deferred = lock(&shared.table.segment(placed).deferred);
-        pids.extend(
-            deferred
-                .replacements
-                .iter()
-                .filter(|r| r.old_index as usize == index && r.old_segno == segno)
-                .map(|r| r.pid),
-        );
+        let mut all = [0; PAGE_SHARDS];
+        shared
+            .table
+            .segment(placed)
+            .present
+            .records_since(&mut all, |r| {
+                if r.old_index as usize == index && r.old_segno == segno {
+                    pids.push(r.pid);
+                }
+            });
     }
     pids
 }

@@ -9,8 +9,9 @@
 //!
 //! Hot-path calls (`mark_link`, `mark_replace`, `clean`, and `next` when a
 //! free segment exists) touch only the segments they name: one packed
-//! atomic word each, that segment's sharded page sets and counters, and
-//! for a replace the new segment's own deferred-work lock. `stabilize`
+//! atomic word each, that segment's sharded page sets and counters (a
+//! replace records its deferred work in its page's shard, under the lock
+//! its link takes). `stabilize`
 //! hands ordered work to the combiner and never waits. Only growing the
 //! file takes the sequencer's lock.
 
@@ -33,7 +34,7 @@ use crate::core::freelist::{Epochs, RewriteGate};
 use crate::core::pidset::LsnSet;
 use crate::core::poison::Poison;
 use crate::core::segment::{
-    DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
+    Deferred, DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
 };
 use crate::core::sequencer::Sequencer;
 use crate::core::sync::epoch::Collector;
@@ -853,61 +854,87 @@ impl Accountant {
         let relinks_same_blob = old_ptrs.len() == 1
             && old_ptrs[0].blob().is_some()
             && old_ptrs[0].blob() == new_ptr.blob();
-        // The seal protocol: the seal takes the deferred-work lock before
-        // it reads the segment (its records and its page map), so checking
-        // the word under it and doing everything below before releasing it
-        // makes the replace land wholly before the seal reads the segment,
-        // or not at all.
+        // The seal protocol: the seal takes the records and counts the
+        // page map of each shard under one hold of its lock, so checking
+        // the word under the page's shard lock and doing everything below
+        // before releasing it (the link, the records, which live in that
+        // shard, the flags) makes the replace land wholly before the seal
+        // reads the shard, or not at all.
         #[cfg(seeded_bugs)]
         let early_flags = crate::seeded::active(crate::seeded::Bug::FlagBeforeRecord);
         #[cfg(seeded_bugs)]
         let early = early_flags && self.clear_draining_flags(pid, &olds);
-        let mut deferred = lock(&segment.deferred);
-        if segment.load_raw() != word {
+        let count_relocations = self.shared.config.relocation_streams == 0;
+        #[cfg(seeded_bugs)]
+        let checked_outside = crate::seeded::active(crate::seeded::Bug::ReplaceCheckOutsideLock);
+        #[cfg(seeded_bugs)]
+        if checked_outside && segment.load_raw() != word {
             return Err(self.raced(pid, index));
         }
-        segment.link_held(pid, size);
-        for &(old_index, old_segno) in &olds {
-            deferred.replacements.push(DeferredReplacement {
-                pid,
-                old_index,
-                old_segno,
-            });
-        }
-        if !relinks_same_blob {
-            deferred
-                .blob_removals
-                .extend(old_ptrs.iter().filter_map(|p| p.blob()));
-        }
-        // The old segments' not-yet-replaced flags: only a Draining one's
-        // is cleared here, so that `clean` stops suggesting the page. Any
-        // other old segment is not written at all (no line another
-        // segment's writers write): the record above is the replacement,
-        // and a drain that starts later finds it in this segment's deferred
-        // work (`combiner::PendingIndex::complete`). This load must come
-        // after the record and under this lock: that is what makes the
-        // drain start miss none (docs/protocols/replace.md).
-        #[cfg(seeded_bugs)]
-        let relocates = if early_flags {
-            early
-        } else {
-            self.clear_draining_flags(pid, &olds)
+        let open = || {
+            #[cfg(seeded_bugs)]
+            if checked_outside {
+                return Ok(());
+            }
+            if segment.load_raw() == word {
+                Ok(())
+            } else {
+                Err(())
+            }
         };
-        #[cfg(not(seeded_bugs))]
-        let relocates = self.clear_draining_flags(pid, &olds);
-        if relocates && self.shared.config.relocation_streams == 0 {
-            // Counted under the deferred-work lock held here (no shared
-            // write); the seal folds it into the metrics.
-            deferred.relocated_bytes = deferred.relocated_bytes.saturating_add(size);
-            deferred.relocated_pages += 1;
-        }
+        let record = |deferred: &mut Deferred| {
+            for &(old_index, old_segno) in &olds {
+                deferred.replacements.push(DeferredReplacement {
+                    pid,
+                    old_index,
+                    old_segno,
+                });
+            }
+            if !relinks_same_blob {
+                deferred
+                    .blob_removals
+                    .extend(old_ptrs.iter().filter_map(|p| p.blob()));
+            }
+            // The old segments' not-yet-replaced flags: only a Draining
+            // one's is cleared here, so that `clean` stops suggesting the
+            // page. Any other old segment is not written at all (no line
+            // another segment's writers write): the record above is the
+            // replacement, and a drain that starts later finds it in this
+            // segment's deferred work (`combiner::PendingIndex::complete`).
+            // This load must come after the record and under this lock:
+            // that is what makes the drain start miss none
+            // (docs/protocols/replace.md). The old segment's shard lock is
+            // taken inside this one, always from a segment seen Active
+            // under its lock to one seen Draining: a segment cannot be both
+            // while one of its shard locks is held (it leaves Active for
+            // Draining only through a seal, which takes every shard lock).
+            #[cfg(seeded_bugs)]
+            let relocates = if early_flags {
+                early
+            } else {
+                self.clear_draining_flags(pid, &olds)
+            };
+            #[cfg(not(seeded_bugs))]
+            let relocates = self.clear_draining_flags(pid, &olds);
+            if relocates && count_relocations {
+                // Counted under the shard lock held here (no shared
+                // write); the seal folds it into the metrics.
+                deferred.relocated_bytes = deferred.relocated_bytes.saturating_add(size);
+                deferred.relocated_pages += 1;
+            }
+        };
+        segment
+            .present
+            .link_if_then(pid, size, open, record)
+            .map_err(|()| self.raced(pid, index))?;
         Ok(())
     }
 
     /// Clears `pid`'s not-yet-replaced flag in each old segment of `olds`
     /// that is Draining at the recorded incarnation; whether one was
     /// cleared (the replace did a relocation's work). Called under the new
-    /// segment's deferred-work lock, after the replacements are recorded.
+    /// segment's shard lock of the page, after the replacements are
+    /// recorded there.
     #[inline]
     fn clear_draining_flags(&self, pid: PageId, olds: &[(u32, u64)]) -> bool {
         let mut relocates = false;

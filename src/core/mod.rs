@@ -10,6 +10,7 @@
 //! facade. Each part says which protocol it takes part in
 //! (`docs/protocols/`).
 
+pub(crate) mod blocks;
 pub(crate) mod freelist;
 #[cfg(all(test, not(loom)))]
 pub(crate) mod layout;

@@ -21,8 +21,9 @@
 //! `HashMap`, taking read locks where dashmap takes read locks and write
 //! locks where it takes write locks.
 
+use crate::core::segment::{Deferred, DeferredReplacement};
 use crate::core::sync::{read, write, CachePadded, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use crate::types::PageId;
+use crate::types::{BlobId, PageId};
 
 /// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
 /// bytes.
@@ -51,10 +52,15 @@ pub(crate) struct LsnSet {
 /// one there, so a model can put two pages in one shard or apart).
 pub(crate) const PAGE_SHARDS: usize = if cfg!(loom) { 2 } else { 4 };
 
-/// One shard of a [`PageMap`]: its pages.
+/// One shard of a [`PageMap`]: its pages, and the work the `mark_replace`
+/// calls that linked a page of this shard deferred to the seal (recorded
+/// under the same lock as the link, so a replace takes one lock of its
+/// segment, and the writers of one head spread their records over the
+/// shards instead of meeting on one lock per segment).
 #[derive(Debug, Default)]
 pub(crate) struct PageShard {
     pages: std::collections::HashMap<PageId, u64, rustc_hash::FxBuildHasher>,
+    deferred: Deferred,
 }
 
 /// A segment's pages: page id → bytes of its fragments here, with a flag
@@ -200,11 +206,28 @@ impl PageMap {
         bytes: u64,
         open: impl FnOnce() -> Result<(), E>,
     ) -> Result<bool, E> {
+        self.link_if_then(pid, bytes, open, |_| ())
+    }
+
+    /// [`PageMap::link_if`], and then, still under the shard's lock and
+    /// only if `open()` was `Ok`, `then` with the shard's deferred work
+    /// (`mark_replace` records its replacements there). The seal takes the
+    /// records and counts the pages of a shard under one hold of its lock
+    /// ([`PageMap::seal`]), so it sees the link and the records of a
+    /// replace together or neither.
+    #[inline(always)]
+    pub(crate) fn link_if_then<E>(
+        &self,
+        pid: PageId,
+        bytes: u64,
+        open: impl FnOnce() -> Result<(), E>,
+        then: impl FnOnce(&mut Deferred),
+    ) -> Result<bool, E> {
         let mut guard = self.shard(pid);
         let shard = &mut *guard;
         let slot = shard.pages.get_mut(&pid);
         open()?;
-        Ok(match slot {
+        let new = match slot {
             Some(v) => {
                 *v = (*v + bytes) | NYR;
                 false
@@ -214,7 +237,64 @@ impl PageMap {
                 outlined(|| pages.insert(pid, bytes | NYR));
                 true
             }
-        })
+        };
+        then(&mut shard.deferred);
+        Ok(new)
+    }
+
+    /// The seal's read of the map: for each shard, under one hold of its
+    /// write lock, moves its recorded replacements and blob removals to the
+    /// ends of `replacements` and `blobs` (the shard keeps its blocks, so
+    /// recording allocates nothing in steady state), takes its
+    /// relocation counts, and counts its pages and bytes. Returns the bytes
+    /// and pages, and the relocated bytes and pages. Saturating, like every
+    /// live-byte sum.
+    pub(crate) fn seal(
+        &self,
+        replacements: &mut Vec<DeferredReplacement>,
+        blobs: &mut Vec<BlobId>,
+    ) -> ((u64, u64), (u64, u64)) {
+        let mut counted = (0u64, 0u64);
+        let mut relocated = (0u64, 0u64);
+        for mut shard in self.each_shard() {
+            let shard = &mut *shard;
+            shard.deferred.replacements.move_to(replacements);
+            shard.deferred.blob_removals.move_to(blobs);
+            relocated.0 = relocated
+                .0
+                .saturating_add(std::mem::take(&mut shard.deferred.relocated_bytes));
+            relocated.1 += std::mem::take(&mut shard.deferred.relocated_pages);
+            counted = shard.pages.values().fold(counted, |(sum, n), &v| {
+                (sum.saturating_add(v & !NYR), n + 1)
+            });
+        }
+        (counted, relocated)
+    }
+
+    /// Calls `f` with each replacement recorded here since the last call,
+    /// shard by shard (each read-locked in turn): `seen[i]` is how many of
+    /// shard `i`'s records were visited before, and is moved past them.
+    /// A shard's records only grow until the seal takes them.
+    pub(crate) fn records_since(
+        &self,
+        seen: &mut [usize; PAGE_SHARDS],
+        mut f: impl FnMut(&DeferredReplacement),
+    ) {
+        for (shard, seen) in self.each_shard_read().zip(seen.iter_mut()) {
+            let records = &shard.deferred.replacements;
+            // Shorter than what was visited only if the seal took them, and
+            // the caller forgets its counts then.
+            debug_assert!(records.len() >= *seen);
+            records.iter_from(*seen).for_each(&mut f);
+            *seen = records.len();
+        }
+    }
+
+    /// How many replacements and blob removals wait here for the seal.
+    pub(crate) fn deferred_len(&self) -> usize {
+        self.each_shard_read()
+            .map(|s| s.deferred.replacements.len() + s.deferred.blob_removals.len())
+            .sum()
     }
 
     /// `mark_replace` was called for `pid`: `clean` no longer suggests it.

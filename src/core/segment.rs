@@ -14,16 +14,14 @@
 //! A write into an Active segment (`mark_link`, `mark_replace`) either
 //! lands wholly before the stabilize that seals the segment, or fails with
 //! a typed error having changed nothing. Writers check the segment word
-//! *under the lock they then mutate under*: `mark_link` under its page's
-//! page-map shard lock, `mark_replace` under the segment's deferred-work
-//! lock, held across its whole effect (the link, the deferred records,
-//! the not-yet-replaced flags of old segments that are Draining). The
-//! combiner seals in two
-//! steps: *close* moves the word Active → Sealing by CAS; *finish* takes
-//! the deferred-work lock and collects the deferred lists, then counts the
-//! page map under each shard's lock, and moves Sealing → Inactive. Every
-//! read the seal makes of what writers mutate takes the lock they mutate
-//! under. A writer whose critical section came first in that lock's order
+//! *under the lock they then mutate under*: their page's page-map shard
+//! lock, which `mark_replace` holds across its whole effect (the link, the
+//! deferred records, which live in that shard, the not-yet-replaced flags
+//! of old segments that are Draining). The combiner seals in two steps:
+//! *close* moves the word Active → Sealing by CAS; *finish* takes each
+//! shard's lock in turn and, under it, takes the shard's deferred records
+//! and counts its pages, and then moves Sealing → Inactive. Every read the
+//! seal makes of what writers mutate takes the lock they mutate under. A writer whose critical section came first in that lock's order
 //! has finished before the seal reads, and the seal reads its effect; one
 //! that takes its lock after the seal did sees the word moved (the CAS
 //! happened before that lock's release, which happened before the
@@ -54,6 +52,7 @@
 
 use std::collections::VecDeque;
 
+use crate::core::blocks::Blocks;
 use crate::core::pidset::PageMap;
 use crate::core::sync::{AtomicU64, AtomicU8, CachePadded, Mutex, Ordering};
 /// The state the segment word encodes (defined with the other shared
@@ -194,16 +193,23 @@ pub(crate) struct DeferredReplacement {
     pub(crate) old_segno: u64,
 }
 
-/// Work deferred until the segment becomes Inactive.
+// The largest block of records stays below glibc's threshold for mapping
+// an allocation on its own (see `crate::core::blocks`).
+const _: () =
+    assert!(crate::core::blocks::MAX * std::mem::size_of::<DeferredReplacement>() < 128 << 10);
+
+/// Work deferred until the segment becomes Inactive: one per page-map
+/// shard, recorded under the shard's lock (see
+/// [`PageMap::link_if_then`](crate::core::pidset::PageMap::link_if_then)).
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
-    pub(crate) replacements: Vec<DeferredReplacement>,
-    pub(crate) blob_removals: Vec<BlobId>,
+    pub(crate) replacements: Blocks<DeferredReplacement>,
+    pub(crate) blob_removals: Blocks<BlobId>,
     /// With no relocation streams: bytes and pages of the `mark_replace`
     /// calls into this segment that replaced a not-yet-replaced page of a
     /// Draining segment (relocations, for [`crate::Metrics`]); taken by the
-    /// seal. Kept under the lock `mark_replace` already holds, so counting
-    /// costs no shared write.
+    /// seal. Kept under the shard lock `mark_replace` already holds, so
+    /// counting costs no shared write.
     pub(crate) relocated_bytes: u64,
     pub(crate) relocated_pages: u64,
 }
@@ -211,13 +217,12 @@ pub(crate) struct Deferred {
 /// One segment's metadata, on two cache lines of its own.
 ///
 /// The first line holds what every write into the segment reads and only
-/// state changes write: the word, the page map's handle (its shards are
-/// padded allocations of their own), the counters the combiner keeps once
-/// the segment is sealed, the stream and the epoch ticket. The second holds
-/// the two locks: the deferred-work lock, taken by every `mark_replace`
-/// into the segment while it is Active, and the drain list, taken by every
-/// `clean` that picks it while it is Draining (the two never busy at once).
-/// `repr(C)` keeps the order; the zero-sized `_line` starts the second
+/// state changes write: the word, the page map's handle (its shards, which
+/// writers lock and which hold the work `mark_replace` defers, are padded
+/// allocations of their own), the counters the combiner keeps once the
+/// segment is sealed, the stream and the epoch ticket. The second holds
+/// the drain list, taken by every `clean` that picks the segment while it
+/// is Draining. `repr(C)` keeps the order; the zero-sized `_line` starts the second
 /// line and aligns the segment to a line, and the size is a whole number of
 /// lines, so neighbours in the table share none (checked by
 /// `tests::the_word_has_a_line_no_writer_of_another_segment_writes`).
@@ -253,10 +258,6 @@ pub(crate) struct Segment {
     pub(crate) stream: AtomicU8,
     /// Zero bytes, aligned to a line: what follows starts a new one.
     _line: CachePadded<()>,
-    /// A per-segment lock: only writers into this one Active segment and
-    /// the deactivating combiner take it. Vectors keep their capacity
-    /// across reuses, so recording needs no allocation in steady state.
-    pub(crate) deferred: Mutex<Deferred>,
     /// While Draining: the pages `clean` may still suggest (taken from the
     /// not-yet-replaced flags when the segment started draining; a sealed
     /// segment gains no new ones), in the order `clean` suggests them: a
@@ -276,7 +277,6 @@ impl Segment {
             epoch_ticket: AtomicU64::new(0),
             stream: AtomicU8::new(0),
             _line: CachePadded::new(()),
-            deferred: Mutex::new(Deferred::default()),
             drain_list: Mutex::new(VecDeque::new()),
         }
     }
@@ -383,9 +383,8 @@ impl Segment {
             .map(drop)
     }
 
-    /// Links `bytes` of page `pid` here unconditionally: the caller holds
-    /// the deferred-work lock and saw the segment Active under it, so the
-    /// seal's barrier waits for it.
+    /// Links `bytes` of page `pid` here unconditionally: for recovery,
+    /// before the accountant is shared.
     #[inline(always)]
     pub(crate) fn link_held(&self, pid: PageId, bytes: u64) {
         let linked = self
@@ -403,11 +402,30 @@ impl Segment {
         // fragment), so only billions of links of one segment could reach
         // the bound; the combiner must not overflow even then.
         let (bytes, pages) = self.present.bytes_and_pages();
+        self.set_sealed(bytes, pages);
+        (bytes, pages)
+    }
+
+    /// The seal of an Active incarnation: [`Segment::seal_bytes`], and
+    /// under each shard's lock, with its count, the deferred work of the
+    /// `mark_replace` calls into the segment moved to the ends of
+    /// `replacements` and `blobs` (see [`PageMap::seal`]). Returns the bytes
+    /// and pages linked here and the relocated bytes and pages.
+    pub(crate) fn seal(
+        &self,
+        replacements: &mut Vec<DeferredReplacement>,
+        blobs: &mut Vec<BlobId>,
+    ) -> ((u64, u64), (u64, u64)) {
+        let (counted, relocated) = self.present.seal(replacements, blobs);
+        self.set_sealed(counted.0, counted.1);
+        (counted, relocated)
+    }
+
+    fn set_sealed(&self, bytes: u64, pages: u64) {
         // Relaxed: written by the combiner only, read for statistics.
         self.live_bytes.store(bytes, Ordering::Relaxed);
         // Relaxed: written and read by the combiner only (and audits).
         self.live_pages.store(pages, Ordering::Relaxed);
-        (bytes, pages)
     }
 
     /// The live bytes: the counter once sealed, the map's sum while Active.
@@ -477,7 +495,6 @@ pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
         field!(Segment, live_pages, WORD_LINE),
         field!(Segment, epoch_ticket, WORD_LINE),
         field!(Segment, stream, WORD_LINE),
-        field!(Segment, deferred, LOCKS),
         field!(Segment, drain_list, LOCKS),
     ]
 }
@@ -498,7 +515,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Segment>() % LINE, 0);
         assert!(std::mem::align_of::<Segment>() >= LINE);
         let word = std::mem::offset_of!(Segment, word) / LINE;
-        assert_ne!(word, std::mem::offset_of!(Segment, deferred) / LINE);
         assert_ne!(word, std::mem::offset_of!(Segment, drain_list) / LINE);
         // Two lines: the padding costs 104 bytes a segment over the 152
         // packed (the page map's four shards are padded allocations of

@@ -39,6 +39,8 @@ fn designs() -> Vec<Design> {
 
 /// Single-threaded cost of each call.
 fn per_operation(c: &mut Criterion) {
+    // Each sample runs on a fresh accountant: see `keep_freed_memory`.
+    segment_accountant_tools::keep_freed_memory();
     let mut group = c.benchmark_group("per_op");
     for (name, make) in designs() {
         group.bench_function(BenchmarkId::new("mark_link", name), |b| {

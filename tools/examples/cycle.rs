@@ -3,7 +3,7 @@
 //! writes / stabilize cycle.
 //!
 //! ```sh
-//! cargo run --release -p segment-accountant-tools --example cycle -- --pairs 100
+//! cargo run --release -p segment-accountant-tools --example cycle -- --pairs 100 [--heap-as-is]
 //! ```
 //!
 //! The loops are the criterion group `per_op`'s (`mark_replace_1_old`,
@@ -154,11 +154,15 @@ fn main() {
     // written into is never sealed here, so its deferred records would
     // otherwise grow without bound, which no store lets happen. Even so the
     // figure includes that growth (one record per old pointer per call, in
-    // a vector that a seal would empty with its capacity kept), and so
-    // depends on the allocator: with glibc's dynamic mmap threshold pinned
-    // (`MALLOC_MMAP_THRESHOLD_=131072`) the accountant's ratio goes from
-    // about 0.95 to 1.27 (docs/performance.md). The cycle below seals every
-    // segment and has no such growth.
+    // blocks that a seal would empty and keep). What a dropped accountant
+    // freed stays in the heap for the next (`keep_freed_memory`), so that
+    // the figure is the code's and not the kernel's page faults
+    // (docs/performance.md). The cycle below seals every segment and has no
+    // such growth. `--heap-as-is` leaves glibc's defaults, to see that
+    // cost.
+    if !std::env::args().any(|a| a == "--heap-as-is") {
+        segment_accountant_tools::keep_freed_memory();
+    }
     for olds in [1u64, 4] {
         let fresh = |make: fn() -> Box<dyn WritePath>| move |k| Replacer::new(make(), olds).run(k);
         pairs(
