@@ -769,3 +769,18 @@ mod tests {
         assert_eq!(set.placed(), vec![(2, 4)]);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod layout_tests {
+    use super::*;
+
+    /// A shard (its lock, its pages' table and its deferred records) fills
+    /// one cache line exactly: the records moved in from the segment did
+    /// not make every shard of every segment two lines.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_shard_is_one_line() {
+        use crate::core::sync::LINE;
+        assert_eq!(std::mem::size_of::<CachePadded<RwLock<PageShard>>>(), LINE);
+    }
+}

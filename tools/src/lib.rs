@@ -12,6 +12,8 @@
 //! This library holds only what the paired timing tools
 //! (`examples/floor.rs`, `examples/cycle.rs`) and the benchmarks share.
 
+pub mod table;
+
 /// Keeps glibc's heap from handing freed memory back to the kernel (and
 /// from mapping large allocations on their own), for tools that time each
 /// chunk on a fresh accountant and drop it after.
