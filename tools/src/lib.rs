@@ -10,7 +10,8 @@
 //!   single-mutex baseline (`cargo bench -p segment-accountant-tools`).
 //!
 //! This library holds only what the paired timing tools
-//! (`examples/floor.rs`, `examples/cycle.rs`) and the benchmarks share.
+//! (`examples/floor.rs`, `examples/cycle.rs`, `examples/table_size.rs`) and
+//! the benchmarks share.
 
 pub mod table;
 
