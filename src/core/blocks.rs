@@ -100,12 +100,20 @@ impl<T> Blocks<T> {
         self.len
     }
 
-    /// The entries from index `start` on, in order.
+    /// The entries from index `start` on, in order. Visits only the blocks
+    /// that hold them, not the empty ones kept from before a clear (each
+    /// a cache line of handle to read, for every shard the combiner's
+    /// refresh looks at).
     pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
         debug_assert!(start <= self.len);
         let (first, skip) = locate(start);
+        let end = if start == self.len {
+            first
+        } else {
+            locate(self.len - 1).0 + 1
+        };
         self.blocks
-            .get(first..)
+            .get(first..end)
             .unwrap_or_default()
             .iter()
             .enumerate()
