@@ -126,7 +126,8 @@ impl Accountant {
     /// the live fragments; free segments hold nothing; sealed segments hold
     /// no deferred work and lie below the stabilized lsn; live segment lsns
     /// are distinct; every Active segment is registered for deactivation;
-    /// the state counters match; the cleaning index holds exactly the Inactive
+    /// the state counters and the count of segments with pages to relocate
+    /// match; the cleaning index holds exactly the Inactive
     /// segments, in the buckets of their live bytes, and the live-byte totals
     /// the space target uses match the table.
     pub fn audit(&self) -> Result<(), AuditError> {
@@ -143,6 +144,7 @@ impl Accountant {
         let ss = shared.config.segment_size;
         let mut lsns: HashMap<Lsn, usize> = HashMap::new();
         let mut counted = [0usize; 7];
+        let mut relocate_bits = 0usize;
         let mut active = Vec::new();
         let mut inactive = Vec::new();
         let mut sealed_live = 0u64;
@@ -174,7 +176,9 @@ impl Accountant {
                     "{here}: free bit {free_bit} disagrees with the state"
                 ));
             }
-            if shared.table.bit(Bits::Relocate, index) && word.state != SegmentState::Draining {
+            let relocate_bit = shared.table.bit(Bits::Relocate, index);
+            relocate_bits += usize::from(relocate_bit);
+            if relocate_bit && word.state != SegmentState::Draining {
                 return fail(format!("{here} has pages to relocate but is not draining"));
             }
             if drain_bit != (word.state == SegmentState::Draining) {
@@ -239,6 +243,12 @@ impl Accountant {
         if in_use != active_segnos {
             return fail(format!(
                 "lsns in use {in_use:?} disagree with the Active segments' {active_segnos:?}"
+            ));
+        }
+        let relocatable = shared.table.relocatable();
+        if relocatable != relocate_bits {
+            return fail(format!(
+                "the Relocate count says {relocatable}, the table holds {relocate_bits} bits"
             ));
         }
         let freeing = counted[SegmentState::Freeing as usize];

@@ -1044,12 +1044,12 @@ fn inactive_not_yet_replaced_bytes(
 pub(crate) struct PendingIndex {
     /// Per in-use segment (by segment number, unique per incarnation): how
     /// many of each page-map shard's records are indexed.
-    seen: HashMap<u64, [usize; PAGE_SHARDS]>,
+    seen: HashMap<u64, [usize; PAGE_SHARDS], rustc_hash::FxBuildHasher>,
     /// `(old index, old segment number)` → pids replaced out of it. An
     /// entry whose records were applied since is harmless (its pids are no
     /// longer in that incarnation); entries leave when their segment
     /// starts draining or is freed.
-    by_old: HashMap<(u32, u64), Vec<PageId>>,
+    by_old: HashMap<(u32, u64), Vec<PageId>, rustc_hash::FxBuildHasher>,
     /// Segments moved to Draining whose flags and drain list wait for
     /// [`PendingIndex::complete`], `(index, segno)`.
     starting: Vec<(u32, u64)>,

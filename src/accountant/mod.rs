@@ -1085,7 +1085,10 @@ impl Accountant {
     fn pick_relocation(&self, skip: Skip) -> Option<(PageId, usize, Word)> {
         let shared = &self.shared;
         let draining = shared.counts.snapshot().draining;
-        if draining == 0 {
+        // No segment with pages to relocate: no scan of the table's words
+        // (a Draining segment whose pages all left, waiting for the seal
+        // that empties it, made every `clean` scan the whole table).
+        if draining == 0 || shared.table.relocatable() == 0 {
             return None;
         }
         let tip = shared.sequencer.tip();

@@ -130,7 +130,7 @@ struct Chunk {
 
 /// Which flat bitmap an operation addresses (the free bits have methods of
 /// their own: see the module docs).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bits {
     /// The to-clean set.
     Drain,
@@ -163,6 +163,14 @@ pub(crate) struct SegmentTable {
     /// Written when a chunk's free bits go from none to some (a mark) and
     /// when a descent retires it.
     free_chunks: CachePadded<AtomicU64>,
+    /// How many [`Bits::Relocate`] bits are set: `clean` returns at once
+    /// when it reads 0 instead of scanning the table's words for one. Every
+    /// flip of a Relocate bit happens under its segment's drain-list lock
+    /// and adjusts the count in the same hold (from the flip's
+    /// read-modify-write result), so the count never goes below zero and
+    /// is exact whenever no flip is in flight. Written by drain starts and
+    /// by the `clean` that finds a list empty; read by every `clean`.
+    relocatable: CachePadded<AtomicUsize>,
 }
 
 impl std::fmt::Debug for SegmentTable {
@@ -240,6 +248,7 @@ impl SegmentTable {
             allocated: AtomicUsize::new(0),
             epoch_waiting: CachePadded::new(AtomicUsize::new(0)),
             free_chunks: CachePadded::new(AtomicU64::new(0)),
+            relocatable: CachePadded::new(AtomicUsize::new(0)),
         };
         table.grow_to(1);
         table
@@ -333,22 +342,44 @@ impl SegmentTable {
         })
     }
 
-    /// Sets a bit; returns whether it was clear.
+    /// Sets a bit; returns whether it was clear. A Relocate bit is set
+    /// under its segment's drain-list lock (see `relocatable`).
     pub(crate) fn set_bit(&self, bits: Bits, index: usize) -> bool {
         let (word, mask) = self.word(bits, index).expect("bit beyond the table");
         // Release: publishes the segment's state change to whoever reads
         // the bit with acquire.
-        word.fetch_or(mask, Ordering::Release) & mask == 0
+        let flipped = word.fetch_or(mask, Ordering::Release) & mask == 0;
+        if flipped && bits == Bits::Relocate {
+            // Release: a `clean` that reads the raised count (acquire) and
+            // then scans sees this bit or a later flip of it.
+            self.relocatable.fetch_add(1, Ordering::Release);
+        }
+        flipped
     }
 
-    /// Clears a bit; returns whether it was set.
+    /// Clears a bit; returns whether it was set. A Relocate bit is cleared
+    /// under its segment's drain-list lock (see `relocatable`).
     pub(crate) fn clear_bit(&self, bits: Bits, index: usize) -> bool {
-        match self.word(bits, index) {
+        let flipped = match self.word(bits, index) {
             // AcqRel: whoever clears a set bit sees what the setter
             // published; the read-modify-write orders competing clearers.
             Some((word, mask)) => word.fetch_and(!mask, Ordering::AcqRel) & mask != 0,
             None => false,
+        };
+        if flipped && bits == Bits::Relocate {
+            // Relaxed: a lower count only lets `clean` return sooner; the
+            // bit's own clear is what orders its readers.
+            let before = self.relocatable.fetch_sub(1, Ordering::Relaxed);
+            debug_assert!(before > 0, "the Relocate count went below zero");
         }
+        flipped
+    }
+
+    /// How many segments have pages to relocate (their Relocate bit set),
+    /// exact when no flip is in flight (see `relocatable`).
+    pub(crate) fn relocatable(&self) -> usize {
+        // Acquire: pairs with the release increment in `set_bit`.
+        self.relocatable.load(Ordering::Acquire)
     }
 
     pub(crate) fn bit(&self, bits: Bits, index: usize) -> bool {
@@ -664,6 +695,7 @@ pub(crate) fn layout() -> Vec<crate::core::layout::Field> {
         field!(SegmentTable, allocated, COLD),
         field!(SegmentTable, epoch_waiting, hot),
         field!(SegmentTable, free_chunks, hot),
+        field!(SegmentTable, relocatable, hot),
     ]
 }
 
