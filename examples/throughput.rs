@@ -8,6 +8,7 @@
 //!                                              [--threads-up-to N|cores]   (1, 2, 4, … up to N, and N)
 //!                                              [--only accountant|mutex]   (for profiling one design)
 //!                                              [--paired]   (own scaling from back-to-back pairs)
+//!                                              [--workers]  (each thread's operations and CPU time)
 //! ```
 //!
 //! Two shapes of store:
@@ -50,7 +51,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
-use workload::{store_work, Mix, Placement, WritePath, SEGMENT_SIZE};
+use workload::{
+    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Placement, WritePath, SEGMENT_SIZE,
+};
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -300,14 +303,14 @@ impl Placement for SharedPlace<'_> {
 }
 
 /// Runs `threads` writers of one shared head on `acc` for `duration` after
-/// a barrier; returns operations per second.
+/// a barrier; returns operations per second (of wall-clock and of CPU time).
 fn run_shared_head(
     acc: &dyn WritePath,
     threads: usize,
     duration: Duration,
     work_bytes: usize,
     background_stabilizer: bool,
-) -> f64 {
+) -> Figure {
     let head = SharedHead::new(threads, acc, background_stabilizer);
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
@@ -326,6 +329,7 @@ fn run_shared_head(
                         segment: (0, head.lid(0)),
                     };
                     barrier.wait();
+                    let cpu = thread_cpu_ns();
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..64 {
                             mix.step(acc, &mut place);
@@ -333,7 +337,7 @@ fn run_shared_head(
                     }
                     // Done: no longer holds the stable bound back.
                     head.floors[t].0.store(u64::MAX, Ordering::Release);
-                    mix.ops
+                    (mix.ops, cpu_since(cpu))
                 })
             })
             .collect();
@@ -352,18 +356,19 @@ fn run_shared_head(
         let start = Instant::now();
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
-        let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let workers = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let elapsed = start.elapsed().as_secs_f64();
         if let Some(h) = stabilizer {
             h.join().unwrap();
         }
-        ops as f64 / elapsed
+        Figure::new(workers, elapsed)
     })
 }
 
 /// The trivially parallel loop: `threads` threads doing only the per-write
-/// work, sharing nothing; returns operations per second.
-fn run_parallel_loop(threads: usize, duration: Duration, work_bytes: usize) -> f64 {
+/// work, sharing nothing; returns operations per second (of wall-clock
+/// and of CPU time).
+fn run_parallel_loop(threads: usize, duration: Duration, work_bytes: usize) -> Figure {
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -375,13 +380,14 @@ fn run_parallel_loop(threads: usize, duration: Duration, work_bytes: usize) -> f
                     let mut dst = vec![0u8; work_bytes];
                     let mut n = 0u64;
                     barrier.wait();
+                    let cpu = thread_cpu_ns();
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..64 {
                             store_work(&mut src, &mut dst, t as u64 ^ n);
                             n += 1;
                         }
                     }
-                    n
+                    (n, cpu_since(cpu))
                 })
             })
             .collect();
@@ -389,8 +395,8 @@ fn run_parallel_loop(threads: usize, duration: Duration, work_bytes: usize) -> f
         let start = Instant::now();
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
-        let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        ops as f64 / start.elapsed().as_secs_f64()
+        let workers = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        Figure::new(workers, start.elapsed().as_secs_f64())
     })
 }
 
@@ -423,15 +429,19 @@ fn measure(
     duration: Duration,
     work_bytes: usize,
     background: bool,
-) -> f64 {
+) -> Figure {
     let acc: Arc<dyn WritePath> = match design {
         Design::Accountant => Arc::new(workload::accountant()),
         Design::Mutex => Arc::new(workload::mutex_accountant()),
     };
-    match shape {
-        Shape::HeadPerThread => workload::run(acc, threads, duration, work_bytes, background),
+    let mut figure = match shape {
+        Shape::HeadPerThread => {
+            workload::run(acc.clone(), threads, duration, work_bytes, background)
+        }
         Shape::SharedHead => run_shared_head(&*acc, threads, duration, work_bytes, background),
-    }
+    };
+    figure.active_and_passes = acc.active_and_passes();
+    figure
 }
 
 /// Medians of one shape at one thread count.
@@ -455,6 +465,7 @@ fn main() {
     let mut background = false;
     let mut only: Option<String> = None;
     let mut paired = false;
+    let mut workers = false;
     let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -494,6 +505,7 @@ fn main() {
             }
             "--background-stabilizer" => background = true,
             "--paired" => paired = true,
+            "--workers" => workers = true,
             "--shared-head" => shapes = vec![Shape::SharedHead],
             "--shape" => {
                 shapes = match value().as_str() {
@@ -569,16 +581,19 @@ fn main() {
                 let mut this_run = [f64::NAN; 2];
                 for &design in &order {
                     let d = design as usize;
-                    this_run[d] = measure(shape, design, t, duration, work_bytes, background);
+                    let figure = measure(shape, design, t, duration, work_bytes, background);
+                    if workers {
+                        print_workers(shape, design, t, &figure);
+                    }
+                    this_run[d] = figure.per_s;
                     figures[i][d].push(this_run[d]);
                 }
                 run_ratios[i].push(this_run[0] / this_run[1]);
             }
-            loop_figures.push(run_parallel_loop(t, duration, work_bytes));
+            loop_figures.push(run_parallel_loop(t, duration, work_bytes).per_s);
             if shapes.contains(&Shape::SharedHead) {
-                alone_figures.push(run_shared_head(
-                    &NullPath, t, duration, work_bytes, background,
-                ));
+                alone_figures
+                    .push(run_shared_head(&NullPath, t, duration, work_bytes, background).per_s);
             }
         }
         let head_alone = median(alone_figures);
@@ -681,6 +696,62 @@ struct Setup {
     background: bool,
 }
 
+/// `--workers`: each worker thread's operations and CPU time in one
+/// measurement (how evenly the threads progressed, and which of them paid
+/// for the shared work: with a head per thread, the combiner's passes run
+/// on the thread whose `stabilize` raises the bound, the one behind).
+fn print_workers(shape: Shape, design: Design, t: usize, figure: &Figure) {
+    let name = match design {
+        Design::Accountant => "accountant",
+        Design::Mutex => "mutex",
+    };
+    for (w, &(ops, cpu)) in figure.workers.iter().enumerate() {
+        let cpu = cpu.map_or("-".to_string(), |ns| {
+            format!(
+                "cpu_ms={} cpu_ns_per_op={:.0}",
+                ns / 1_000_000,
+                ns as f64 / ops.max(1) as f64
+            )
+        });
+        println!(
+            "worker shape={} design={name} threads={t} worker={w} ops={ops} {cpu}",
+            shape.name()
+        );
+    }
+    if let Some((active, passes)) = figure.active_and_passes {
+        println!(
+            "at the end: shape={} design={name} threads={t} active_segments={active} passes={passes}",
+            shape.name()
+        );
+    }
+}
+
+/// Two rows of `--paired` output for one figure: its pairs' N-thread /
+/// 1-thread ratios of operations per second, then of operations per CPU
+/// second (below 1 by what running `t` threads adds to each operation's
+/// CPU time: sharing, waiting that spins, the machine's own limits; the
+/// host taking a core away does not show in it).
+fn print_pairs(
+    shape: &str,
+    t: usize,
+    name: &str,
+    pairs: &[(f64, f64)],
+    show: &dyn Fn(&[f64]) -> String,
+) {
+    let wall: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let cpu: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    println!(
+        "| {shape} | {t} | {name}: N-thread / 1-thread | {} | {} |",
+        show(&wall),
+        ratio(median(wall.clone()))
+    );
+    println!(
+        "| {shape} | {t} | {name}: per CPU second, N-thread / 1-thread | {} | {} |",
+        show(&cpu),
+        ratio(median(cpu.clone()))
+    );
+}
+
 /// `--paired`: for each thread count above 1, `runs` pairs per shape and
 /// design (and for the parallel loop and the head alone), each the
 /// 1-thread and the N-thread figure back to back, alternating which goes
@@ -697,15 +768,17 @@ fn paired_scaling(
         work_bytes,
         background,
     } = *setup;
-    // One back-to-back pair: N-thread / 1-thread of `time`.
-    let pair = |run: usize, t: usize, time: &dyn Fn(usize) -> f64| {
-        if run % 2 == 0 {
+    // One back-to-back pair: N-thread / 1-thread of `time`, of wall-clock
+    // figures and of CPU-time figures.
+    let pair = |run: usize, t: usize, time: &dyn Fn(usize) -> Figure| {
+        let (one, many) = if run % 2 == 0 {
             let one = time(1);
-            time(t) / one
+            (one, time(t))
         } else {
             let many = time(t);
-            many / time(1)
-        }
+            (time(1), many)
+        };
+        (many.per_s / one.per_s, many.per_cpu_s / one.per_cpu_s)
     };
     let show = |v: &[f64]| {
         v.iter()
@@ -720,7 +793,7 @@ fn paired_scaling(
         for &shape in shapes {
             let ratios: Vec<f64> = (0..runs)
                 .map(|run| {
-                    let time = |d| measure(shape, d, 1, duration, work_bytes, background);
+                    let time = |d| measure(shape, d, 1, duration, work_bytes, background).per_s;
                     if run % 2 == 0 {
                         let a = time(Design::Accountant);
                         a / time(Design::Mutex)
@@ -741,7 +814,7 @@ fn paired_scaling(
     for &t in threads.iter().filter(|&&t| t > 1) {
         let mut loop_ratios = Vec::new();
         for &shape in shapes {
-            let mut ratios: Vec<Vec<f64>> = designs.iter().map(|_| Vec::new()).collect();
+            let mut ratios: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut alone = Vec::new();
             for run in 0..runs {
                 for (i, &design) in designs.iter().enumerate() {
@@ -765,26 +838,12 @@ fn paired_scaling(
                     Design::Accountant => "accountant",
                     Design::Mutex => "mutex",
                 };
-                println!(
-                    "| {} | {t} | {name}: N-thread / 1-thread | {} | {} |",
-                    shape.name(),
-                    show(&ratios[i]),
-                    ratio(median(ratios[i].clone()))
-                );
+                print_pairs(shape.name(), t, name, &ratios[i], &show);
             }
             if !alone.is_empty() {
-                println!(
-                    "| {} | {t} | head alone: N-thread / 1-thread | {} | {} |",
-                    shape.name(),
-                    show(&alone),
-                    ratio(median(alone.clone()))
-                );
+                print_pairs(shape.name(), t, "head alone", &alone, &show);
             }
         }
-        println!(
-            "| - | {t} | parallel loop: N-thread / 1-thread | {} | {} |",
-            show(&loop_ratios),
-            ratio(median(loop_ratios.clone()))
-        );
+        print_pairs("-", t, "parallel loop", &loop_ratios, &show);
     }
 }

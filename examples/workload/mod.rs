@@ -32,6 +32,11 @@ pub trait WritePath: Send + Sync {
     fn replace(&self, pid: PageId, lsn: Lsn, old: &[DiskPtr], new: DiskPtr, size: u64);
     fn stabilize(&self, lsn: Lsn);
     fn clean(&self, ignore: PageId) -> Option<PageId>;
+    /// Segments Active (handed out, not sealed) as of the last combiner
+    /// pass and the passes so far, where the design reports them.
+    fn active_and_passes(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 impl WritePath for Accountant {
@@ -53,6 +58,10 @@ impl WritePath for Accountant {
     }
     fn clean(&self, ignore: PageId) -> Option<PageId> {
         Accountant::clean(self, Skip::Page(ignore)).map(|r| r.pid)
+    }
+    fn active_and_passes(&self) -> Option<(u64, u64)> {
+        let m = self.metrics();
+        Some((m.active_segments, m.passes))
     }
 }
 
@@ -301,15 +310,57 @@ impl Head {
     }
 }
 
+/// The calling thread's CPU time so far in nanoseconds: the scheduler's
+/// own count (`/proc/thread-self/schedstat`), or `None` where there is no
+/// such file. On a VM it leaves out the time the host took the core away
+/// (steal), which a wall-clock figure includes.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// A timed figure: operations per second of wall-clock time, and per
+/// second of the worker threads' CPU time (NaN where it cannot be read).
+#[derive(Clone, Debug)]
+pub struct Figure {
+    pub per_s: f64,
+    pub per_cpu_s: f64,
+    /// Each worker's operations and CPU time (ns).
+    pub workers: Vec<(u64, Option<u64>)>,
+    /// The design's Active segments and passes at the end (see
+    /// [`WritePath::active_and_passes`]).
+    pub active_and_passes: Option<(u64, u64)>,
+}
+
+impl Figure {
+    /// The workers' `(ops, cpu_ns)` over `elapsed` seconds (CPU time
+    /// `None` where it could not be read).
+    pub fn new(workers: Vec<(u64, Option<u64>)>, elapsed: f64) -> Figure {
+        let ops: u64 = workers.iter().map(|w| w.0).sum();
+        let cpu_ns: Option<u64> = workers.iter().map(|w| w.1).sum();
+        Figure {
+            per_s: ops as f64 / elapsed,
+            per_cpu_s: cpu_ns.map_or(f64::NAN, |ns| ops as f64 / (ns as f64 / 1e9)),
+            workers,
+            active_and_passes: None,
+        }
+    }
+}
+
+/// A worker's CPU time between `start` (read after the barrier) and now.
+pub fn cpu_since(start: Option<u64>) -> Option<u64> {
+    Some(thread_cpu_ns()?.saturating_sub(start?))
+}
+
 /// Runs `threads` heads on `acc` for `duration` after a barrier; returns
-/// operations per second.
+/// operations per second (of wall-clock and of the heads' CPU time).
 pub fn run(
     acc: Arc<dyn WritePath>,
     threads: usize,
     duration: Duration,
     work_bytes: usize,
     background_stabilizer: bool,
-) -> f64 {
+) -> Figure {
     let shared = Shared::new(threads, background_stabilizer);
     let barrier = Arc::new(Barrier::new(threads + 1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -320,12 +371,13 @@ pub fn run(
         handles.push(std::thread::spawn(move || {
             let mut head = Head::new(t, work_bytes, &*acc);
             barrier.wait();
+            let cpu = thread_cpu_ns();
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..64 {
                     head.step(&*acc, &shared);
                 }
             }
-            head.ops()
+            (head.ops(), cpu_since(cpu))
         }));
     }
     let stabilizer = background_stabilizer.then(|| {
@@ -341,12 +393,12 @@ pub fn run(
     let start = Instant::now();
     std::thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
-    let ops: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let workers = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let elapsed = start.elapsed().as_secs_f64();
     if let Some(s) = stabilizer {
         s.join().unwrap();
     }
-    ops as f64 / elapsed
+    Figure::new(workers, elapsed)
 }
 
 /// Runs a fixed number of operations per thread (for criterion's
