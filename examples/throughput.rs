@@ -789,25 +789,35 @@ fn paired_scaling(
     println!("| shape | threads | what | each run's ratio (paired) | median |");
     println!("|---|---|---|---|---|");
     if designs.len() == 2 {
-        // 1 thread: accountant / mutex, back to back.
+        // 1 thread: accountant / mutex, back to back (of wall-clock and of
+        // CPU-time figures).
         for &shape in shapes {
-            let ratios: Vec<f64> = (0..runs)
+            let ratios: Vec<(f64, f64)> = (0..runs)
                 .map(|run| {
-                    let time = |d| measure(shape, d, 1, duration, work_bytes, background).per_s;
-                    if run % 2 == 0 {
+                    let time = |d| measure(shape, d, 1, duration, work_bytes, background);
+                    let (a, m) = if run % 2 == 0 {
                         let a = time(Design::Accountant);
-                        a / time(Design::Mutex)
+                        (a, time(Design::Mutex))
                     } else {
                         let m = time(Design::Mutex);
-                        time(Design::Accountant) / m
-                    }
+                        (time(Design::Accountant), m)
+                    };
+                    (a.per_s / m.per_s, a.per_cpu_s / m.per_cpu_s)
                 })
                 .collect();
+            let wall: Vec<f64> = ratios.iter().map(|r| r.0).collect();
+            let cpu: Vec<f64> = ratios.iter().map(|r| r.1).collect();
             println!(
                 "| {} | 1 | accountant / mutex | {} | {} |",
                 shape.name(),
-                show(&ratios),
-                ratio(median(ratios.clone()))
+                show(&wall),
+                ratio(median(wall.clone()))
+            );
+            println!(
+                "| {} | 1 | accountant / mutex, per CPU second | {} | {} |",
+                shape.name(),
+                show(&cpu),
+                ratio(median(cpu.clone()))
             );
         }
     }
