@@ -716,7 +716,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     enforce_space_target(shared, state, &config, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state, &config);
-    state.pending.complete(shared);
+    state.pending.complete_or_defer(shared);
     state.pending.fresh = false;
     state.totals.passes += 1;
     publish_metrics(shared, state);
@@ -1055,7 +1055,15 @@ pub(crate) struct PendingIndex {
     starting: Vec<(u32, u64)>,
     /// Whether the index was refreshed in this pass (for estimates).
     fresh: bool,
+    /// Passes whose end left `starting` waiting ([`PendingIndex::complete_or_defer`]).
+    deferred_passes: u32,
 }
+
+/// With more Active (unsealed) segments than this, the drain starts of a
+/// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
+pub(crate) const DEFER_ACTIVE: usize = 256;
+/// ... for at most this many passes.
+pub(crate) const DEFER_PASSES: u32 = 8;
 
 impl PendingIndex {
     /// The segment with segment number `segno` was sealed: its records are
@@ -1121,6 +1129,7 @@ impl PendingIndex {
     /// and `next` had not returned: every `mark_replace` into it comes
     /// later and sees Draining.
     fn complete(&mut self, shared: &Shared) {
+        self.deferred_passes = 0;
         if self.starting.is_empty() {
             return;
         }
@@ -1139,6 +1148,38 @@ impl PendingIndex {
             }
             fill_drain_list(&shared.table, index as usize);
         }
+    }
+}
+
+impl PendingIndex {
+    /// The end of a pass: [`PendingIndex::complete`], unless many segments
+    /// are Active and fewer than [`DEFER_PASSES`] passes have ended with
+    /// drain starts waiting. A refresh visits every placed segment's shards
+    /// (a lock each), so with a write head far ahead of the stabilized lsn
+    /// (thousands of unsealed segments: a head per thread, one of them
+    /// behind) one per pass was up to 11% of the write path's time
+    /// (docs/performance.md, "Where the 2-thread figures go").
+    ///
+    /// A waiting segment is Draining with its drain list not filled yet:
+    /// `clean` suggests none of its pages (its Relocate bit is clear), every
+    /// `mark_replace` naming it clears the flag itself, and introspection
+    /// reports the spec's set by subtracting the replacements still
+    /// recorded (`Accountant::segment_not_yet_replaced`). Completing later
+    /// misses nothing (docs/protocols/replace.md, "Drain starts that wait"):
+    /// a record made before the move is in a segment still placed at the
+    /// later refresh, which finds it as it would have found it now, or in
+    /// one sealed in between, whose seal removed the page from this
+    /// segment altogether. Anything that reads the Draining flags as
+    /// exact (the space target) calls [`PendingIndex::complete`] first.
+    fn complete_or_defer(&mut self, shared: &Shared) {
+        if !self.starting.is_empty()
+            && self.deferred_passes < DEFER_PASSES
+            && shared.counts.snapshot().active > DEFER_ACTIVE
+        {
+            self.deferred_passes += 1;
+            return;
+        }
+        self.complete(shared);
     }
 }
 
@@ -1373,6 +1414,76 @@ mod tests {
 
     const SS: u64 = 4096;
     const L: Lsn = SS as Lsn;
+
+    /// With more Active segments than `DEFER_ACTIVE`, a drain start waits
+    /// up to `DEFER_PASSES` passes for its refresh. Meanwhile `clean`
+    /// suggests none of its pages, introspection reports the spec's set
+    /// (less the replacement still recorded in an unsealed segment) and
+    /// the audit holds; then the list is filled without that page.
+    #[test]
+    fn a_drain_start_waits_for_a_refresh_behind_a_far_head() {
+        use crate::Skip;
+        let config = Config::builder()
+            .segment_size(SS)
+            .allow_small_segments(true)
+            .build()
+            .unwrap();
+        let acc = Accountant::with_collector(config, Arc::new(MemStorage::new()), Collector::new());
+        let inline = DiskPtr::Inline;
+        let a = acc.next(0).unwrap();
+        for pid in 0..20u64 {
+            acc.mark_link(pid, (pid * 150) as Lsn, inline(a + pid * 150), 150)
+                .unwrap();
+        }
+        // Most of segment 0's pages move on: it is sparse once sealed.
+        let b = acc.next(L).unwrap();
+        for pid in 0..18u64 {
+            acc.mark_replace(
+                pid,
+                L + pid as Lsn,
+                &[inline(a + pid * 150)],
+                inline(b + pid),
+                150,
+            )
+            .unwrap();
+        }
+        // A head far ahead, with its backlog of unsealed segments; its
+        // first segment replaces page 18 out of segment 0.
+        let far = 1000 * L;
+        let mut far_lid = 0;
+        for k in 0..=super::DEFER_ACTIVE as Lsn {
+            let lid = acc.next(far + k * L).unwrap();
+            if k == 0 {
+                far_lid = lid;
+            }
+        }
+        acc.mark_replace(18, far, &[inline(a + 18 * 150)], inline(far_lid), 150)
+            .unwrap();
+        acc.stabilize(2 * L).unwrap();
+        let info = acc.segment_info(0).unwrap();
+        assert_eq!(info.state, SegmentState::Draining, "{info:?}");
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), None, "waiting");
+        assert_eq!(acc.segment_not_yet_replaced(0), vec![19]);
+        assert_eq!(info.not_yet_replaced, 1);
+        acc.audit().unwrap();
+        // Passes go by (each seals one segment); the start completes at
+        // the last one that may wait, or before.
+        let mut filled_after = None;
+        for i in 2..2 + super::DEFER_PASSES as Lsn {
+            acc.next(i * L).unwrap();
+            acc.stabilize((i + 1) * L).unwrap();
+            acc.audit().unwrap();
+            assert_eq!(acc.segment_not_yet_replaced(0), vec![19]);
+            if let Some(r) = acc.clean(Skip::Nothing) {
+                assert_eq!(r.pid, 19, "page 18 was replaced by the far head");
+                filled_after.get_or_insert(i);
+            }
+        }
+        assert!(filled_after.is_some(), "the drain start completed");
+        for _ in 0..5 {
+            assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), Some(19));
+        }
+    }
 
     /// Issue 14, defect 6: a deferred replacement named its old segment's
     /// incarnation by the 21-bit generation only. With several heads, one

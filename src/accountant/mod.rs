@@ -1293,16 +1293,17 @@ impl Accountant {
     }
 
     /// The spec's `not_yet_replaced` of segment `index` (whose word was
-    /// `word`): its flags, less, unless it is Draining, the pages whose
-    /// replacement is recorded in a segment not sealed yet (`mark_replace`
-    /// clears the flag of a Draining old segment only; see
+    /// `word`): its flags, less the pages whose replacement is recorded in
+    /// a segment not sealed yet (`mark_replace` clears the flag of a
+    /// Draining old segment only, and a drain start clears the rest when
+    /// it completes, which may wait a few passes; see
     /// docs/protocols/replace.md). Not an atomic snapshot.
     fn not_yet_replaced_of(&self, index: usize, word: Word) -> Vec<PageId> {
         let segment = self.shared.table.segment(index);
         let flagged = segment.present.not_yet_replaced();
-        match (word.state, word.segno) {
-            (SegmentState::Draining, _) | (_, None) => flagged,
-            (_, Some(segno)) => {
+        match word.segno {
+            None => flagged,
+            Some(segno) => {
                 let pending: std::collections::HashSet<PageId> =
                     crate::accountant::combiner::pending_replacements(&self.shared, index, segno)
                         .into_iter()
