@@ -726,27 +726,40 @@ fn print_workers(shape: Shape, design: Design, t: usize, figure: &Figure) {
     }
 }
 
-/// Two rows of `--paired` output for one figure: its pairs' N-thread /
-/// 1-thread ratios of operations per second, then of operations per CPU
-/// second (below 1 by what running `t` threads adds to each operation's
+/// `x` and `y` timed back to back, `x` first on even runs: the ratios
+/// x / y of operations per second and of operations per CPU second.
+fn back_to_back(run: usize, x: impl FnOnce() -> Figure, y: impl FnOnce() -> Figure) -> (f64, f64) {
+    let (x, y) = if run % 2 == 0 {
+        let x = x();
+        (x, y())
+    } else {
+        let y = y();
+        (x(), y)
+    };
+    (x.per_s / y.per_s, x.per_cpu_s / y.per_cpu_s)
+}
+
+/// Two rows of `--paired` output for one figure: its pairs' ratios of
+/// operations per second, then of operations per CPU second (for N-thread
+/// / 1-thread, below 1 by what running N threads adds to each operation's
 /// CPU time: sharing, waiting that spins, the machine's own limits; the
 /// host taking a core away does not show in it).
-fn print_pairs(
-    shape: &str,
-    t: usize,
-    name: &str,
-    pairs: &[(f64, f64)],
-    show: &dyn Fn(&[f64]) -> String,
-) {
+fn print_pairs(shape: &str, t: usize, what: &str, pairs: &[(f64, f64)]) {
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let wall: Vec<f64> = pairs.iter().map(|p| p.0).collect();
     let cpu: Vec<f64> = pairs.iter().map(|p| p.1).collect();
     println!(
-        "| {shape} | {t} | {name}: N-thread / 1-thread | {} | {} |",
+        "| {shape} | {t} | {what} | {} | {} |",
         show(&wall),
         ratio(median(wall.clone()))
     );
     println!(
-        "| {shape} | {t} | {name}: per CPU second, N-thread / 1-thread | {} | {} |",
+        "| {shape} | {t} | {what}, per CPU second | {} | {} |",
         show(&cpu),
         ratio(median(cpu.clone()))
     );
@@ -768,57 +781,22 @@ fn paired_scaling(
         work_bytes,
         background,
     } = *setup;
-    // One back-to-back pair: N-thread / 1-thread of `time`, of wall-clock
-    // figures and of CPU-time figures.
+    // One back-to-back pair: N-thread / 1-thread of `time`, the 1-thread
+    // figure first on even runs.
     let pair = |run: usize, t: usize, time: &dyn Fn(usize) -> Figure| {
-        let (one, many) = if run % 2 == 0 {
-            let one = time(1);
-            (one, time(t))
-        } else {
-            let many = time(t);
-            (time(1), many)
-        };
-        (many.per_s / one.per_s, many.per_cpu_s / one.per_cpu_s)
-    };
-    let show = |v: &[f64]| {
-        v.iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let (wall, cpu) = back_to_back(run, || time(1), || time(t));
+        (1.0 / wall, 1.0 / cpu)
     };
     println!("| shape | threads | what | each run's ratio (paired) | median |");
     println!("|---|---|---|---|---|");
     if designs.len() == 2 {
-        // 1 thread: accountant / mutex, back to back (of wall-clock and of
-        // CPU-time figures).
+        // 1 thread: accountant / mutex, back to back.
         for &shape in shapes {
+            let time = |d| measure(shape, d, 1, duration, work_bytes, background);
             let ratios: Vec<(f64, f64)> = (0..runs)
-                .map(|run| {
-                    let time = |d| measure(shape, d, 1, duration, work_bytes, background);
-                    let (a, m) = if run % 2 == 0 {
-                        let a = time(Design::Accountant);
-                        (a, time(Design::Mutex))
-                    } else {
-                        let m = time(Design::Mutex);
-                        (time(Design::Accountant), m)
-                    };
-                    (a.per_s / m.per_s, a.per_cpu_s / m.per_cpu_s)
-                })
+                .map(|run| back_to_back(run, || time(Design::Accountant), || time(Design::Mutex)))
                 .collect();
-            let wall: Vec<f64> = ratios.iter().map(|r| r.0).collect();
-            let cpu: Vec<f64> = ratios.iter().map(|r| r.1).collect();
-            println!(
-                "| {} | 1 | accountant / mutex | {} | {} |",
-                shape.name(),
-                show(&wall),
-                ratio(median(wall.clone()))
-            );
-            println!(
-                "| {} | 1 | accountant / mutex, per CPU second | {} | {} |",
-                shape.name(),
-                show(&cpu),
-                ratio(median(cpu.clone()))
-            );
+            print_pairs(shape.name(), 1, "accountant / mutex", &ratios);
         }
     }
     for &t in threads.iter().filter(|&&t| t > 1) {
@@ -848,12 +826,13 @@ fn paired_scaling(
                     Design::Accountant => "accountant",
                     Design::Mutex => "mutex",
                 };
-                print_pairs(shape.name(), t, name, &ratios[i], &show);
+                let what = format!("{name}: N-thread / 1-thread");
+                print_pairs(shape.name(), t, &what, &ratios[i]);
             }
             if !alone.is_empty() {
-                print_pairs(shape.name(), t, "head alone", &alone, &show);
+                print_pairs(shape.name(), t, "head alone: N-thread / 1-thread", &alone);
             }
         }
-        print_pairs("-", t, "parallel loop", &loop_ratios, &show);
+        print_pairs("-", t, "parallel loop: N-thread / 1-thread", &loop_ratios);
     }
 }

@@ -1111,6 +1111,36 @@ impl PendingIndex {
             .map_or(&[], |v| v.as_slice())
     }
 
+    /// The end of a pass: [`PendingIndex::complete`], unless many segments
+    /// are Active and fewer than [`DEFER_PASSES`] passes have ended with
+    /// drain starts waiting. A refresh visits every placed segment's shards
+    /// (a lock each), so with a write head far ahead of the stabilized lsn
+    /// (thousands of unsealed segments: a head per thread, one of them
+    /// behind) one per pass was up to 11% of the write path's time
+    /// (docs/performance.md, "Where the 2-thread figures go").
+    ///
+    /// A waiting segment is Draining with its drain list not filled yet:
+    /// `clean` suggests none of its pages (its Relocate bit is clear), every
+    /// `mark_replace` naming it clears the flag itself, and introspection
+    /// reports the spec's set by subtracting the replacements still
+    /// recorded (`Accountant::segment_not_yet_replaced`). Completing later
+    /// misses nothing (docs/protocols/replace.md, "Drain starts that wait"):
+    /// a record made before the move is in a segment still placed at the
+    /// later refresh, which finds it as it would have found it now, or in
+    /// one sealed in between, whose seal removed the page from this
+    /// segment altogether. Anything that reads the Draining flags as
+    /// exact (the space target) calls [`PendingIndex::complete`] first.
+    fn complete_or_defer(&mut self, shared: &Shared) {
+        if !self.starting.is_empty()
+            && self.deferred_passes < DEFER_PASSES
+            && shared.counts.snapshot().active > DEFER_ACTIVE
+        {
+            self.deferred_passes += 1;
+            return;
+        }
+        self.complete(shared);
+    }
+
     /// Completes the drain starts of this pass: one refresh, then for each
     /// segment still Draining at that incarnation, the flags of its pages
     /// replaced by writes not sealed yet cleared, and its drain list filled.
@@ -1148,38 +1178,6 @@ impl PendingIndex {
             }
             fill_drain_list(&shared.table, index as usize);
         }
-    }
-}
-
-impl PendingIndex {
-    /// The end of a pass: [`PendingIndex::complete`], unless many segments
-    /// are Active and fewer than [`DEFER_PASSES`] passes have ended with
-    /// drain starts waiting. A refresh visits every placed segment's shards
-    /// (a lock each), so with a write head far ahead of the stabilized lsn
-    /// (thousands of unsealed segments: a head per thread, one of them
-    /// behind) one per pass was up to 11% of the write path's time
-    /// (docs/performance.md, "Where the 2-thread figures go").
-    ///
-    /// A waiting segment is Draining with its drain list not filled yet:
-    /// `clean` suggests none of its pages (its Relocate bit is clear), every
-    /// `mark_replace` naming it clears the flag itself, and introspection
-    /// reports the spec's set by subtracting the replacements still
-    /// recorded (`Accountant::segment_not_yet_replaced`). Completing later
-    /// misses nothing (docs/protocols/replace.md, "Drain starts that wait"):
-    /// a record made before the move is in a segment still placed at the
-    /// later refresh, which finds it as it would have found it now, or in
-    /// one sealed in between, whose seal removed the page from this
-    /// segment altogether. Anything that reads the Draining flags as
-    /// exact (the space target) calls [`PendingIndex::complete`] first.
-    fn complete_or_defer(&mut self, shared: &Shared) {
-        if !self.starting.is_empty()
-            && self.deferred_passes < DEFER_PASSES
-            && shared.counts.snapshot().active > DEFER_ACTIVE
-        {
-            self.deferred_passes += 1;
-            return;
-        }
-        self.complete(shared);
     }
 }
 

@@ -1084,11 +1084,15 @@ impl Accountant {
     /// Picks a page to relocate, its segment's index and word.
     fn pick_relocation(&self, skip: Skip) -> Option<(PageId, usize, Word)> {
         let shared = &self.shared;
-        let draining = shared.counts.snapshot().draining;
         // No segment with pages to relocate: no scan of the table's words
         // (a Draining segment whose pages all left, waiting for the seal
-        // that empties it, made every `clean` scan the whole table).
-        if draining == 0 || shared.table.relocatable() == 0 {
+        // that empties it, made every `clean` scan the whole table), and
+        // no read of the state counters.
+        if shared.table.relocatable() == 0 {
+            return None;
+        }
+        let draining = shared.counts.snapshot().draining;
+        if draining == 0 {
             return None;
         }
         let tip = shared.sequencer.tip();
