@@ -13,13 +13,15 @@ pub(crate) enum Bug {
     /// A freed segment lands in the free list at once, skipping the epoch
     /// deferral (breaks property B).
     SkipEpochDeferral,
-    /// `next` claims a free segment with a load and a store instead of an
-    /// atomic read-modify-write (two threads can both win one segment).
+    /// `next` claims a free segment with a load and a store of its word
+    /// instead of a compare-and-swap (two threads can both win one
+    /// segment).
     ClaimWithStore,
     /// `pause_rewriting` returns without waiting for in-flight reusers.
     PauseWithoutWaiting,
-    /// The shrink lowers the tip over top segments after only *reading*
-    /// their free bits, without claiming them (breaks property E).
+    /// The shrink vacates top segments after only *reading* their words
+    /// Free, storing Vacant without claiming them by compare-and-swap
+    /// (a racing `next` activates a segment above the tip: property E).
     ShrinkWithoutClaim,
     /// `mark_replace` checks the segment word before taking its page's
     /// shard lock instead of under it: a seal that takes the shard's

@@ -1,7 +1,7 @@
 //! Nothing a caller, a callback or a panic does wedges the accountant
 //! (issue 14, spec property F). One test per defect the issue lists, each
 //! through the public API except the two that need a state the public API
-//! cannot reach quickly (2^21 reuses of one segment; a broken internal
+//! cannot reach quickly (2^20 reuses of one segment; a broken internal
 //! invariant), which are unit tests in `src/accountant/combiner.rs` and
 //! `src/core/freelist.rs`.
 //!

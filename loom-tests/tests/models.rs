@@ -875,42 +875,55 @@ fn model_23_queue_stand_in_is_not_stronger() {
     );
 }
 
-/// Model 24, the free tree: a claim racing a free under a stale summary
-/// bit. Segment 4 (chunk 1 under loom: four leaf words of two bits, two
-/// level-1 words, a root) was freed and claimed, so the bits above its
-/// leaf word are stale-set; then a free of its neighbour 5 (same leaf
-/// word) races a claim that may find that word empty and retire the bits
-/// above it. Whatever the interleaving, segment 5 is either claimed by the
-/// racing claim or found by the next one: a retirement never leaves a free
-/// segment under a clear summary bit, and the summary invariant holds.
+/// Model 24, the free tree: a claim racing the collection of a stale bit
+/// and a free. Segment 4 (chunk 1 under loom: four leaf words of two bits,
+/// two level-1 words, a root) was freed and claimed, so its own bit is
+/// stale-set (a claim writes only the segment's word) and so are the bits
+/// above its leaf word. The other thread collects 4 (clears its bit, as
+/// the combiner does) and then frees its neighbour 5 (same leaf word);
+/// the claim may pass over 4's stale bit, or find the word empty and
+/// retire the bits above it. Whatever the interleaving, segment 5 is
+/// either claimed by the racing claim or found by the next one (a
+/// retirement never leaves a free segment under a clear summary bit, and
+/// a stale bit never hides one), and the summary invariant holds.
 #[test]
 fn model_24_free_tree_claim_vs_free() {
     use segment_accountant::loom_free_tree::FreeTree;
-    explore("24 free tree: claim racing a free", 2, || {
-        let tree = loom::sync::Arc::new(FreeTree::new(12));
-        assert!(tree.free(4));
-        assert_eq!(tree.claim(12), Some(4));
-        let freer = {
-            let tree = tree.clone();
-            thread::spawn(move || assert!(tree.free(5)))
-        };
-        let claimed = tree.claim(12);
-        freer.join().unwrap();
-        assert!(claimed.is_none() || claimed == Some(5), "{claimed:?}");
-        tree.check().unwrap();
-        let next = tree.claim(12);
-        match claimed {
-            Some(_) => assert_eq!(next, None),
-            None => assert_eq!(next, Some(5), "a free segment is invisible to claims"),
-        }
-        tree.check().unwrap();
-    });
+    explore(
+        "24 free tree: claim racing a collection and a free",
+        2,
+        || {
+            let tree = loom::sync::Arc::new(FreeTree::new(12));
+            assert!(tree.free(4));
+            assert_eq!(tree.claim(12), Some(4));
+            let combiner = {
+                let tree = tree.clone();
+                thread::spawn(move || {
+                    assert!(tree.collect(4), "a claim cleared its own bit");
+                    assert!(tree.free(5));
+                })
+            };
+            let claimed = tree.claim(12);
+            combiner.join().unwrap();
+            assert!(claimed.is_none() || claimed == Some(5), "{claimed:?}");
+            tree.check().unwrap();
+            let next = tree.claim(12);
+            match claimed {
+                Some(_) => assert_eq!(next, None),
+                None => assert_eq!(next, Some(5), "a free segment is invisible to claims"),
+            }
+            assert!(tree.is_active(4) && tree.is_active(5));
+            tree.check().unwrap();
+        },
+    );
 }
 
 /// Model 25, the free tree: two claims racing each other, over a stale
-/// path (segment 4, claimed) and two free segments in different chunks
-/// (1 in chunk 0, 6 in chunk 1). Each claim gets one of them, never the
-/// same one, and neither comes back empty-handed; nothing is left free.
+/// bit (segment 4, claimed and not collected) and two free segments in
+/// different chunks (1 in chunk 0, 6 in chunk 1). Each claim gets one of
+/// them, never the same one (the claim is the segment word's
+/// compare-and-swap), and neither comes back empty-handed; nothing is
+/// left free, though all three bits stay set until collected.
 #[test]
 fn model_25_free_tree_claim_vs_claim() {
     use segment_accountant::loom_free_tree::FreeTree;
@@ -934,6 +947,10 @@ fn model_25_free_tree_claim_vs_claim() {
         assert_eq!(got, [1, 6], "one segment claimed twice");
         assert_eq!(tree.claim(12), None);
         tree.check().unwrap();
+        for index in [1, 4, 6] {
+            assert!(tree.is_active(index));
+            assert!(tree.collect(index), "segment {index}'s bit was not stale");
+        }
     });
 }
 

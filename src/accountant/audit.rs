@@ -24,7 +24,7 @@ pub struct SegmentInfo {
     /// Base lsn of the last activation (kept while Free; none if never
     /// used or truncated).
     pub lsn: Option<Lsn>,
-    /// Reuse counter (wraps at 2^21).
+    /// Reuse counter (wraps at 2^20).
     pub generation: u32,
     /// Pages with a fragment here that is not replaced by a stable write.
     pub live_pages: usize,
@@ -171,10 +171,16 @@ impl Accountant {
             if word.state == SegmentState::Vacant {
                 return fail(format!("{here} below the tip {tip} is vacant (leaked)"));
             }
-            if free_bit != (word.state == SegmentState::Free) {
+            // A reused segment keeps its free bit, stale, from its claim
+            // until the combiner collects its activation: Active only.
+            let stale_bit = free_bit && word.state == SegmentState::Active;
+            if free_bit != (word.state == SegmentState::Free) && !stale_bit {
                 return fail(format!(
                     "{here}: free bit {free_bit} disagrees with the state"
                 ));
+            }
+            if word.state == SegmentState::Free && !word.is_claimable() {
+                return fail(format!("{here} is claimed but was never activated"));
             }
             let relocate_bit = shared.table.bit(Bits::Relocate, index);
             relocate_bits += usize::from(relocate_bit);

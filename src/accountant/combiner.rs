@@ -590,8 +590,9 @@ impl Combiner {
 
 /// Takes the activations `next` registered (placements in the in-use
 /// lsn set not collected yet): registers each for its seal and counts
-/// it (reused or appended, and Active: `next` writes no counter), and
-/// raises the handed-out bound past it.
+/// it (reused or appended, and Active: `next` writes no counter), clears
+/// a reused segment's free bit (its claim left it set: see
+/// `SegmentTable::claim_free`), and raises the handed-out bound past it.
 fn collect_activations(shared: &Shared, state: &mut CombinerState) {
     let CombinerState {
         active,
@@ -603,6 +604,12 @@ fn collect_activations(shared: &Shared, state: &mut CombinerState) {
         if collected.insert(segno) {
             active.push(Reverse((segno, index as u32)));
             totals.activated(reused);
+            if reused {
+                // Before this segment's seal, which this combiner makes
+                // later: so before the landing that sets the bit again.
+                let was_set = shared.table.clear_claimed(index);
+                debug_assert!(was_set, "reused segment {index} had no free bit");
+            }
             shared.counts.activated();
             // Relaxed: a lower bound `stabilize` reads; a stale one
             // sends it to the in-use set (`Accountant::handed_out_now`).
@@ -1484,11 +1491,11 @@ mod tests {
     }
 
     /// Issue 14, defect 6: a deferred replacement named its old segment's
-    /// incarnation by the 21-bit generation only. With several heads, one
-    /// segment can be reused 2^21 times while the segment holding the
-    /// replacement stays Active; the replacement then landed on the wrong
-    /// incarnation and removed the page's newest fragment. (The 2^21 - 1
-    /// reuses in between are simulated by winding the generation back on
+    /// incarnation by the generation only (now 20 bits). With several
+    /// heads, one segment can be reused 2^20 times while the segment
+    /// holding the replacement stays Active; the replacement then landed on
+    /// the wrong incarnation and removed the page's newest fragment. (The
+    /// 2^20 - 1 reuses in between are simulated by winding the generation back on
     /// the Free segment: nothing else about those reuses matters here.)
     #[test]
     fn a_replacement_is_void_against_a_later_incarnation_of_the_same_generation() {
@@ -1511,10 +1518,11 @@ mod tests {
         let segment = acc.shared.table.segment(0);
         let word = segment.load();
         assert_eq!(word.state, SegmentState::Free);
-        // 2^21 - 1 reuses later, the next activation has the generation
+        // 2^20 - 1 reuses later, the next activation has the generation
         // the replacement recorded.
+        let generations = crate::core::segment::GENERATIONS;
         let wound = Word {
-            generation: (word.generation + (1 << 21) - 1) & ((1 << 21) - 1),
+            generation: (word.generation + generations - 1) & (generations - 1),
             ..word
         };
         segment.transition(word, wound).unwrap();

@@ -676,9 +676,7 @@ impl Accountant {
             shared.epochs.flush(&shared.table).1?;
             claimed = claim();
         }
-        if let Some(index) = claimed {
-            let word = shared.table.segment(index).load();
-            debug_assert_eq!(word.state, SegmentState::Free);
+        if let Some((index, word)) = claimed {
             self.activate(index, word, segno, stream, true);
             crate::trace::event!(
                 DEBUG,
@@ -689,15 +687,16 @@ impl Accountant {
                 "segment reused"
             );
         }
-        Ok(claimed)
+        Ok(claimed.map(|(index, _)| index))
     }
 
     /// Makes a claimed segment Active for `segno` and registers it with the
     /// combiner: the registration is the placement of `segno`'s entry in the
     /// in-use lsn set, which `next` reserved (`reused`: claimed below the
     /// tip, not appended). The combiner collects placements from the set
-    /// and counts them, Active and reused or appended, so `next` writes no
-    /// counter and no queue.
+    /// and counts them, Active and reused or appended, and clears a reused
+    /// segment's stale free bit, so `next` writes no counter, no queue and
+    /// no bit: outside the segment, only the set's shard.
     fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
         let segment = self.shared.table.segment(index);
         segment.reset();

@@ -245,10 +245,8 @@ fn sharing_audit() {
 
     // The issue's targets: 0 shared lines for mark_link, mark_replace and
     // clean outside the target segments' own; at most 1 for next on the
-    // reuse path. mark_link, mark_replace (both cases) and clean meet it;
-    // next is bounded at today's figure (docs/performance.md, "Sharing
-    // audit", says what each line is and what is left to do), so that a
-    // change that adds a shared write fails here.
+    // reuse path (docs/performance.md, "Sharing audit", says what each
+    // line is).
     assert_eq!(
         link.len(),
         0,
@@ -274,5 +272,12 @@ fn sharing_audit() {
         0,
         "clean writes only its segment's lines (its cursor is the thread's own): {clean:?}"
     );
-    assert!(next.len() <= 2, "next (reuse): {next:?}");
+    assert!(
+        next.len() <= 1,
+        "next on the reuse path writes at most one shared line: {next:?}"
+    );
+    assert!(
+        next.values().all(|what| what.starts_with("in-use lsn set")),
+        "next's one shared line is its reservation in the in-use lsn set: {next:?}"
+    );
 }

@@ -35,9 +35,11 @@
 //! CAS that expects one incarnation fails against any other (no ABA: the
 //! lsn alone is unique per incarnation). Deferred work names an
 //! incarnation by its segment number (`lsn / segment_size`), never by the
-//! 21-bit generation, which wraps: with several write heads one segment can
-//! be reused 2^21 times while a replacement recorded against it waits in a
-//! segment that stays Active.
+//! 20-bit generation, which wraps: with several write heads one segment can
+//! be reused 2^20 times while a replacement recorded against it waits in a
+//! segment that stays Active. The generation field's top bit marks a Free
+//! word *claimed* by one `next`, which owns the segment from then on (see
+//! [`Word::claimed`]).
 //!
 //! Invariants kept here:
 //! - `not_yet_replaced ⊆ present` (by construction: a flag on entries);
@@ -89,6 +91,13 @@ impl SegmentState {
 
 const STATE_BITS: u32 = 3;
 const GEN_BITS: u32 = 21;
+/// The generation field's top bit: set only on a Free word that a `next`
+/// claimed (see [`Word::claimed`]). The generation proper is the 20 bits
+/// below it.
+const CLAIMED: u32 = 1 << (GEN_BITS - 1);
+/// Generations wrap at this (tests wind them).
+#[cfg(test)]
+pub(crate) const GENERATIONS: u32 = CLAIMED;
 const LSN_SHIFT: u32 = STATE_BITS + GEN_BITS;
 /// Segment numbers (lsn / segment size) must stay below this.
 pub(crate) const MAX_SEGMENT_NUMBER: u64 = (1 << (64 - LSN_SHIFT)) - 2;
@@ -97,8 +106,8 @@ pub(crate) const MAX_SEGMENT_NUMBER: u64 = (1 << (64 - LSN_SHIFT)) - 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Word {
     pub(crate) state: SegmentState,
-    /// Wraps at 2^21; together with the (unique) lsn it names one
-    /// incarnation.
+    /// Wraps at 2^20; together with the (unique) lsn it names one
+    /// incarnation. Bit 20 is the claim mark of a Free word.
     pub(crate) generation: u32,
     /// Segment number (`lsn / segment_size`) of the last activation.
     pub(crate) segno: Option<u64>,
@@ -133,12 +142,34 @@ impl Word {
         Word { state, ..self }
     }
 
-    /// The next incarnation, Active at `segno`.
+    /// The next incarnation, Active at `segno` (from a claimed Free word,
+    /// or a Vacant one).
     pub(crate) fn activated(self, segno: u64) -> Word {
         Word {
             state: SegmentState::Active,
-            generation: (self.generation + 1) & ((1 << GEN_BITS) - 1),
+            generation: ((self.generation & !CLAIMED) + 1) & (CLAIMED - 1),
             segno: Some(segno),
+        }
+    }
+
+    /// Whether a `next` (or the shrink) may claim this word: Free and not
+    /// claimed already.
+    pub(crate) fn is_claimable(self) -> bool {
+        self.state == SegmentState::Free && self.generation & CLAIMED == 0
+    }
+
+    /// This Free word, claimed: the CAS to it is the claim token. Its
+    /// winner owns the segment's reset and activation; other claimers (and
+    /// the shrink) see it is not [claimable](Self::is_claimable) and pass
+    /// on. The state stays Free until the activation, so nothing else
+    /// about the segment changes meaning (it accepts no write), and the
+    /// winner resets the segment's counters and sets its stream before
+    /// anyone can see it Active.
+    pub(crate) fn claimed(self) -> Word {
+        debug_assert!(self.is_claimable());
+        Word {
+            generation: self.generation | CLAIMED,
+            ..self
         }
     }
 
@@ -336,6 +367,14 @@ impl Segment {
             .compare_exchange(from.pack(), to.pack(), Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
             .map_err(Word::unpack)
+    }
+
+    /// Stores `to` without comparing (seeded bugs only: a claim by load
+    /// and store, which two claimers can both win).
+    #[cfg(seeded_bugs)]
+    pub(crate) fn store_unchecked(&self, to: Word) {
+        // Release: the broken claim still publishes like a transition.
+        self.word.store(to.pack(), Ordering::Release);
     }
 
     /// Transition that must succeed: failure means a broken internal
@@ -542,7 +581,7 @@ mod tests {
             SegmentState::Draining,
         ];
         states.into_iter().flat_map(|state| {
-            [0, 1, (1 << GEN_BITS) - 1]
+            [0, 1, CLAIMED - 1, (1 << GEN_BITS) - 1]
                 .into_iter()
                 .flat_map(move |generation| {
                     [None, Some(0), Some(7), Some(MAX_SEGMENT_NUMBER)]
@@ -582,12 +621,32 @@ mod tests {
     fn generation_wraps() {
         let w = Word {
             state: SegmentState::Free,
-            generation: (1 << GEN_BITS) - 1,
+            generation: GENERATIONS - 1,
             segno: Some(3),
         };
-        let a = w.activated(9);
-        assert_eq!(a.generation, 0);
-        assert_eq!(a.segno, Some(9));
-        assert_eq!(a.state, SegmentState::Active);
+        assert!(w.is_claimable());
+        let claimed = w.claimed();
+        assert!(!claimed.is_claimable());
+        assert_eq!(claimed.state, SegmentState::Free);
+        for from in [w, claimed] {
+            let a = from.activated(9);
+            assert_eq!(a.generation, 0);
+            assert_eq!(a.segno, Some(9));
+            assert_eq!(a.state, SegmentState::Active);
+        }
+    }
+
+    /// Only an unclaimed Free word is claimable, and claiming changes the
+    /// packed word (so a CAS from the unclaimed one fails after it).
+    #[test]
+    fn only_an_unclaimed_free_word_is_claimable() {
+        for w in sample_words() {
+            let claimable = w.state == SegmentState::Free && w.generation & CLAIMED == 0;
+            assert_eq!(w.is_claimable(), claimable, "{w:?}");
+            if claimable {
+                assert_ne!(w.claimed().pack(), w.pack());
+                assert_eq!(Word::unpack(w.claimed().pack()), w.claimed());
+            }
+        }
     }
 }

@@ -9,8 +9,9 @@
 //! Invariants:
 //! - the tip (in segments) changes only with the lock held;
 //! - segments at or above the tip are Vacant and have no free bit: a
-//!   shrink claims each top segment's free bit (the same claim token `next`
-//!   uses) and makes it Vacant *before* lowering the tip (property E);
+//!   shrink claims each top segment (its word's Free -> Vacant CAS, the
+//!   claim token `next` uses too) and clears its bit *before* lowering the
+//!   tip (property E);
 //! - the tip grows back over a truncated range only after that truncation
 //!   has finished: growth first joins the outstanding truncation, and
 //!   reports its error.
@@ -61,20 +62,6 @@ pub(crate) struct Sequencer {
     /// How many times the file was shortened (a std atomic: a statistic
     /// the loom models need not explore).
     truncations: crate::core::sync::StatCounter,
-}
-
-/// Claims the free segment `index` for truncation: clearing its free bit
-/// is the claim token `next` competes for too.
-fn claim_top(table: &SegmentTable, index: usize) -> bool {
-    #[cfg(seeded_bugs)]
-    if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
-        let free = table.is_free(index);
-        if free {
-            table.unset_free(index);
-        }
-        return free;
-    }
-    table.unset_free(index)
 }
 
 impl Sequencer {
@@ -156,7 +143,10 @@ impl Sequencer {
         temporary: bool,
     ) -> Result<()> {
         let tip = self.tip();
-        if tip == 0 || !table.is_free(tip - 1) {
+        // A set bit over a word that is not claimable is a reuse the
+        // combiner has not collected yet: nothing to shrink, and no reason
+        // to take the lock.
+        if tip == 0 || !table.is_free(tip - 1) || !table.segment(tip - 1).load().is_claimable() {
             return Ok(());
         }
         let Some(mut state) = try_lock(&self.state) else {
@@ -172,18 +162,9 @@ impl Sequencer {
         // Relaxed: written only under the lock we hold.
         let old_tip = self.tip.load(Ordering::Relaxed);
         let mut new_tip = old_tip;
-        while new_tip > 0 && claim_top(table, new_tip - 1) {
-            let segment = table.segment(new_tip - 1);
-            let word = segment.load();
-            debug_assert_eq!(word.state, SegmentState::Free);
-            segment.must_transition(
-                word,
-                Word {
-                    state: SegmentState::Vacant,
-                    generation: word.generation,
-                    segno: None,
-                },
-            );
+        // Each top segment is claimed (Free -> Vacant, the token `next`
+        // competes for) before the tip is lowered over it.
+        while new_tip > 0 && table.vacate_free(new_tip - 1) {
             new_tip -= 1;
         }
         if new_tip == old_tip {

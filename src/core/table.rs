@@ -7,14 +7,23 @@
 //!
 //! Each chunk also carries atomic bitmaps over its segments:
 //! - `free`: the segment is Free and reusable (safe under properties B and
-//!   C). `next` claims the lowest set bit by clearing it, so low offsets
-//!   are reused first and the top of the file can empty out and shrink;
+//!   C), or was until a `next` claimed it and the combiner has not yet
+//!   collected that activation. `next` claims the lowest set bit whose
+//!   segment is still claimable, so low offsets are reused first and the
+//!   top of the file can empty out and shrink;
 //! - `drain`: the segment is in the to-clean set (Draining);
 //! - `relocate`: a Draining segment that may still have pages for `clean`
 //!   to suggest (set and cleared under the segment's drain-list lock).
 //!
-//! A bit is the claim token: whoever clears a set `free` bit owns the
-//! segment's Free → Active (or → Vacant) transition.
+//! The claim token is the segment's own word, not its bit: whoever moves
+//! it from Free to [claimed](crate::core::segment::Word::claimed) by CAS
+//! owns the segment's activation (the shrink's CAS from Free to Vacant
+//! competes for the same token). So a `next` that reuses writes no line
+//! another segment's claimer or freer writes: its free bit stays set,
+//! *stale*, until the combiner collects the activation and clears it (the
+//! shrink clears its own). A stale bit costs a later claimer one load of a
+//! word that is not claimable; the combiner clears it before the segment
+//! can be sealed, so before the landing that sets it again.
 //!
 //! ## The free bitmap is a tree
 //!
@@ -24,13 +33,14 @@
 //! word `w` on a summary level stands for word `w * FAN + b` of the level
 //! below, and the table's `free_chunks` word has a bit per chunk for the
 //! chunk's root word. A claim descends from `free_chunks`, taking the
-//! lowest set bit on every level, and clears the leaf bit it lands on.
+//! lowest set bit on every level, and claims the segment of the leaf bit
+//! it lands on (passing over stale ones).
 //!
 //! The invariant (`docs/protocols/free-list.md`): a summary bit may be
 //! *stale-set* (its word below is empty), but once the marks and claims in
 //! flight have returned it is never *clear* while its word below has a bit
 //! set. Marking a leaf sets bits upward only while the word it set a bit in
-//! was empty before; a claim clears only the leaf bit (cheap), and a later
+//! was empty before; a collection clears only the leaf bit (cheap), and a later
 //! descent that finds a word empty *retires* the summary bit above it:
 //! clears it, then reads the word again and marks the bit anew if the word
 //! filled meanwhile. Marks and retirements of one summary bit are
@@ -40,7 +50,7 @@
 //! re-read. Each stale bit is retired once, so a claim is O(1) amortized
 //! (O(depth) ≤ 8 words read, depth = log_FAN of the chunk).
 
-use crate::core::segment::Segment;
+use crate::core::segment::{Segment, Word};
 use crate::core::sync::{AtomicPtr, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering};
 
 /// Segments in the first chunk. Tiny under loom so that the models reach
@@ -140,8 +150,11 @@ pub(crate) enum Bits {
 
 /// What a descent into a subtree of the free tree found.
 enum Descent {
-    /// Claimed this segment (offset in the chunk).
-    Claimed(usize),
+    /// Claimed this segment (offset in the chunk); its claimed word.
+    Claimed(usize, Word),
+    /// Free bits were set below the limit, but every one was stale (its
+    /// segment claimed already).
+    Taken,
     /// Every free bit it saw lies at or above the limit.
     AtLimit,
     /// The subtree's word read empty (its bit above may be retired).
@@ -496,14 +509,23 @@ impl SegmentTable {
         true
     }
 
-    /// Claims the lowest free segment below `limit`: clears its free bit
-    /// and returns its index (the caller owns its Free → Active
-    /// transition). `None` if no free bit below `limit` was seen.
-    pub(crate) fn claim_free(&self, limit: usize) -> Option<usize> {
-        // Relaxed (every read of the tree): the reads only steer the
-        // descent; the claim is the leaf's acquire read-modify-write. A
-        // mark that happened before this call is seen by coherence.
+    /// Claims the lowest free segment below `limit`: moves its word from
+    /// Free to [claimed](Word::claimed) and returns its index and the
+    /// claimed word (the caller owns the segment's activation). `None` if
+    /// no claimable segment below `limit` was seen.
+    ///
+    /// The claim writes only the segment's own word: its free bit stays
+    /// set (*stale*) until the combiner collects the activation and clears
+    /// it ([`SegmentTable::clear_claimed`]). A claimer that meets a stale
+    /// bit reads a word that is not claimable and passes on to the next
+    /// bit.
+    pub(crate) fn claim_free(&self, limit: usize) -> Option<(usize, Word)> {
+        // Relaxed (every read of the tree above the leaves): the reads only
+        // steer the descent. A mark that happened before this call is seen
+        // by coherence.
         let mut chunks = self.free_chunks.load(Ordering::Relaxed);
+        // Chunks whose free bits were all stale.
+        let mut stale = 0u64;
         while chunks != 0 {
             let k = chunks.trailing_zeros() as usize;
             let base = chunk_base(k);
@@ -513,30 +535,65 @@ impl SegmentTable {
             let chunk = self.chunk(k).expect("a chunk marked free exists");
             let root = chunk.free.levels.len() - 1;
             match self.descend(k, chunk, root, 0, limit - base) {
-                Descent::Claimed(off) => return Some(base + off),
+                Descent::Claimed(off, word) => return Some((base + off, word)),
                 Descent::AtLimit => return None,
+                Descent::Taken => stale |= 1 << k,
                 Descent::Empty => {
                     let levels = chunk.free.levels.len();
                     self.retire(k, chunk, levels, 0, k);
                 }
             }
             // Read again: a chunk retired and marked anew (it filled while
-            // we retired it) is descended again, lowest first.
-            chunks = self.free_chunks.load(Ordering::Relaxed);
+            // we retired it) is descended again, lowest first; one whose
+            // bits were all stale is not.
+            chunks = self.free_chunks.load(Ordering::Relaxed) & !stale;
         }
         None
     }
 
+    /// Claims segment `index` if its word is claimable: the claim token
+    /// that `next` and the shrink compete for (see [`Word::claimed`]).
+    fn try_claim(&self, index: usize) -> Option<Word> {
+        let segment = self.segment(index);
+        // Acquire (in `load`): with the leaf's acquire load, a bit set by a
+        // landing shows its Free word here.
+        let word = segment.load();
+        if !word.is_claimable() {
+            return None;
+        }
+        let claimed = word.claimed();
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
+            segment.store_unchecked(claimed);
+            return Some(claimed);
+        }
+        // AcqRel (in `transition`): the winner sees what the landing
+        // published with the Free state; the CAS totally orders competing
+        // claimers and the shrink's claim.
+        segment.transition(word, claimed).ok().map(|()| claimed)
+    }
+
     /// Descends from word `w` of level `level` of chunk `k`, lowest bit
-    /// first, claiming the first free leaf bit below `limit` (an offset in
-    /// the chunk). Retires the summary bits whose word below reads empty.
+    /// first, claiming the first claimable segment below `limit` (an
+    /// offset in the chunk). Retires the summary bits whose word below
+    /// reads empty.
     fn descend(&self, k: usize, chunk: &Chunk, level: usize, w: usize, limit: usize) -> Descent {
         let word = chunk.free.levels[level].word(w);
         // The segments a bit on this level spans.
         let span = FAN.pow(level as u32);
         let backoff = Backoff::new();
-        // Relaxed: see `claim_free`.
-        let mut seen = word.load(Ordering::Relaxed);
+        // Acquire on the leaves: a bit set by a landing (its release
+        // read-modify-write) shows the segment's Free word to `try_claim`.
+        // Relaxed above them: see `claim_free`.
+        let order = if level == 0 {
+            Ordering::Acquire
+        } else {
+            Ordering::Relaxed
+        };
+        // Bits found stale (below them nothing is claimable): not
+        // descended again when the word is read again.
+        let mut stale = 0u64;
+        let mut seen = word.load(order);
         while seen != 0 {
             let bit = seen.trailing_zeros() as usize;
             let entry = w * FAN + bit;
@@ -544,27 +601,13 @@ impl SegmentTable {
                 return Descent::AtLimit;
             }
             if level == 0 {
-                let mask = 1u64 << bit;
-                #[cfg(seeded_bugs)]
-                if crate::seeded::active(crate::seeded::Bug::ClaimWithStore) {
-                    let before = word.load(Ordering::Acquire);
-                    if before & mask != 0 {
-                        word.store(before & !mask, Ordering::Release);
-                        return Descent::Claimed(entry);
-                    }
-                    seen = before & !mask;
-                    continue;
+                if let Some(claimed) = self.try_claim(chunk_base(k) + entry) {
+                    return Descent::Claimed(entry, claimed);
                 }
-                // AcqRel: the winner sees what the marker published (the
-                // segment's Free state); the read-modify-write totally
-                // orders competing claimers, and the shrink's claim.
-                let before = word.fetch_and(!mask, Ordering::AcqRel);
-                if before & mask != 0 {
-                    return Descent::Claimed(entry);
-                }
-                // Another claimer won it: try the next bit.
+                // Stale (claimed already): try the next bit.
                 backoff.spin();
-                seen = before & !mask;
+                stale |= 1 << bit;
+                seen &= !(1 << bit);
                 continue;
             }
             match self.descend(k, chunk, level - 1, entry, limit) {
@@ -572,23 +615,67 @@ impl SegmentTable {
                     self.retire(k, chunk, level, w, bit);
                     // Read again: a word retired and marked anew is
                     // descended again (lowest first).
-                    seen = word.load(Ordering::Relaxed);
+                    seen = word.load(Ordering::Relaxed) & !stale;
+                }
+                Descent::Taken => {
+                    stale |= 1 << bit;
+                    seen &= !(1 << bit);
                 }
                 found => return found,
             }
         }
-        Descent::Empty
+        if stale != 0 {
+            Descent::Taken
+        } else {
+            Descent::Empty
+        }
     }
 
-    /// Claims segment `index`'s free bit (the shrink's claim): true if it
-    /// was set. The summary bits above stay set until a descent retires
-    /// them.
-    pub(crate) fn unset_free(&self, index: usize) -> bool {
+    /// Clears the free bit of segment `index`, which a claim took (a
+    /// `next`'s, whose activation the combiner collected, or the
+    /// shrink's): true if it was set. The summary bits above stay set
+    /// until a descent retires them.
+    pub(crate) fn clear_claimed(&self, index: usize) -> bool {
         match self.free_leaf(index) {
-            // AcqRel: as the claim in `descend`.
-            Some((word, mask)) => word.fetch_and(!mask, Ordering::AcqRel) & mask != 0,
+            // Relaxed: the segment's word, not this bit, is the claim; the
+            // clear only spares later claimers a read of a claimed word.
+            // The bit's next mark (the segment's next landing) happens
+            // after this clear through the segment's later transitions, so
+            // coherence orders the two.
+            Some((word, mask)) => word.fetch_and(!mask, Ordering::Relaxed) & mask != 0,
             None => false,
         }
+    }
+
+    /// The shrink's claim of segment `index`: moves its word from Free to
+    /// Vacant if it is claimable (the token `next` competes for too, see
+    /// [`Word::claimed`]), then clears its free bit. Whether it did.
+    pub(crate) fn vacate_free(&self, index: usize) -> bool {
+        let Some(segment) = self.get(index) else {
+            return false;
+        };
+        let word = segment.load();
+        if !word.is_claimable() {
+            return false;
+        }
+        let vacant = Word {
+            state: crate::SegmentState::Vacant,
+            generation: word.generation,
+            segno: None,
+        };
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::ShrinkWithoutClaim) {
+            segment.store_unchecked(vacant);
+            self.clear_claimed(index);
+            return true;
+        }
+        // AcqRel (in `transition`): as the claim in `try_claim`.
+        if segment.transition(word, vacant).is_err() {
+            return false;
+        }
+        let was_set = self.clear_claimed(index);
+        debug_assert!(was_set, "a claimable segment {index} had no free bit");
+        true
     }
 
     /// Whether segment `index`'s free bit is set.
@@ -634,7 +721,10 @@ impl SegmentTable {
 /// under loom only): the code that ships, driven directly.
 #[cfg(loom)]
 pub mod loom_free_tree {
-    /// A segment table used only for its free bits.
+    use crate::SegmentState;
+
+    /// A segment table used only for its free bits and the segment words
+    /// they name.
     #[derive(Debug)]
     pub struct FreeTree(super::SegmentTable);
 
@@ -646,25 +736,65 @@ pub mod loom_free_tree {
             FreeTree(table)
         }
 
-        /// Marks a segment free (as a landing does); whether it was not.
+        /// Frees a segment as a landing does (its word to Free, then its
+        /// bit); whether its bit was clear.
         pub fn free(&self, index: usize) -> bool {
+            super::tests_support::make_free(&self.0, index);
             self.0.set_free(index)
         }
 
-        /// Claims the lowest free segment below `limit` (as `next` does).
+        /// Claims the lowest free segment below `limit` and activates it
+        /// (as `next` does); its bit stays set until [`FreeTree::collect`].
         pub fn claim(&self, limit: usize) -> Option<usize> {
-            self.0.claim_free(limit)
+            self.0.claim_free(limit).map(|(index, word)| {
+                self.0
+                    .segment(index)
+                    .must_transition(word, word.activated(index as u64));
+                index
+            })
         }
 
-        /// Claims one segment's bit (as the shrink does).
-        pub fn unset(&self, index: usize) -> bool {
-            self.0.unset_free(index)
+        /// Clears a claimed segment's stale bit (as the combiner does when
+        /// it collects the activation); whether it was set.
+        pub fn collect(&self, index: usize) -> bool {
+            self.0.clear_claimed(index)
+        }
+
+        /// The shrink's claim of one segment (Free -> Vacant, bit cleared).
+        pub fn vacate(&self, index: usize) -> bool {
+            self.0.vacate_free(index)
+        }
+
+        /// Whether a segment is Active (claimed and activated).
+        pub fn is_active(&self, index: usize) -> bool {
+            self.0.segment(index).load().state == SegmentState::Active
         }
 
         /// The summary invariant, at a quiescent point.
         pub fn check(&self) -> Result<(), String> {
             self.0.check_free_summary()
         }
+    }
+}
+
+/// What the free tree's tests (unit and loom) do to a segment's word
+/// around its bits.
+#[cfg(any(test, loom))]
+mod tests_support {
+    use crate::core::segment::Word;
+    use crate::SegmentState;
+
+    /// Moves segment `index`'s word to Free (unclaimed), from whatever it
+    /// was, as a landing would from Freeing.
+    pub(super) fn make_free(table: &super::SegmentTable, index: usize) {
+        let segment = table.segment(index);
+        let word = segment.load();
+        let free = Word {
+            state: SegmentState::Free,
+            generation: word.activated(0).generation,
+            segno: word.segno,
+        };
+        segment.must_transition(word, free);
     }
 }
 
@@ -715,33 +845,57 @@ mod tests {
         }
     }
 
+    /// Frees segment `i` as a landing does; whether its bit was clear.
+    fn free(t: &SegmentTable, i: usize) -> bool {
+        tests_support::make_free(t, i);
+        t.set_free(i)
+    }
+
+    /// Claims below `limit` and activates the segment, as `next` does;
+    /// `collect` clears its bit at once, as the combiner would later.
+    fn claim(t: &SegmentTable, limit: usize, collect: bool) -> Option<usize> {
+        t.claim_free(limit).map(|(i, word)| {
+            t.segment(i).must_transition(word, word.activated(i as u64));
+            if collect {
+                assert!(t.clear_claimed(i), "claimed segment {i} had no bit");
+            }
+            i
+        })
+    }
+
     #[test]
     fn bitmap_claims_lowest_first_across_chunks() {
         let t = SegmentTable::new();
         t.grow_to(FIRST_CHUNK * 4);
         let limit = t.capacity();
         for i in [3, FIRST_CHUNK + 5, 1, FIRST_CHUNK * 3 + 1] {
-            assert!(t.set_free(i));
+            assert!(free(&t, i));
             assert!(t.set_bit(Bits::Drain, i));
         }
-        assert!(!t.set_free(1));
+        assert!(!free(&t, 1));
         assert_eq!(t.next_set(Bits::Drain, 4, limit), Some(FIRST_CHUNK + 5));
         assert_eq!(t.next_set(Bits::Drain, FIRST_CHUNK * 3 + 2, limit), Some(1));
-        assert_eq!(t.claim_free(limit), Some(1));
-        assert_eq!(t.claim_free(limit), Some(3));
-        assert_eq!(t.claim_free(FIRST_CHUNK), None);
-        assert_eq!(t.claim_free(limit), Some(FIRST_CHUNK + 5));
-        assert!(t.unset_free(FIRST_CHUNK * 3 + 1));
+        // The first claim's bit stays set (stale) until collected: the
+        // second claim passes over it.
+        assert_eq!(claim(&t, limit, false), Some(1));
+        assert!(t.is_free(1));
+        assert_eq!(claim(&t, limit, true), Some(3));
+        assert!(t.clear_claimed(1));
+        assert_eq!(claim(&t, FIRST_CHUNK, true), None);
+        assert_eq!(claim(&t, limit, true), Some(FIRST_CHUNK + 5));
+        assert!(t.vacate_free(FIRST_CHUNK * 3 + 1));
         assert!(!t.is_free(FIRST_CHUNK * 3 + 1));
-        assert_eq!(t.claim_free(limit), None);
+        assert!(!t.vacate_free(FIRST_CHUNK * 3 + 1));
+        assert_eq!(claim(&t, limit, true), None);
         t.check_free_summary().unwrap();
     }
 
     /// Against a plain set of free segments: any sequence of frees,
-    /// lowest-first claims (with limits) and shrink claims, over a table of
-    /// several chunks (so several summary levels), claims exactly the
-    /// lowest free segment below the limit every time, and the summary
-    /// invariant holds after every step.
+    /// lowest-first claims (with limits, their bits cleared at once or
+    /// left stale for a while, as the combiner collects them), and shrink
+    /// claims, over a table of several chunks (so several summary levels),
+    /// claims exactly the lowest free segment below the limit every time,
+    /// and the summary invariant holds after every step.
     #[test]
     fn the_free_tree_claims_exactly_the_lowest_free_segment() {
         let t = SegmentTable::new();
@@ -750,6 +904,8 @@ mod tests {
         t.grow_to(FIRST_CHUNK * 255);
         let capacity = t.capacity();
         let mut model = std::collections::BTreeSet::new();
+        // Claimed, with their bits still set.
+        let mut stale = std::collections::BTreeSet::new();
         // A small xorshift: the test needs no crate for randomness.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut rand = |n: usize| {
@@ -759,15 +915,18 @@ mod tests {
             (x % n as u64) as usize
         };
         for step in 0..200_000 {
-            match rand(10) {
+            match rand(11) {
                 0..=4 => {
-                    // Frees cluster low and high, as in a store.
+                    // Frees cluster low and high, as in a store. A claimed
+                    // segment is collected before it can be freed again.
                     let i = if rand(2) == 0 {
                         rand(256)
                     } else {
                         rand(capacity)
                     };
-                    assert_eq!(t.set_free(i), model.insert(i), "step {step}: free {i}");
+                    if !stale.contains(&i) {
+                        assert_eq!(free(&t, i), model.insert(i), "step {step}: free {i}");
+                    }
                 }
                 5..=7 => {
                     let limit = if rand(4) == 0 {
@@ -776,22 +935,40 @@ mod tests {
                         capacity
                     };
                     let expected = model.range(..limit).next().copied();
+                    let collect = rand(2) == 0;
                     if let Some(i) = expected {
                         model.remove(&i);
+                        if !collect {
+                            stale.insert(i);
+                        }
                     }
                     assert_eq!(
-                        t.claim_free(limit),
+                        claim(&t, limit, collect),
                         expected,
                         "step {step}: claim below {limit}"
                     );
                 }
                 8 => {
                     let i = rand(capacity);
-                    assert_eq!(t.unset_free(i), model.remove(&i), "step {step}: shrink {i}");
+                    assert_eq!(
+                        t.vacate_free(i),
+                        model.remove(&i),
+                        "step {step}: shrink {i}"
+                    );
+                }
+                9 => {
+                    // The combiner collects the claims left stale.
+                    for i in std::mem::take(&mut stale) {
+                        assert!(t.clear_claimed(i), "step {step}: collect {i}");
+                    }
                 }
                 _ => {
                     let i = rand(capacity);
-                    assert_eq!(t.is_free(i), model.contains(&i), "step {step}: is_free {i}");
+                    assert_eq!(
+                        t.is_free(i),
+                        model.contains(&i) || stale.contains(&i),
+                        "step {step}: is_free {i}"
+                    );
                 }
             }
             if step % 1000 == 0 {
@@ -799,7 +976,7 @@ mod tests {
             }
         }
         t.check_free_summary().unwrap();
-        while let Some(i) = t.claim_free(capacity) {
+        while let Some(i) = claim(&t, capacity, true) {
             assert_eq!(Some(i), model.pop_first());
         }
         assert!(model.is_empty());
@@ -814,10 +991,10 @@ mod tests {
         t.grow_to(FIRST_CHUNK * 255);
         let top = t.capacity() - 1;
         for _ in 0..1000 {
-            assert!(t.set_free(top));
-            assert_eq!(t.claim_free(t.capacity()), Some(top));
-            assert!(t.set_free(0));
-            assert_eq!(t.claim_free(t.capacity()), Some(0));
+            assert!(free(&t, top));
+            assert_eq!(claim(&t, t.capacity(), true), Some(top));
+            assert!(free(&t, 0));
+            assert_eq!(claim(&t, t.capacity(), true), Some(0));
         }
         t.check_free_summary().unwrap();
     }

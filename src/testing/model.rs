@@ -36,7 +36,7 @@ pub struct ModelSegment {
     pub state: Option<SegmentState>,
     /// Base lsn of the last activation.
     pub lsn: Option<Lsn>,
-    /// Bumped on each activation (wraps at 2^21).
+    /// Bumped on each activation (wraps at 2^20).
     pub generation: u32,
     /// Live pages and the bytes of their fragments here.
     pub present: BTreeMap<PageId, u64>,
@@ -353,7 +353,7 @@ impl Model {
         let s = self.seg(index);
         s.state = Some(SegmentState::Active);
         s.lsn = Some(lsn);
-        s.generation = (s.generation + 1) & ((1 << 21) - 1);
+        s.generation = (s.generation + 1) & ((1 << 20) - 1);
         s.present.clear();
         s.not_yet_replaced.clear();
         s.removed = 0;
