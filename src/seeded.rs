@@ -19,6 +19,9 @@ pub(crate) enum Bug {
     ClaimWithStore,
     /// `pause_rewriting` returns without waiting for in-flight reusers.
     PauseWithoutWaiting,
+    /// A landing makes the segment's word Free before it sets its free
+    /// bit: a claimer can see a claimable word whose bit is clear.
+    FreeWordBeforeBit,
     /// The shrink vacates top segments after only *reading* their words
     /// Free, storing Vacant without claiming them by compare-and-swap
     /// (a racing `next` activates a segment above the tip: property E).
@@ -62,12 +65,13 @@ pub(crate) enum Bug {
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 14] = [
+    const ALL: [(Bug, &'static str); 15] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
         (Bug::PauseWithoutWaiting, "pause-without-waiting"),
         (Bug::ShrinkWithoutClaim, "shrink-without-claim"),
+        (Bug::FreeWordBeforeBit, "free-word-before-bit"),
         (Bug::ReplaceCheckOutsideLock, "replace-check-outside-lock"),
         (Bug::CheckOutsideLock, "check-outside-lock"),
         (Bug::PublishAfterRemove, "publish-after-remove"),

@@ -954,6 +954,33 @@ fn model_25_free_tree_claim_vs_claim() {
     });
 }
 
+/// Model 27, the landing's order: a segment lands (its free bit, then its
+/// word Freeing → Free) while another thread looks at it as a claimer
+/// would: its word, then its bit (the looker is the spawned thread: with
+/// the roles the other way round, loom found one interleaving only). Whenever the word is claimable, its bit
+/// is already set, so the claimer's claim (and the combiner's clear after
+/// it) meets a set bit; a landing that made the word Free first would let
+/// a claimer delayed since an older bit claim a segment with no bit, and
+/// the bit set after it would stay set on an Active segment.
+#[test]
+fn model_27_landing_sets_the_bit_before_the_word() {
+    use segment_accountant::loom_free_tree::FreeTree;
+    explore("27 a landing's bit before its word", 2, || {
+        let tree = loom::sync::Arc::new(FreeTree::new(4));
+        let looker = {
+            let tree = tree.clone();
+            thread::spawn(move || tree.claimable_with_bit(1))
+        };
+        assert!(tree.free(1));
+        let seen = looker.join().unwrap();
+        assert_ne!(seen, Some(false), "a claimable word without its free bit");
+        assert_eq!(tree.claimable_with_bit(1), Some(true));
+        assert_eq!(tree.claim(4), Some(1));
+        assert!(tree.collect(1));
+        tree.check().unwrap();
+    });
+}
+
 /// Model 26, `stabilize`'s check against the segments handed out: `next`
 /// writes no bound for it (the combiner raises one as it collects
 /// activations; a goal above it reads the in-use set, then the bound

@@ -52,8 +52,9 @@ use crate::core::table::SegmentTable;
 use crate::error::{contain, Callback, Result};
 
 /// Lands the incarnation `ticket` names unless another deferral of it
-/// already has: Freeing → Free, then publish it in the free bitmap. Never
-/// panics: a broken invariant is recorded in `poison`.
+/// already has: sets its free bit, then moves it Freeing → Free
+/// ([`SegmentTable::publish_free`] says why in that order). Never panics:
+/// a broken invariant is recorded in `poison`.
 pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: u64) {
     let segment = table.segment(index);
     if !segment.take_epoch_ticket(ticket) {
@@ -61,15 +62,13 @@ pub(crate) fn land(table: &SegmentTable, poison: &Poison, index: usize, ticket: 
         return;
     }
     let word = Segment::ticket_word(ticket);
-    match segment.transition(word, word.with_state(crate::SegmentState::Free)) {
-        Ok(()) => {
-            if !table.set_free(index) {
-                poison.record(format!("segment {index} landed twice"));
-            }
-        }
-        Err(actual) => poison.record(format!(
+    let actual = segment.load();
+    if actual != word {
+        poison.record(format!(
             "segment {index} waited on the epoch as {word:?} but was {actual:?} when it landed"
-        )),
+        ));
+    } else if let Err(broken) = table.publish_free(index, word) {
+        poison.record(broken);
     }
     // Release: `flush` and `audit` that see the count drop see the bit.
     // (The wait is over either way.)

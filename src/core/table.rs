@@ -152,8 +152,8 @@ pub(crate) enum Bits {
 enum Descent {
     /// Claimed this segment (offset in the chunk); its claimed word.
     Claimed(usize, Word),
-    /// Free bits were set below the limit, but every one was stale (its
-    /// segment claimed already).
+    /// Free bits were set below the limit, but no segment under them was
+    /// claimable (claimed already, or still landing).
     Taken,
     /// Every free bit it saw lies at or above the limit.
     AtLimit,
@@ -434,21 +434,57 @@ impl SegmentTable {
             .map(|c| (c.free.levels[0].word(off / FAN), 1u64 << (off % FAN)))
     }
 
-    /// Marks segment `index` free (it is Free, and reusable); returns
-    /// whether its bit was clear. Sets the summary bits above it while the
-    /// word it set a bit in was empty before.
+    /// Marks segment `index` free (its landing, just before it moves the
+    /// segment Freeing → Free); returns whether its bit was clear. Sets the
+    /// summary bits above it while the word it set a bit in was empty
+    /// before.
     pub(crate) fn set_free(&self, index: usize) -> bool {
         let (k, off) = locate(index);
         let chunk = self.chunk(k).expect("free bit beyond the table");
         let leaf = chunk.free.levels[0].word(off / FAN);
         let mask = 1u64 << (off % FAN);
-        // Release: publishes the segment's Free state to the claimer (its
-        // acquire read-modify-write of this word).
+        // Release: a retirement of the bit above that reads this word
+        // again after this mark sees it (as in `mark_above`). The Free
+        // state is published by the segment word's transition, which
+        // the claimer's compare-and-swap reads.
         let before = leaf.fetch_or(mask, Ordering::Release);
         if before == 0 {
             self.mark_above(k, chunk, 1, off / FAN);
         }
         before & mask == 0
+    }
+
+    /// A landing's publication of segment `index`, Freeing as `word`:
+    /// sets its free bit, then moves it Freeing → Free. `Err` names the
+    /// broken invariant (the bit already set, or the word moved).
+    ///
+    /// The bit goes first so that a claimable word always has its bit set
+    /// by its own landing (the bit's write happens before the transition
+    /// that a claimer's compare-and-swap reads): a claimer that read an
+    /// older bit and then finds the word Free claims a segment whose bit
+    /// is set, and the combiner's clear at collection clears it
+    /// (docs/protocols/free-list.md, "Why the landing sets the bit before
+    /// the word"). Until the transition, claimers that see the bit pass
+    /// over the Freeing word.
+    pub(crate) fn publish_free(&self, index: usize, word: Word) -> Result<(), String> {
+        let segment = self.segment(index);
+        let free = word.with_state(crate::SegmentState::Free);
+        #[cfg(seeded_bugs)]
+        if crate::seeded::active(crate::seeded::Bug::FreeWordBeforeBit) {
+            segment
+                .transition(word, free)
+                .map_err(|actual| format!("segment {index} moved to {actual:?} while it landed"))?;
+            return match self.set_free(index) {
+                true => Ok(()),
+                false => Err(format!("segment {index} landed twice")),
+            };
+        }
+        if !self.set_free(index) {
+            return Err(format!("segment {index} landed twice"));
+        }
+        segment.transition(word, free).map_err(|actual| {
+            format!("segment {index} moved from {word:?} to {actual:?} while it landed")
+        })
     }
 
     /// Sets bit `entry` of summary level `level` of chunk `k` (the bit for
@@ -520,9 +556,9 @@ impl SegmentTable {
     /// bit reads a word that is not claimable and passes on to the next
     /// bit.
     pub(crate) fn claim_free(&self, limit: usize) -> Option<(usize, Word)> {
-        // Relaxed (every read of the tree above the leaves): the reads only
-        // steer the descent. A mark that happened before this call is seen
-        // by coherence.
+        // Relaxed (every read of the tree): the reads only steer the
+        // descent; the claim is the segment word's compare-and-swap. A mark
+        // that happened before this call is seen by coherence.
         let mut chunks = self.free_chunks.load(Ordering::Relaxed);
         // Chunks whose free bits were all stale.
         let mut stale = 0u64;
@@ -555,8 +591,8 @@ impl SegmentTable {
     /// that `next` and the shrink compete for (see [`Word::claimed`]).
     fn try_claim(&self, index: usize) -> Option<Word> {
         let segment = self.segment(index);
-        // Acquire (in `load`): with the leaf's acquire load, a bit set by a
-        // landing shows its Free word here.
+        // Acquire (in `load`): a Free word read here shows what its landing
+        // did before the transition, its free bit included.
         let word = segment.load();
         if !word.is_claimable() {
             return None;
@@ -582,18 +618,12 @@ impl SegmentTable {
         // The segments a bit on this level spans.
         let span = FAN.pow(level as u32);
         let backoff = Backoff::new();
-        // Acquire on the leaves: a bit set by a landing (its release
-        // read-modify-write) shows the segment's Free word to `try_claim`.
-        // Relaxed above them: see `claim_free`.
-        let order = if level == 0 {
-            Ordering::Acquire
-        } else {
-            Ordering::Relaxed
-        };
+        // Relaxed: see `claim_free`; on the leaves too, since the claim
+        // reads the segment's word with Acquire.
         // Bits found stale (below them nothing is claimable): not
         // descended again when the word is read again.
         let mut stale = 0u64;
-        let mut seen = word.load(order);
+        let mut seen = word.load(Ordering::Relaxed);
         while seen != 0 {
             let bit = seen.trailing_zeros() as usize;
             let entry = w * FAN + bit;
@@ -604,7 +634,8 @@ impl SegmentTable {
                 if let Some(claimed) = self.try_claim(chunk_base(k) + entry) {
                     return Descent::Claimed(entry, claimed);
                 }
-                // Stale (claimed already): try the next bit.
+                // Not claimable (claimed already, or still landing): try
+                // the next bit.
                 backoff.spin();
                 stale |= 1 << bit;
                 seen &= !(1 << bit);
@@ -736,11 +767,10 @@ pub mod loom_free_tree {
             FreeTree(table)
         }
 
-        /// Frees a segment as a landing does (its word to Free, then its
-        /// bit); whether its bit was clear.
+        /// Frees a segment as a landing does (its bit, then its word to
+        /// Free); whether its bit was clear.
         pub fn free(&self, index: usize) -> bool {
-            super::tests_support::make_free(&self.0, index);
-            self.0.set_free(index)
+            super::tests_support::land(&self.0, index)
         }
 
         /// Claims the lowest free segment below `limit` and activates it
@@ -765,6 +795,16 @@ pub mod loom_free_tree {
             self.0.vacate_free(index)
         }
 
+        /// What a claimer would find for one segment: `None` if its word
+        /// is not claimable, else whether its free bit is set (read after
+        /// the word, as a claim's clear comes after its claim).
+        pub fn claimable_with_bit(&self, index: usize) -> Option<bool> {
+            if !self.0.segment(index).load().is_claimable() {
+                return None;
+            }
+            Some(self.0.is_free(index))
+        }
+
         /// Whether a segment is Active (claimed and activated).
         pub fn is_active(&self, index: usize) -> bool {
             self.0.segment(index).load().state == SegmentState::Active
@@ -784,17 +824,24 @@ mod tests_support {
     use crate::core::segment::Word;
     use crate::SegmentState;
 
-    /// Moves segment `index`'s word to Free (unclaimed), from whatever it
-    /// was, as a landing would from Freeing.
-    pub(super) fn make_free(table: &super::SegmentTable, index: usize) {
+    /// Frees segment `index` as a landing does, through
+    /// [`SegmentTable::publish_free`] (the code that ships), from whatever
+    /// state it is in (moved to Freeing first). A segment already Free and
+    /// unclaimed is left alone. Returns whether it was not free.
+    pub(super) fn land(table: &super::SegmentTable, index: usize) -> bool {
         let segment = table.segment(index);
         let word = segment.load();
-        let free = Word {
-            state: SegmentState::Free,
+        if word.is_claimable() {
+            return false;
+        }
+        let freeing = Word {
+            state: SegmentState::Freeing,
             generation: word.activated(0).generation,
             segno: word.segno,
         };
-        segment.must_transition(word, free);
+        segment.must_transition(word, freeing);
+        table.publish_free(index, freeing).unwrap();
+        true
     }
 }
 
@@ -847,8 +894,7 @@ mod tests {
 
     /// Frees segment `i` as a landing does; whether its bit was clear.
     fn free(t: &SegmentTable, i: usize) -> bool {
-        tests_support::make_free(t, i);
-        t.set_free(i)
+        tests_support::land(t, i)
     }
 
     /// Claims below `limit` and activates the segment, as `next` does;
