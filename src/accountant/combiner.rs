@@ -1069,8 +1069,24 @@ pub(crate) struct PendingIndex {
 /// With more Active (unsealed) segments than this, the drain starts of a
 /// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
 pub(crate) const DEFER_ACTIVE: usize = 256;
-/// ... for at most this many passes.
+/// ... for at most this many passes, or, with more Active segments than
+/// `DEFER_PASSES` × [`REFRESH_SEGMENTS_PER_PASS`], one pass per
+/// `REFRESH_SEGMENTS_PER_PASS` of them.
 pub(crate) const DEFER_PASSES: u32 = 8;
+/// A refresh visits every placed segment: spread over the passes that may
+/// wait for it, its cost stays near this many segments per pass however
+/// far a head runs ahead of the stabilized lsn.
+pub(crate) const REFRESH_SEGMENTS_PER_PASS: usize = 64;
+
+/// How many passes a drain start may wait for its refresh with `active`
+/// Active segments (0: it may not).
+pub(crate) fn passes_a_start_may_wait(active: usize) -> u32 {
+    if active <= DEFER_ACTIVE {
+        return 0;
+    }
+    let spread = u32::try_from(active / REFRESH_SEGMENTS_PER_PASS).unwrap_or(u32::MAX);
+    DEFER_PASSES.max(spread)
+}
 
 impl PendingIndex {
     /// The segment with segment number `segno` was sealed: its records are
@@ -1119,12 +1135,15 @@ impl PendingIndex {
     }
 
     /// The end of a pass: [`PendingIndex::complete`], unless many segments
-    /// are Active and fewer than [`DEFER_PASSES`] passes have ended with
-    /// drain starts waiting. A refresh visits every placed segment's shards
-    /// (a lock each), so with a write head far ahead of the stabilized lsn
-    /// (thousands of unsealed segments: a head per thread, one of them
-    /// behind) one per pass was up to 11% of the write path's time
-    /// (docs/performance.md, "Where the 2-thread figures go").
+    /// are Active and fewer than [`passes_a_start_may_wait`] passes have
+    /// ended with drain starts waiting. A refresh visits every placed
+    /// segment's shards (a lock each), so with a write head far ahead of
+    /// the stabilized lsn (thousands of unsealed segments: a head per
+    /// thread, one of them behind) one per pass was up to 11% of the write
+    /// path's time, and one per 8 passes still 4% with 18,000 Active
+    /// segments (docs/performance.md, "Where the 2-thread figures go"); the
+    /// wait grows with the backlog so that the refresh's cost per pass does
+    /// not.
     ///
     /// A waiting segment is Draining with its drain list not filled yet:
     /// `clean` suggests none of its pages (its Relocate bit is clear), every
@@ -1139,8 +1158,7 @@ impl PendingIndex {
     /// exact (the space target) calls [`PendingIndex::complete`] first.
     fn complete_or_defer(&mut self, shared: &Shared) {
         if !self.starting.is_empty()
-            && self.deferred_passes < DEFER_PASSES
-            && shared.counts.snapshot().active > DEFER_ACTIVE
+            && self.deferred_passes < passes_a_start_may_wait(shared.counts.snapshot().active)
         {
             self.deferred_passes += 1;
             return;
@@ -1420,14 +1438,12 @@ mod tests {
     const SS: u64 = 4096;
     const L: Lsn = SS as Lsn;
 
-    /// With more Active segments than `DEFER_ACTIVE`, a drain start waits
-    /// up to `DEFER_PASSES` passes for its refresh. Meanwhile `clean`
-    /// suggests none of its pages, introspection reports the spec's set
-    /// (less the replacement still recorded in an unsealed segment) and
-    /// the audit holds; then the list is filled without that page.
-    #[test]
-    fn a_drain_start_waits_for_a_refresh_behind_a_far_head() {
-        use crate::Skip;
+    /// Segment 0 with 20 pages, 18 of them replaced from segment 1 and page
+    /// 18 from the first segment of a head far ahead, which has
+    /// `far_segments` unsealed segments; then a `stabilize` that seals
+    /// segments 0 and 1 and so starts segment 0's drain. Page 19 is the
+    /// one left to relocate.
+    fn drain_start_behind_a_far_head(far_segments: usize) -> Accountant {
         let config = Config::builder()
             .segment_size(SS)
             .allow_small_segments(true)
@@ -1454,9 +1470,9 @@ mod tests {
         }
         // A head far ahead, with its backlog of unsealed segments; its
         // first segment replaces page 18 out of segment 0.
-        let far = 1000 * L;
+        let far = 10_000 * L;
         let mut far_lid = 0;
-        for k in 0..=super::DEFER_ACTIVE as Lsn {
+        for k in 0..far_segments as Lsn {
             let lid = acc.next(far + k * L).unwrap();
             if k == 0 {
                 far_lid = lid;
@@ -1465,16 +1481,16 @@ mod tests {
         acc.mark_replace(18, far, &[inline(a + 18 * 150)], inline(far_lid), 150)
             .unwrap();
         acc.stabilize(2 * L).unwrap();
-        let info = acc.segment_info(0).unwrap();
-        assert_eq!(info.state, SegmentState::Draining, "{info:?}");
-        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), None, "waiting");
-        assert_eq!(acc.segment_not_yet_replaced(0), vec![19]);
-        assert_eq!(info.not_yet_replaced, 1);
-        acc.audit().unwrap();
-        // Passes go by (each seals one segment); the start completes at
-        // the last one that may wait, or before.
+        acc
+    }
+
+    /// Runs passes `from..to` (each seals one segment), checking that the
+    /// waiting start's segment keeps the spec's set; returns the first pass
+    /// after which `clean` suggested page 19 (the drain list filled).
+    fn passes_until_filled(acc: &Accountant, from: Lsn, to: Lsn) -> Option<Lsn> {
+        use crate::Skip;
         let mut filled_after = None;
-        for i in 2..2 + super::DEFER_PASSES as Lsn {
+        for i in from..to {
             acc.next(i * L).unwrap();
             acc.stabilize((i + 1) * L).unwrap();
             acc.audit().unwrap();
@@ -1484,10 +1500,49 @@ mod tests {
                 filled_after.get_or_insert(i);
             }
         }
+        filled_after
+    }
+
+    /// With more Active segments than `DEFER_ACTIVE`, a drain start waits
+    /// up to `DEFER_PASSES` passes for its refresh. Meanwhile `clean`
+    /// suggests none of its pages, introspection reports the spec's set
+    /// (less the replacement still recorded in an unsealed segment) and
+    /// the audit holds; then the list is filled without that page.
+    #[test]
+    fn a_drain_start_waits_for_a_refresh_behind_a_far_head() {
+        use crate::Skip;
+        let acc = drain_start_behind_a_far_head(super::DEFER_ACTIVE + 1);
+        let info = acc.segment_info(0).unwrap();
+        assert_eq!(info.state, SegmentState::Draining, "{info:?}");
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), None, "waiting");
+        assert_eq!(acc.segment_not_yet_replaced(0), vec![19]);
+        assert_eq!(info.not_yet_replaced, 1);
+        acc.audit().unwrap();
+        // The start completes at the last pass that may wait, or before.
+        let filled_after = passes_until_filled(&acc, 2, 2 + super::DEFER_PASSES as Lsn);
         assert!(filled_after.is_some(), "the drain start completed");
         for _ in 0..5 {
             assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), Some(19));
         }
+    }
+
+    /// Behind a larger backlog the start waits longer: one pass per
+    /// `REFRESH_SEGMENTS_PER_PASS` Active segments (here 16), so a refresh
+    /// costs about that many segments per pass; it still completes.
+    #[test]
+    fn a_drain_start_waits_longer_behind_a_larger_backlog() {
+        use crate::Skip;
+        let far = 16 * super::REFRESH_SEGMENTS_PER_PASS;
+        assert_eq!(super::passes_a_start_may_wait(far + 3), 16);
+        let acc = drain_start_behind_a_far_head(far);
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), None, "waiting");
+        // Past the 8 passes a smaller backlog would allow, still waiting.
+        let early = 2 + super::DEFER_PASSES as Lsn + 2;
+        assert_eq!(passes_until_filled(&acc, 2, early), None, "waited longer");
+        let filled_after = passes_until_filled(&acc, early, 2 + 16);
+        assert!(filled_after.is_some(), "the drain start completed");
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), Some(19));
+        acc.audit().unwrap();
     }
 
     /// Issue 14, defect 6: a deferred replacement named its old segment's
