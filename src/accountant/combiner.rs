@@ -52,7 +52,7 @@
 //! stays in lsn order wherever it matters.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 
 use crate::accountant::metrics::{DrainReason, Metrics, Totals};
 use crate::accountant::Shared;
@@ -176,11 +176,9 @@ struct SealedWork {
 #[derive(Debug)]
 pub(crate) struct CombinerState {
     /// Registered Active segments, by segment number: `(segno, index)`.
+    /// Their placements in the in-use lsn set are marked collected there
+    /// (`LsnSet::collect_new`) until their segment leaves the set.
     active: BinaryHeap<Reverse<(u64, u32)>>,
-    /// The segment numbers of `active` and of the segments being sealed:
-    /// the placements in the in-use lsn set already collected (they leave
-    /// it when their segment leaves the set).
-    collected: HashSet<u64, rustc_hash::FxBuildHasher>,
     /// Segments waiting for the stabilized segment lsn to rise above
     /// `lsn` before their epoch deferral starts: `(index, lsn)`.
     pub(crate) waiting_stable: Vec<(u32, Lsn)>,
@@ -327,7 +325,6 @@ impl Combiner {
         Combiner {
             word: CachePadded::new(AtomicU64::new(done << GOAL_SHIFT)),
             state: CachePadded::new(UnsafeCell::new(CombinerState {
-                collected: active.iter().map(|&(segno, _)| segno).collect(),
                 active: active.into_iter().map(Reverse).collect(),
                 waiting_stable,
                 done,
@@ -594,27 +591,20 @@ impl Combiner {
 /// a reused segment's free bit (its claim left it set: see
 /// `SegmentTable::claim_free`), and raises the handed-out bound past it.
 fn collect_activations(shared: &Shared, state: &mut CombinerState) {
-    let CombinerState {
-        active,
-        collected,
-        totals,
-        ..
-    } = state;
-    shared.active_lsns.for_each_placed(|segno, index, reused| {
-        if collected.insert(segno) {
-            active.push(Reverse((segno, index as u32)));
-            totals.activated(reused);
-            if reused {
-                // Before this segment's seal, which this combiner makes
-                // later: so before the landing that sets the bit again.
-                let was_set = shared.table.clear_claimed(index);
-                debug_assert!(was_set, "reused segment {index} had no free bit");
-            }
-            shared.counts.activated();
-            // Relaxed: a lower bound `stabilize` reads; a stale one
-            // sends it to the in-use set (`Accountant::handed_out_now`).
-            shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
+    let CombinerState { active, totals, .. } = state;
+    shared.active_lsns.collect_new(|segno, index, reused| {
+        active.push(Reverse((segno, index as u32)));
+        totals.activated(reused);
+        if reused {
+            // Before this segment's seal, which this combiner makes
+            // later: so before the landing that sets the bit again.
+            let was_set = shared.table.clear_claimed(index);
+            debug_assert!(was_set, "reused segment {index} had no free bit");
         }
+        shared.counts.activated();
+        // Relaxed: a lower bound `stabilize` reads; a stale one
+        // sends it to the in-use set (`Accountant::handed_out_now`).
+        shared.handed_out.fetch_max(segno + 1, Ordering::Relaxed);
     });
 }
 
@@ -685,7 +675,6 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     if crate::seeded::active(crate::seeded::Bug::PublishAfterRemove) {
         for &(segno, _) in &closing {
             shared.active_lsns.remove(segno);
-            state.collected.remove(&segno);
         }
     }
     // Relaxed load: only the combiner writes it. Release store: `next`'s
@@ -695,7 +684,6 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     for &(segno, _) in &closing {
         shared.active_lsns.remove(segno);
-        state.collected.remove(&segno);
         // Again: a drain start after this segment's finish may have made
         // an (empty) entry for it.
         state.pending.sealed(segno);

@@ -269,6 +269,8 @@ impl crate::Accountant {
             acc.shared
                 .active_lsns
                 .set_placed(segno, index as usize, false);
+            // Registered with the combiner already (`Combiner::recovered`).
+            acc.shared.active_lsns.set_collected(segno);
         }
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
         phase.end(segments.len() as u64);

@@ -33,9 +33,14 @@ const NYR: u64 = 1 << 63;
 /// appended); the low bits are the slot + 1.
 const REUSED: u64 = 1 << 63;
 
+/// The flag in an [`LsnSet`] value for a placement the combiner has
+/// collected ([`LsnSet::collect_new`]).
+const COLLECTED: u64 = 1 << 62;
+
 /// A placed value's `(slot, reused)`; `None` for a reservation not placed
 /// yet (value 0).
 fn placement(v: u64) -> Option<(usize, bool)> {
+    let v = v & !COLLECTED;
     (v != 0).then(|| (((v & !REUSED) - 1) as usize, v & REUSED != 0))
 }
 
@@ -116,6 +121,26 @@ mod dash {
                 f(acc, *key, *v.get())
             })
         })
+    }
+
+    /// Runs `f` on every `(key, value)` of `map`, one shard write-locked
+    /// at a time, over the raw shards as [`fold`] does.
+    pub(super) fn for_each_mut(
+        map: &dashmap::DashMap<u64, u64, Hasher>,
+        mut f: impl FnMut(u64, &mut u64),
+    ) {
+        for shard in map.shards() {
+            let table = shard.write();
+            // Safety: the buckets are the table's, write-locked by `table`
+            // for as long as they are used here, and nothing else holds a
+            // reference into them.
+            for bucket in unsafe { table.iter() } {
+                // Safety: as above; a raw iterator yields full buckets only,
+                // each once.
+                let (key, v) = unsafe { bucket.as_mut() };
+                f(*key, v.get_mut());
+            }
+        }
     }
 
     /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
@@ -503,7 +528,7 @@ impl LsnSet {
     /// every reader of placements takes too: a reader that does not see the
     /// placement passed that lock before this call took it. A placement is
     /// the segment's registration with the combiner (see
-    /// [`LsnSet::for_each_placed`]).
+    /// [`LsnSet::collect_new`]).
     pub(crate) fn set_placed(&self, key: u64, index: usize, reused: bool) {
         self.audit(Some(key));
         let value = (index as u64 + 1) | if reused { REUSED } else { 0 };
@@ -553,14 +578,41 @@ impl LsnSet {
         folded
     }
 
-    /// Runs `f(key, slot, reused)` for every placed key (see
-    /// [`LsnSet::fold`]).
-    pub(crate) fn for_each_placed(&self, mut f: impl FnMut(u64, usize, bool)) {
-        self.fold((), |(), k, v| {
-            if let Some((slot, reused)) = placement(v) {
+    /// The combiner's collection: runs `f(key, slot, reused)` for every
+    /// placed key it has not collected yet, and marks it collected, one
+    /// shard write-locked at a time (the walk [`LsnSet::fold`] makes, with
+    /// the lock every placement takes: a placement made before the call
+    /// took its shard's lock is collected). The mark lives in the value,
+    /// so telling new placements from old costs no lookup elsewhere.
+    pub(crate) fn collect_new(&self, mut f: impl FnMut(u64, usize, bool)) {
+        self.audit(None);
+        let mut visit = |k: u64, v: &mut u64| {
+            if *v & COLLECTED != 0 {
+                return;
+            }
+            if let Some((slot, reused)) = placement(*v) {
+                *v |= COLLECTED;
                 f(k, slot, reused);
             }
-        });
+        };
+        #[cfg(not(loom))]
+        dash::for_each_mut(&self.inner, &mut visit);
+        #[cfg(loom)]
+        self.inner.for_each_mut(&mut visit);
+    }
+
+    /// Marks `key`'s placement collected (recovery: the combiner starts
+    /// with the recovered Active segments registered).
+    pub(crate) fn set_collected(&self, key: u64) {
+        self.audit(Some(key));
+        #[cfg(not(loom))]
+        if let Some(mut v) = self.inner.get_mut(&key) {
+            *v |= COLLECTED;
+        }
+        #[cfg(loom)]
+        if let Some(v) = self.inner.write(key).get_mut(&key) {
+            *v |= COLLECTED;
+        }
     }
 
     /// `f(key, value)` of every entry where it is `Some`, in no particular
@@ -674,6 +726,15 @@ mod stand_in {
             }
             out
         }
+
+        /// `f` on every entry, one shard write-locked at a time.
+        pub(crate) fn for_each_mut(&self, mut f: impl FnMut(u64, &mut u64)) {
+            for s in &self.shards {
+                for (k, v) in write(s).iter_mut() {
+                    f(*k, v);
+                }
+            }
+        }
     }
 }
 
@@ -748,10 +809,28 @@ mod tests {
         placed.sort_unstable();
         assert_eq!(placed, vec![(3, 7), (5, 0)]);
         let mut flagged = Vec::new();
-        set.for_each_placed(|k, slot, reused| flagged.push((k, slot, reused)));
+        set.collect_new(|k, slot, reused| flagged.push((k, slot, reused)));
         flagged.sort_unstable();
         assert_eq!(flagged, vec![(3, 7, true), (5, 0, false)]);
-        assert_eq!(set.placed_end(), 6);
+        // Collected once: a second collection finds only what is new, and
+        // the mark changes nothing the other readers see.
+        assert!(set.insert_new(9));
+        set.set_placed(9, 2, false);
+        let mut again = Vec::new();
+        set.collect_new(|k, slot, reused| again.push((k, slot, reused)));
+        assert_eq!(again, vec![(9, 2, false)]);
+        set.collect_new(|k, _, _| panic!("{k} collected twice"));
+        let mut placed = set.placed();
+        placed.sort_unstable();
+        assert_eq!(placed, vec![(3, 7), (5, 0), (9, 2)]);
+        assert!(!set.is_unplaced(9));
+        assert!(set.remove(9));
+        // Recovery marks a placement collected without collecting it.
+        assert!(set.insert_new(11));
+        set.set_placed(11, 4, false);
+        set.set_collected(11);
+        set.collect_new(|k, _, _| panic!("{k} was recovered as collected"));
+        assert_eq!(set.placed_end(), 12);
     }
 
     /// A reservation dropped before its key was placed (an error or an
