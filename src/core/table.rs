@@ -589,7 +589,10 @@ impl SegmentTable {
 
     /// Claims segment `index` if its word is claimable: the claim token
     /// that `next` and the shrink compete for (see [`Word::claimed`]).
-    fn try_claim(&self, index: usize) -> Option<Word> {
+    /// Backs off only when it lost the compare-and-swap to another claimer
+    /// (contention); a word that is simply not claimable (a stale bit) is
+    /// passed over at once.
+    fn try_claim(&self, index: usize, backoff: &Backoff) -> Option<Word> {
         let segment = self.segment(index);
         // Acquire (in `load`): a Free word read here shows what its landing
         // did before the transition, its free bit included.
@@ -606,7 +609,13 @@ impl SegmentTable {
         // AcqRel (in `transition`): the winner sees what the landing
         // published with the Free state; the CAS totally orders competing
         // claimers and the shrink's claim.
-        segment.transition(word, claimed).ok().map(|()| claimed)
+        match segment.transition(word, claimed) {
+            Ok(()) => Some(claimed),
+            Err(_) => {
+                backoff.spin();
+                None
+            }
+        }
     }
 
     /// Descends from word `w` of level `level` of chunk `k`, lowest bit
@@ -631,12 +640,11 @@ impl SegmentTable {
                 return Descent::AtLimit;
             }
             if level == 0 {
-                if let Some(claimed) = self.try_claim(chunk_base(k) + entry) {
+                if let Some(claimed) = self.try_claim(chunk_base(k) + entry, &backoff) {
                     return Descent::Claimed(entry, claimed);
                 }
                 // Not claimable (claimed already, or still landing): try
                 // the next bit.
-                backoff.spin();
                 stale |= 1 << bit;
                 seen &= !(1 << bit);
                 continue;
