@@ -15,7 +15,7 @@
 //! | name | level | fields | when |
 //! |---|---|---|---|
 //! | `seal` | DEBUG | `lid`, `lsn`, `live_bytes`, `written_bytes`, `pages` | a `stabilize` made a segment Inactive |
-//! | `drain` | DEBUG | `lid`, `lsn`, `reason` (`Policy`, `SpaceTarget`, `TipShrink`), `live_bytes` | a segment started Draining |
+//! | `drain` | DEBUG | `lid`, `lsn`, `reason` (`Policy`, `SpaceTarget`, `TipShrink`, `Idle`), `live_bytes` | a segment started Draining |
 //! | `free` | DEBUG | `lid`, `lsn`, `waits_for_stable` | an emptied segment was freed (it reaches the free list after the epoch, and the stable lsn) |
 //! | `reuse` | DEBUG | `lid`, `lsn`, `stream` | `next` reused a free segment |
 //! | `append` | DEBUG | `lid`, `lsn`, `stream`, `file_bytes` | `next` extended the file |

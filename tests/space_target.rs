@@ -226,3 +226,107 @@ fn the_file_comes_back_under_the_target_when_live_data_shrinks() {
         );
     }
 }
+
+/// The file up to its highest live segment: what it is once the free
+/// segments above are truncated (on a thread of the accountant's own).
+fn extent(acc: &Accountant) -> usize {
+    use segment_accountant::SegmentState::{Free, Freeing, Vacant};
+    let tip = acc.stats().tip_segments;
+    (0..tip)
+        .rev()
+        .find(|&i| {
+            let state = acc.segment_info(i).expect("below the tip").state;
+            !matches!(state, Free | Freeing | Vacant)
+        })
+        .map_or(0, |top| top + 1)
+}
+
+/// An idle store over its target: the projection the target drives counts
+/// live segments only, so free holes below the top that writes would
+/// have filled stay once the writes stop. Here the deletions leave 10
+/// holes among 19 sealed segments (34% free, below the tip-shrinking
+/// heuristic's 40%), the file over 1.2 × its live data and the projection
+/// under it. Rolls without writes (idle passes) then drain the top until
+/// the file up to its highest live segment is within the target, and the
+/// file is truncated to it; while the store writes, they never drain.
+#[test]
+fn an_idle_store_brings_its_file_down_to_the_target() {
+    const TARGET: f64 = 1.2;
+    let per_segment = SS / PAGE;
+    for name in NAMES {
+        let pages = 28 * per_segment;
+        let mut w = Writer::new(name, TARGET, pages);
+        w.checking = false;
+        for pid in 0..pages {
+            w.user_write(pid, PAGE);
+        }
+        for pid in 4 * per_segment..14 * per_segment {
+            w.user_write(pid, FREE_RECORD);
+        }
+        // Seal the free records (a pass with writes: not idle); the
+        // deleted pages' segments empty and land free.
+        w.roll();
+        let bound = |w: &Writer| (TARGET * w.live as f64 / SS as f64).ceil() as usize;
+        let loaded = w.acc.stats();
+        assert_eq!(
+            w.acc.metrics().drains_idle,
+            0,
+            "{name}: an idle drain under load"
+        );
+        assert!(
+            extent(&w.acc) > bound(&w) + loaded.active + 1,
+            "{name}: not over the target to begin with ({loaded:?}, bound {})",
+            bound(&w)
+        );
+        // Idle rounds: relocate what `clean` suggests, roll (nothing else
+        // is written). Each idle pass may start one drain; the relocations
+        // it asks for make the next pass a busy one. So the count of
+        // rounds is bounded by the segments to move, whatever the timing.
+        let mut rounds = 0;
+        let idle_round = |w: &mut Writer| {
+            while let Some(victim) = w.acc.clean(Skip::Nothing).map(|r| r.pid) {
+                let (_, size) = w.pages[victim as usize].expect("clean suggests live pages");
+                w.write(victim, size);
+            }
+            w.roll();
+        };
+        while extent(&w.acc) > bound(&w) + w.acc.stats().active + 1 {
+            idle_round(&mut w);
+            rounds += 1;
+            assert!(
+                rounds < 4 * loaded.tip_segments,
+                "{name}: the idle file stayed over the target: extent {} segments, bound {} ({:?})",
+                extent(&w.acc),
+                bound(&w),
+                w.acc.stats()
+            );
+        }
+        let drains = w.acc.metrics().drains_idle;
+        assert!(drains > 0, "{name}: no idle drain");
+        // The truncation runs on a thread of its own: wait for it (a
+        // generous bound; a slow machine only makes this take longer).
+        let mut waited = 0;
+        while w.acc.stats().tip_segments > extent(&w.acc) + 1 {
+            idle_round(&mut w);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waited += 1;
+            assert!(
+                waited < 20_000,
+                "{name}: no truncation ({:?})",
+                w.acc.stats()
+            );
+        }
+        w.acc.audit().unwrap();
+        let s = w.acc.stats();
+        println!(
+            "{name}: extent {} -> {} segments in {rounds} idle rounds (bound {}), {drains} idle \
+             drains; tip {} -> {}",
+            loaded.tip_segments,
+            extent(&w.acc),
+            bound(&w),
+            loaded.tip_segments,
+            s.tip_segments
+        );
+        assert!(s.bytes_truncated > loaded.bytes_truncated, "{name}");
+    }
+}

@@ -635,7 +635,9 @@ fn token_orders() -> (Ordering, Ordering) {
 ///    ask the policy again about every Inactive segment;
 /// 6. under a space target, drain the policy's best victims until the
 ///    projected file fits;
-/// 7. apply the tip-shrinking heuristics.
+/// 7. apply the tip-shrinking heuristics;
+/// 8. if the pass sealed only segments nothing was written into (an idle
+///    store), under a space target drain the file's top toward it.
 ///
 /// Cleaning decisions use the tunables in force, loaded once here.
 fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
@@ -666,10 +668,13 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
         }
     }
     closing.sort_unstable();
+    let mut written_pages = 0u64;
     for &(segno, index) in &closing {
-        finish(shared, state, &config, index as usize, segno, stable_lsn);
+        written_pages += finish(shared, state, &config, index as usize, segno, stable_lsn);
     }
     let sealed = closing.len() as u64;
+    // Idle: the store rolled (or vouched) without writing.
+    let idle = sealed > 0 && written_pages == 0;
     state.done = state.done.max(goal);
     #[cfg(seeded_bugs)]
     if crate::seeded::active(crate::seeded::Bug::PublishAfterRemove) {
@@ -711,6 +716,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     enforce_space_target(shared, state, &config, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state, &config);
+    compact_when_idle(shared, state, &config, idle);
     state.pending.complete_or_defer(shared);
     state.pending.fresh = false;
     state.totals.passes += 1;
@@ -738,6 +744,7 @@ fn publish_metrics(shared: &Shared, state: &CombinerState) {
         drains_policy: t.drains_policy,
         drains_space_target: t.drains_space_target,
         drains_tip: t.drains_tip,
+        drains_idle: t.drains_idle,
         passes: t.passes,
         file_bytes: shared.sequencer.tip() as u64 * ss,
         live_bytes: state.cleaning.sealed_live,
@@ -784,7 +791,8 @@ fn close(shared: &Shared, index: usize, segno: u64) {
 }
 
 /// Finishes a closed segment's seal: collects its deferred work, counts
-/// its live bytes, makes it Inactive, and applies that work.
+/// its live bytes, makes it Inactive, and applies that work. Returns the
+/// pages written into it.
 fn finish(
     shared: &Shared,
     state: &mut CombinerState,
@@ -792,7 +800,7 @@ fn finish(
     index: usize,
     segno: u64,
     stable_lsn: Lsn,
-) {
+) -> u64 {
     let segment = shared.table.segment(index);
     let word = segment.load();
     assert!(
@@ -888,6 +896,7 @@ fn finish(
     }
     state.touched = touched;
     state.touched.clear();
+    pages
 }
 
 /// The policy's facts about sealed segment `index`.
@@ -1399,6 +1408,51 @@ fn drain_top_if_worthwhile(shared: &Shared, state: &mut CombinerState, config: &
             start_draining(shared, state, index, word, DrainReason::TipShrink);
             return;
         }
+    }
+}
+
+/// Under a space target, an idle store's file comes down to its target
+/// (`policy::compact_when_idle`): one drain of the highest live segment at
+/// a time, if it is Inactive, while nothing else is Draining. Its pages
+/// move into the lowest free segments, and once it is free `next`
+/// truncates it. The rule measures the file up to its highest live
+/// segment, not the tip: free segments above it are already on their way
+/// out (a truncation runs on a thread of its own), and counting them would
+/// make how far the file is compacted depend on when that thread runs.
+/// Under load the rule never fires (see `drain_top_if_worthwhile`).
+fn compact_when_idle(shared: &Shared, state: &mut CombinerState, config: &Config, idle: bool) {
+    let Some(target) = config.space_target else {
+        return;
+    };
+    if !idle || config.mode != Mode::Gc || !state.cleaning.draining.is_empty() {
+        return;
+    }
+    let tip = shared.sequencer.tip();
+    let Some((top, word)) = (0..tip).rev().find_map(|index| {
+        let word = shared.table.segment(index).load();
+        let free = matches!(
+            word.state,
+            SegmentState::Free | SegmentState::Freeing | SegmentState::Vacant
+        );
+        (!free).then_some((index, word))
+    }) else {
+        return;
+    };
+    let counts = shared.counts.snapshot();
+    let live = counts.active + counts.inactive + counts.draining;
+    let extent = top + 1;
+    if word.state == SegmentState::Inactive
+        && policy::compact_when_idle(
+            idle,
+            target,
+            config.segment_size,
+            state.cleaning.sealed_live,
+            extent as u64,
+            extent.saturating_sub(live) as u64,
+            config.stream_count(),
+        )
+    {
+        start_draining(shared, state, top, word, DrainReason::Idle);
     }
 }
 

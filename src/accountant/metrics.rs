@@ -41,6 +41,9 @@ pub(crate) enum DrainReason {
     SpaceTarget,
     /// The tip-shrinking heuristic drained the highest Inactive segment.
     TipShrink,
+    /// An idle store over its space target drained its highest segment
+    /// (`policy::compact_when_idle`).
+    Idle,
 }
 
 /// Cumulative counters and a few gauges, as of the last combiner pass.
@@ -77,6 +80,9 @@ pub struct Metrics {
     pub drains_space_target: u64,
     /// Drains of the highest segment, to shrink the tip.
     pub drains_tip: u64,
+    /// Drains of the highest segment by an idle store over its space
+    /// target ([`policy::compact_when_idle`](crate::policy::compact_when_idle)).
+    pub drains_idle: u64,
     /// Combiner passes run.
     pub passes: u64,
     /// The file tip in bytes, at the end of the last pass (a gauge).
@@ -123,7 +129,7 @@ impl Metrics {
 
     /// Drains started, for every reason.
     pub fn drains(&self) -> u64 {
-        self.drains_policy + self.drains_space_target + self.drains_tip
+        self.drains_policy + self.drains_space_target + self.drains_tip + self.drains_idle
     }
 }
 
@@ -140,6 +146,7 @@ pub(crate) struct Totals {
     pub(crate) drains_policy: u64,
     pub(crate) drains_space_target: u64,
     pub(crate) drains_tip: u64,
+    pub(crate) drains_idle: u64,
     pub(crate) passes: u64,
     /// Activations the combiner collected: reused and appended segments.
     pub(crate) reused: u64,
@@ -161,6 +168,7 @@ impl Totals {
             DrainReason::Policy => self.drains_policy += 1,
             DrainReason::SpaceTarget => self.drains_space_target += 1,
             DrainReason::TipShrink => self.drains_tip += 1,
+            DrainReason::Idle => self.drains_idle += 1,
         }
     }
 

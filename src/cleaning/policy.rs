@@ -359,6 +359,48 @@ pub fn should_drain_top(config: &Config, free: u64, inactive: u64) -> bool {
         && free * 100 >= config.cleanup_threshold as u64 * (free + inactive)
 }
 
+/// Under a space target, whether an idle store's file should come down by
+/// draining its highest live segment: the pass sealed segments that
+/// nothing was written into (`idle`: the store rolls its heads, or vouches
+/// for its tail, without writing), the file up to that segment (`extent`
+/// segments) exceeds `target × sealed_live`, and more than one free
+/// segment per write head (`heads`) lies below it (`free`) for its pages
+/// to move down into.
+///
+/// The projection that drives the space target ([`over_target`]) counts
+/// live segments only: free holes below the tip are transient while the
+/// store writes, since `next` reuses the lowest first. Once writes stop
+/// they are not, and nothing else would ever fill them. Asking only in
+/// idle passes is what keeps this rule from feeding on itself: under load
+/// it never fires, so it cannot move full segments to fill holes the next
+/// rolls would fill anyway (docs/cleaning.md, "The top drain under a
+/// target").
+///
+/// ```
+/// use segment_accountant::policy::compact_when_idle;
+/// let ss = 1 << 20;
+/// // 10 segments up to the top one, 4 of live data, a target of 1.5,
+/// // 1 head, 5 free below the top.
+/// assert!(compact_when_idle(true, 1.5, ss, 4 * ss, 10, 5, 1));
+/// // Not while the store writes.
+/// assert!(!compact_when_idle(false, 1.5, ss, 4 * ss, 10, 5, 1));
+/// // Not within the target, and not without a hole to move into.
+/// assert!(!compact_when_idle(true, 1.5, ss, 7 * ss, 10, 2, 1));
+/// assert!(!compact_when_idle(true, 1.5, ss, 4 * ss, 10, 1, 1));
+/// ```
+pub fn compact_when_idle(
+    idle: bool,
+    target: f64,
+    segment_size: u64,
+    sealed_live: u64,
+    extent: u64,
+    free: u64,
+    heads: u8,
+) -> bool {
+    idle && free > u64::from(heads.max(1))
+        && extent as f64 * segment_size as f64 > target * sealed_live as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

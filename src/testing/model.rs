@@ -480,6 +480,11 @@ impl Model {
             .collect();
         sealing.sort();
         let sealed = sealing.len() as u64;
+        // Idle: segments were sealed, and nothing was written into them.
+        let idle = sealed > 0
+            && sealing
+                .iter()
+                .all(|&(_, t)| self.segments[t].present.is_empty());
         for (_, t) in sealing {
             self.seg(t).state = Some(SegmentState::Inactive);
             let blobs = std::mem::take(&mut self.seg(t).blobs);
@@ -551,7 +556,44 @@ impl Model {
                 self.seg(top).state = Some(SegmentState::Draining);
             }
         }
+        self.compact_when_idle(idle);
         Ok(())
+    }
+
+    /// Under a space target, an idle store drains its highest live
+    /// segment if it is Inactive, nothing else is Draining, and the file up
+    /// to it is over the target.
+    fn compact_when_idle(&mut self, idle: bool) {
+        let Some(target) = self.config.space_target else {
+            return;
+        };
+        if !idle || self.config.mode != Mode::Gc || self.draining_count() > 0 {
+            return;
+        }
+        let is_live = |state| {
+            matches!(
+                state,
+                Some(SegmentState::Active | SegmentState::Inactive | SegmentState::Draining)
+            )
+        };
+        let Some(top) = (0..self.tip).rev().find(|&i| is_live(self.state(i))) else {
+            return;
+        };
+        let live = (0..self.tip).filter(|&i| is_live(self.state(i))).count() as u64;
+        let extent = top as u64 + 1;
+        if self.state(top) == Some(SegmentState::Inactive)
+            && policy::compact_when_idle(
+                idle,
+                target,
+                self.ss(),
+                self.sealed_live(),
+                extent,
+                extent - live,
+                self.config.stream_count(),
+            )
+        {
+            self.seg(top).state = Some(SegmentState::Draining);
+        }
     }
 
     /// The policy's facts about sealed segment `index`.

@@ -44,6 +44,7 @@ static COVERED: AtomicU64 = AtomicU64::new(0);
 static TUNED: AtomicU64 = AtomicU64::new(0);
 static DRAIN_TOP: AtomicU64 = AtomicU64::new(0);
 static RANKED_DRAINS: AtomicU64 = AtomicU64::new(0);
+static IDLE_DRAINS: AtomicU64 = AtomicU64::new(0);
 static TARGET_CASES: AtomicU64 = AtomicU64::new(0);
 
 fn bump(counter: &AtomicU64) {
@@ -129,6 +130,10 @@ enum Op {
     },
     /// `flush`.
     Flush,
+    /// The store goes quiet for `rounds` rounds: each relocates what
+    /// `clean` suggests, rolls, vouches for everything below its head and
+    /// flushes (the idle passes an idle store's compaction acts in).
+    Idle { rounds: u8 },
     /// Pause, iterate from segment `from`, optionally roll over while
     /// paused, resume.
     Iterate { from: u64, roll: bool },
@@ -183,6 +188,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..PIDS, any::<bool>(), 0usize..3)
             .prop_map(|(ignore, relocate, head)| Op::Clean { ignore, relocate, head }),
         2 => Just(Op::Flush),
+        1 => (1u8..8).prop_map(|rounds| Op::Idle { rounds }),
         1 => (0u64..8, any::<bool>()).prop_map(|(from, roll)| Op::Iterate { from, roll }),
         1 => Just(Op::Pause),
         1 => Just(Op::Resume),
@@ -207,6 +213,7 @@ fn fill_op() -> impl Strategy<Value = Op> {
         2 => (0..BULK_PIDS, any::<bool>(), 0usize..3)
             .prop_map(|(ignore, relocate, head)| Op::Clean { ignore, relocate, head }),
         1 => Just(Op::Flush),
+        1 => (1u8..8).prop_map(|rounds| Op::Idle { rounds }),
         1 => (0u8..12, any::<u64>()).prop_map(|(kind, a)| Op::Mistake { kind, a }),
         1 => tune_op(),
     ]
@@ -436,7 +443,11 @@ impl Harness {
     fn stabilize(&mut self, x: Lsn) -> Result<(), String> {
         let removed = self.model.removed_blobs.len();
         let draining_before = self.model.draining_count();
+        let idle_before = self.acc.metrics().drains_idle;
         self.both("stabilize", |a| a.stabilize(x), |m| m.stabilize(x))?;
+        if self.acc.metrics().drains_idle > idle_before {
+            bump(&IDLE_DRAINS);
+        }
         // Segments a ranked policy drains come from the space target (or
         // the tip-shrinking rules): the victim index at work.
         if !self.acc.config().policy().cleans_without_target()
@@ -592,6 +603,21 @@ impl Harness {
             }
             Op::Flush => {
                 self.acc.flush();
+            }
+            Op::Idle { rounds } => {
+                for _ in 0..rounds {
+                    for _ in 0..4 {
+                        let ignore = PIDS;
+                        self.step(&Op::Clean {
+                            ignore,
+                            relocate: true,
+                            head: 0,
+                        })?;
+                    }
+                    self.step(&Op::Roll { skip: false })?;
+                    self.step(&Op::Stabilize { back: 0, within: 0 })?;
+                    self.step(&Op::Flush)?;
+                }
             }
             Op::Iterate { from, roll } => {
                 self.acc.pause_rewriting();
@@ -1095,6 +1121,10 @@ fn accountant_refines_the_model() {
         ("tunings applied", &TUNED),
         ("stabilizes meeting the drain-top condition", &DRAIN_TOP),
         ("drains by a ranked policy", &RANKED_DRAINS),
+        (
+            "drains by an idle store over its space target",
+            &IDLE_DRAINS,
+        ),
         ("cases with a space target", &TARGET_CASES),
     ]
     .map(|(what, c)| (what, c.load(Ordering::Relaxed)));

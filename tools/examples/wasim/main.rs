@@ -7,12 +7,16 @@
 //! cargo run --release -p segment-accountant-tools --example wasim -- [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best]
 //!     [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none]
 //!     [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
+//!     [--max-wa W]
 //! cargo run --release -p segment-accountant-tools --example wasim -- --sweep DIR
 //! ```
 //!
 //! A single run prints one line:
 //! `policy=.. workload=.. utilization=.. wa=.. space_amp=.. cleaned_segments=.. ops_per_s=..`
 //! (with several heads, also `heads=..`).
+//! `--max-wa W` then exits with status 1 if the write amplification is
+//! above `W`: CI runs one point with it, so a cleaning rule that feeds on
+//! itself fails the build.
 //!
 //! Schemes with several heads, all with cost-benefit victims:
 //! `cost-benefit-sep` (relocated pages on their own head: 2 heads),
@@ -51,7 +55,7 @@ use segment_accountant::policy;
 
 use crate::sim::{simulate, RunOptions, Workload};
 
-const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best] [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S]
+const USAGE: &str = "usage: wasim [--policy spec|greedy|fifo|cost-benefit|cost-benefit-sep|survival|lifetime|best] [--heads H] [--workload uniform|hotcold:R/F|zipf:THETA] [--utilization U|none] [--target R] [--segments N] [--pages-per-segment P] [--writes X] [--seed S] [--max-wa W]
        wasim --sweep DIR";
 
 fn usage(msg: &str) -> ! {
@@ -61,13 +65,17 @@ fn usage(msg: &str) -> ! {
 }
 
 enum Mode {
-    Single(RunOptions),
+    /// One run, and the write amplification it must not exceed (CI's
+    /// check that a cleaning change did not make one policy feed on
+    /// itself).
+    Single(RunOptions, Option<f64>),
     Sweep(String),
 }
 
 fn parse() -> Mode {
     let mut o = RunOptions::default();
     let mut sweep = None;
+    let mut max_wa = None;
     let mut run_flags = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -130,6 +138,13 @@ fn parse() -> Mode {
             }
             "--writes" => o.writes = value().parse().unwrap_or_else(|_| usage("bad --writes")),
             "--seed" => o.seed = value().parse().unwrap_or_else(|_| usage("bad --seed")),
+            "--max-wa" => {
+                let w: f64 = value().parse().unwrap_or_else(|_| usage("bad --max-wa"));
+                if w < 1.0 {
+                    usage("--max-wa at least 1");
+                }
+                max_wa = Some(w);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -153,14 +168,21 @@ fn parse() -> Mode {
     {
         usage("need --segments ≥ 8, --pages-per-segment a power of two ≥ 4, --writes > 0");
     }
-    Mode::Single(o)
+    Mode::Single(o, max_wa)
 }
 
 fn main() {
     match parse() {
-        Mode::Single(o) => {
+        Mode::Single(o, max_wa) => {
             let figures = simulate(&o).unwrap_or_else(|e| usage(&e));
             println!("{}", figures.line(&o));
+            if let Some(max) = max_wa.filter(|&max| figures.wa > max) {
+                eprintln!(
+                    "wasim: write amplification {:.3} above --max-wa {max}",
+                    figures.wa
+                );
+                std::process::exit(1);
+            }
         }
         Mode::Sweep(dir) => {
             if let Err(e) = sweep::run(&dir) {
