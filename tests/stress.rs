@@ -742,8 +742,11 @@ fn stress(config: Config, seconds: f64) {
     // and rolls on. (Under the load above, tiny segments roll faster than
     // frees can land, and the file grows; whether it also shrank during
     // the run depends on timing.) Now the file must come down: drained
-    // segments empty, the tip-shrinking rules move the highest pages down,
-    // and `next` truncates the free segments at the top.
+    // segments empty, the tip-shrinking rules move the highest pages down
+    // (under a space target, the idle store's compaction does:
+    // `policy::compact_when_idle`; before it, a quiet phase could stop
+    // with free holes under the cleanup threshold below a sparse top and
+    // never shrink), and `next` truncates the free segments at the top.
     //
     // At least 64 rounds, and then until the file is below where the load
     // left it. How many rounds that takes is not a property of the
