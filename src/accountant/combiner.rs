@@ -91,8 +91,14 @@ const SINK_CAPACITY: usize = 64;
 /// segments and applies replacements (so no decision scans the table).
 #[derive(Debug)]
 pub(crate) struct Cleaning {
-    /// The Inactive segments, for victim picks.
+    /// The Inactive segments, for victim picks: kept only while a space
+    /// target is in force (`indexed`), the one time the combiner picks a
+    /// victim. Without one, indexing a segment again each time a seal
+    /// removes pages from it was a fifth of a pass's instructions
+    /// (docs/performance.md, "The victim index only under a target").
     pub(crate) victims: VictimIndex,
+    /// Whether `victims` holds every Inactive segment (else it is empty).
+    pub(crate) indexed: bool,
     /// Live bytes in Inactive and Draining segments.
     pub(crate) sealed_live: u64,
     /// The Draining segments, in the order they started draining.
@@ -100,9 +106,11 @@ pub(crate) struct Cleaning {
 }
 
 impl Cleaning {
-    pub(crate) fn new(segment_size: u64) -> Cleaning {
+    /// Empty, indexing victims if `indexed` (a space target is set).
+    pub(crate) fn new(segment_size: u64, indexed: bool) -> Cleaning {
         Cleaning {
             victims: VictimIndex::new(segment_size),
+            indexed,
             sealed_live: 0,
             draining: Vec::new(),
         }
@@ -145,6 +153,14 @@ impl Cleaning {
                 "the combiner lists {} Draining segments, the table holds {draining}",
                 self.draining.len()
             ));
+        }
+        if !self.indexed {
+            return match self.victims.len() {
+                0 => Ok(()),
+                n => Err(format!(
+                    "the victim index holds {n} segments without a space target"
+                )),
+            };
         }
         if self.victims.len() != inactive.len() {
             return Err(format!(
@@ -308,8 +324,13 @@ impl Drop for Token<'_> {
 }
 
 impl Combiner {
-    pub(crate) fn new(segment_size: u64) -> Combiner {
-        Self::recovered(0, Vec::new(), Vec::new(), Cleaning::new(segment_size))
+    pub(crate) fn new(segment_size: u64, indexed: bool) -> Combiner {
+        Self::recovered(
+            0,
+            Vec::new(),
+            Vec::new(),
+            Cleaning::new(segment_size, indexed),
+        )
     }
 
     /// A combiner that has stabilized every segment numbered below `done`,
@@ -650,6 +671,9 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
             .retuned
             .swap(false, std::sync::atomic::Ordering::Acquire);
     let config = shared.tuned.load_full();
+    if config.space_target.is_some() != state.cleaning.indexed {
+        reindex(shared, state, config.space_target.is_some());
+    }
     let stable_lsn = goal as Lsn * ss as Lsn - ss as Lsn;
     let mut closing = std::mem::take(&mut state.closing);
     loop {
@@ -945,7 +969,7 @@ fn consider(
                 });
             if drain {
                 start_draining(shared, state, index, word, DrainReason::Policy);
-            } else {
+            } else if state.cleaning.indexed {
                 let segno = word.segno.expect("a sealed segment has an lsn");
                 state
                     .cleaning
@@ -1302,8 +1326,39 @@ fn reconsider_inactive(
     config: &Config,
     stable_lsn: Lsn,
 ) {
-    for index in state.cleaning.victims.indices() {
+    let inactive = if state.cleaning.indexed {
+        state.cleaning.victims.indices()
+    } else {
+        inactive_segments(shared)
+    };
+    for index in inactive {
         consider(shared, state, config, index, stable_lsn);
+    }
+}
+
+/// Every Inactive segment, from the table: O(tip), for the rare passes that
+/// need them all without the victim index.
+fn inactive_segments(shared: &Shared) -> Vec<usize> {
+    (0..shared.sequencer.tip())
+        .filter(|&index| shared.table.segment(index).load().state == SegmentState::Inactive)
+        .collect()
+}
+
+/// Starts or stops indexing victims when a space target comes or goes
+/// (`Accountant::tune`): O(tip), once per change.
+fn reindex(shared: &Shared, state: &mut CombinerState, indexed: bool) {
+    let cleaning = &mut state.cleaning;
+    cleaning.victims = VictimIndex::new(shared.config.segment_size);
+    cleaning.indexed = indexed;
+    if indexed {
+        for index in inactive_segments(shared) {
+            let segment = shared.table.segment(index);
+            let word = segment.load();
+            let segno = word.segno.expect("a sealed segment has an lsn");
+            cleaning
+                .victims
+                .upsert(index, segno, segment.live_bytes(word.state));
+        }
     }
 }
 

@@ -235,7 +235,7 @@ impl Accountant {
         storage: std::sync::Arc<dyn Storage>,
         collector: Collector,
     ) -> Accountant {
-        let combiner = Combiner::new(config.segment_size);
+        let combiner = Combiner::new(config.segment_size, config.space_target.is_some());
         Self::assemble(
             config,
             storage,

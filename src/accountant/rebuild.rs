@@ -190,7 +190,8 @@ impl crate::Accountant {
         let mut active = Vec::new();
         let mut waiting = Vec::new();
         let mut counts = [0usize; 3]; // active, inactive, draining
-        let mut cleaning = crate::accountant::combiner::Cleaning::new(ss);
+        let mut cleaning =
+            crate::accountant::combiner::Cleaning::new(ss, config.space_target.is_some());
         let drain_limit = ss * config.cleanup_threshold as u64 / 100;
         for index in 0..tip as usize {
             let segment = table.segment(index);
@@ -230,7 +231,9 @@ impl crate::Accountant {
                 cleaning.sealed_live += seg.bytes;
             }
             match state {
-                SegmentState::Inactive => cleaning.victims.upsert(index, seg.segno, seg.bytes),
+                SegmentState::Inactive if cleaning.indexed => {
+                    cleaning.victims.upsert(index, seg.segno, seg.bytes)
+                }
                 SegmentState::Draining => cleaning.draining.push(index as u32),
                 _ => {}
             }
