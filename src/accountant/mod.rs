@@ -890,9 +890,7 @@ impl Accountant {
                 });
             }
             if !relinks_same_blob {
-                deferred
-                    .blob_removals
-                    .extend(old_ptrs.iter().filter_map(|p| p.blob()));
+                deferred.remove_blobs(old_ptrs.iter().filter_map(|p| p.blob()));
             }
             // The old segments' not-yet-replaced flags: only a Draining
             // one's is cleared here, so that `clean` stops suggesting the

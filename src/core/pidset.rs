@@ -65,6 +65,12 @@ pub(crate) const PAGE_SHARDS: usize = if cfg!(loom) { 2 } else { 4 };
 #[derive(Debug, Default)]
 pub(crate) struct PageShard {
     pages: std::collections::HashMap<PageId, u64, rustc_hash::FxBuildHasher>,
+    /// The bytes linked into this shard since the segment's activation
+    /// (saturating): kept by every link, so the seal reads a count instead
+    /// of walking the pages. No page leaves the map before the seal (the
+    /// seal's check in debug builds), and nothing reads this after it:
+    /// removals from a sealed map leave it as it was.
+    linked: u64,
     deferred: Deferred,
 }
 
@@ -263,6 +269,8 @@ impl PageMap {
                 true
             }
         };
+        // Saturating, like the sum the seal used to fold from the pages.
+        shard.linked = shard.linked.saturating_add(bytes);
         then(&mut shard.deferred);
         Ok(new)
     }
@@ -284,14 +292,26 @@ impl PageMap {
         for mut shard in self.each_shard() {
             let shard = &mut *shard;
             shard.deferred.replacements.move_to(replacements);
-            shard.deferred.blob_removals.move_to(blobs);
+            shard.deferred.move_blob_removals_to(blobs);
             relocated.0 = relocated
                 .0
                 .saturating_add(std::mem::take(&mut shard.deferred.relocated_bytes));
             relocated.1 += std::mem::take(&mut shard.deferred.relocated_pages);
-            counted = shard.pages.values().fold(counted, |(sum, n), &v| {
-                (sum.saturating_add(v & !NYR), n + 1)
-            });
+            // The kept sum and the table's own length: the seal reads two
+            // words of the shard's line, not every page the writers put
+            // in the table (from their cores' caches, on many cores).
+            debug_assert_eq!(
+                shard.linked,
+                shard
+                    .pages
+                    .values()
+                    .fold(0u64, |sum, &v| sum.saturating_add(v & !NYR)),
+                "a page left an Active segment's map before its seal"
+            );
+            counted = (
+                counted.0.saturating_add(shard.linked),
+                counted.1 + shard.pages.len() as u64,
+            );
         }
         (counted, relocated)
     }
@@ -318,7 +338,7 @@ impl PageMap {
     /// How many replacements and blob removals wait here for the seal.
     pub(crate) fn deferred_len(&self) -> usize {
         self.each_shard_read()
-            .map(|s| s.deferred.replacements.len() + s.deferred.blob_removals.len())
+            .map(|s| s.deferred.replacements.len() + s.deferred.blob_removals_len())
             .sum()
     }
 
@@ -387,6 +407,7 @@ impl PageMap {
     pub(crate) fn clear(&self) {
         for mut shard in self.each_shard() {
             shard.pages.clear();
+            shard.linked = 0;
         }
     }
 

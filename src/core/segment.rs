@@ -229,13 +229,42 @@ pub(crate) struct DeferredReplacement {
 const _: () =
     assert!(crate::core::blocks::MAX * std::mem::size_of::<DeferredReplacement>() < 128 << 10);
 
+impl Deferred {
+    /// Records that `blobs` become garbage when the segment is Inactive.
+    #[inline]
+    pub(crate) fn remove_blobs(&mut self, blobs: impl IntoIterator<Item = BlobId>) {
+        let mut blobs = blobs.into_iter().peekable();
+        if blobs.peek().is_some() {
+            self.blob_removals
+                .get_or_insert_with(Default::default)
+                .extend(blobs);
+        }
+    }
+
+    /// Moves the recorded blob removals to the end of `out`.
+    pub(crate) fn move_blob_removals_to(&mut self, out: &mut Vec<BlobId>) {
+        if let Some(blobs) = &mut self.blob_removals {
+            blobs.move_to(out);
+        }
+    }
+
+    /// How many blob removals are recorded.
+    pub(crate) fn blob_removals_len(&self) -> usize {
+        self.blob_removals.as_ref().map_or(0, |b| b.len())
+    }
+}
+
 /// Work deferred until the segment becomes Inactive: one per page-map
 /// shard, recorded under the shard's lock (see
 /// [`PageMap::link_if_then`](crate::core::pidset::PageMap::link_if_then)).
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
     pub(crate) replacements: Blocks<DeferredReplacement>,
-    pub(crate) blob_removals: Blocks<BlobId>,
+    /// Boxed, made by the first removal: most segments never record one
+    /// (a blob is a large value's file), and a shard's line holds the
+    /// lock, the pages' table, their kept byte sum and one list inline.
+    /// Kept once made, like the records' blocks.
+    blob_removals: Option<Box<Blocks<BlobId>>>,
     /// With no relocation streams: bytes and pages of the `mark_replace`
     /// calls into this segment that replaced a not-yet-replaced page of a
     /// Draining segment (relocations, for [`crate::Metrics`]); taken by the
