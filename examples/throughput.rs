@@ -8,6 +8,7 @@
 //!                                              [--threads-up-to N|cores]   (1, 2, 4, … up to N, and N)
 //!                                              [--only accountant|mutex]   (for profiling one design)
 //!                                              [--paired]   (own scaling from back-to-back pairs)
+//!                                              [--same-data] (with --paired: also against 1 thread owning every thread's pages)
 //!                                              [--workers]  (each thread's operations and CPU time)
 //! ```
 //!
@@ -43,6 +44,14 @@
 //!   writers, work and reservations over a write path whose calls do
 //!   nothing (`NullPath`). The accountant's shared-head figure over it
 //!   says how much of the head's capacity the accountant leaves.
+//!
+//! With `--same-data`, each design's N-thread figure is also paired with
+//! 1 thread that owns all N threads' pages (N × 20,000): the same live
+//! data on one core. N heads keep N times the pages, segments and page
+//! maps that 1 head keeps, and this mix's cost per operation grows with
+//! its data (docs/performance.md, "How much of the 2-thread shortfall is
+//! the data"); this row says how much of the own-scaling shortfall is
+//! that, and how much is the threads meeting.
 
 mod workload;
 
@@ -52,7 +61,8 @@ use std::time::{Duration, Instant};
 
 use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
 use workload::{
-    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Placement, WritePath, SEGMENT_SIZE,
+    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Placement, WritePath, PAGES_PER_THREAD,
+    SEGMENT_SIZE,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -98,7 +108,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
          \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
-         \x20                 [--only accountant|mutex] [--paired]"
+         \x20                 [--only accountant|mutex] [--paired [--same-data]] [--workers]"
     );
     std::process::exit(2);
 }
@@ -311,6 +321,25 @@ fn run_shared_head(
     work_bytes: usize,
     background_stabilizer: bool,
 ) -> Figure {
+    run_shared_head_with_pages(
+        acc,
+        threads,
+        duration,
+        work_bytes,
+        PAGES_PER_THREAD,
+        background_stabilizer,
+    )
+}
+
+/// [`run_shared_head`] with `per_thread` pages per writer.
+fn run_shared_head_with_pages(
+    acc: &dyn WritePath,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    per_thread: u64,
+    background_stabilizer: bool,
+) -> Figure {
     let head = SharedHead::new(threads, acc, background_stabilizer);
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
@@ -321,7 +350,7 @@ fn run_shared_head(
                 s.spawn(move || {
                     // The head-per-thread mix's writes, placed in the
                     // shared head.
-                    let mut mix = Mix::new(t, work_bytes);
+                    let mut mix = Mix::with_pages(t, work_bytes, per_thread);
                     let mut place = SharedPlace {
                         head,
                         me: t,
@@ -430,15 +459,43 @@ fn measure(
     work_bytes: usize,
     background: bool,
 ) -> Figure {
+    measure_with_pages(
+        shape,
+        design,
+        threads,
+        duration,
+        work_bytes,
+        PAGES_PER_THREAD,
+        background,
+    )
+}
+
+/// [`measure`] with `per_thread` pages per thread.
+fn measure_with_pages(
+    shape: Shape,
+    design: Design,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    per_thread: u64,
+    background: bool,
+) -> Figure {
     let acc: Arc<dyn WritePath> = match design {
         Design::Accountant => Arc::new(workload::accountant()),
         Design::Mutex => Arc::new(workload::mutex_accountant()),
     };
     let mut figure = match shape {
-        Shape::HeadPerThread => {
-            workload::run(acc.clone(), threads, duration, work_bytes, background)
+        Shape::HeadPerThread => workload::run_with_pages(
+            acc.clone(),
+            threads,
+            duration,
+            work_bytes,
+            per_thread,
+            background,
+        ),
+        Shape::SharedHead => {
+            run_shared_head_with_pages(&*acc, threads, duration, work_bytes, per_thread, background)
         }
-        Shape::SharedHead => run_shared_head(&*acc, threads, duration, work_bytes, background),
     };
     figure.active_and_passes = acc.active_and_passes();
     figure
@@ -465,6 +522,7 @@ fn main() {
     let mut background = false;
     let mut only: Option<String> = None;
     let mut paired = false;
+    let mut same_data = false;
     let mut workers = false;
     let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
@@ -505,6 +563,7 @@ fn main() {
             }
             "--background-stabilizer" => background = true,
             "--paired" => paired = true,
+            "--same-data" => same_data = true,
             "--workers" => workers = true,
             "--shared-head" => shapes = vec![Shape::SharedHead],
             "--shape" => {
@@ -528,6 +587,9 @@ fn main() {
     }
     if runs == 0 || seconds <= 0.0 {
         usage("--runs and --seconds must be positive");
+    }
+    if same_data && !paired {
+        usage("--same-data is a row of --paired");
     }
     if work_bytes as u64 + 32 > SEGMENT_SIZE {
         usage("--work-bytes must leave a fragment smaller than a segment");
@@ -559,6 +621,7 @@ fn main() {
             duration,
             work_bytes,
             background,
+            same_data,
         };
         paired_scaling(&threads, &shapes, &designs, runs, &setup);
         return;
@@ -694,6 +757,9 @@ struct Setup {
     duration: Duration,
     work_bytes: usize,
     background: bool,
+    /// `--same-data`: also pair each N-thread figure with 1 thread that
+    /// owns all N threads' pages.
+    same_data: bool,
 }
 
 /// `--workers`: each worker thread's operations and CPU time in one
@@ -780,6 +846,7 @@ fn paired_scaling(
         duration,
         work_bytes,
         background,
+        same_data,
     } = *setup;
     // One back-to-back pair: N-thread / 1-thread of `time`, the 1-thread
     // figure first on even runs.
@@ -803,12 +870,28 @@ fn paired_scaling(
         let mut loop_ratios = Vec::new();
         for &shape in shapes {
             let mut ratios: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
+            let mut same: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut alone = Vec::new();
             for run in 0..runs {
                 for (i, &design) in designs.iter().enumerate() {
                     ratios[i].push(pair(run, t, &|n| {
                         measure(shape, design, n, duration, work_bytes, background)
                     }));
+                    if same_data {
+                        // N threads of P pages each against 1 thread of
+                        // N·P pages: the same live data, one core or N.
+                        let (wall, cpu) = back_to_back(
+                            run,
+                            || {
+                                let pages = PAGES_PER_THREAD * t as u64;
+                                measure_with_pages(
+                                    shape, design, 1, duration, work_bytes, pages, background,
+                                )
+                            },
+                            || measure(shape, design, t, duration, work_bytes, background),
+                        );
+                        same[i].push((1.0 / wall, 1.0 / cpu));
+                    }
                 }
                 if shape == Shape::SharedHead {
                     alone.push(pair(run, t, &|n| {
@@ -828,6 +911,10 @@ fn paired_scaling(
                 };
                 let what = format!("{name}: N-thread / 1-thread");
                 print_pairs(shape.name(), t, &what, &ratios[i]);
+                if same_data {
+                    let what = format!("{name}: N-thread / 1-thread with N threads' pages");
+                    print_pairs(shape.name(), t, &what, &same[i]);
+                }
             }
             if !alone.is_empty() {
                 print_pairs(shape.name(), t, "head alone: N-thread / 1-thread", &alone);

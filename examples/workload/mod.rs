@@ -163,6 +163,8 @@ pub fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
 /// One thread's page-writing mix, over any [`Placement`].
 pub struct Mix {
     t: u64,
+    /// Pages per thread: thread `t` owns `[t·P, (t+1)·P)`.
+    per_thread: u64,
     pages: Vec<Vec<DiskPtr>>,
     rng: u64,
     src: Vec<u8>,
@@ -171,12 +173,20 @@ pub struct Mix {
 }
 
 impl Mix {
-    /// Thread `t`'s mix: it owns pages `[t·P, (t+1)·P)`; each write does
-    /// `work_bytes` of the store's own work first.
+    /// Thread `t`'s mix: it owns pages `[t·P, (t+1)·P)` with `P` =
+    /// [`PAGES_PER_THREAD`]; each write does `work_bytes` of the store's
+    /// own work first.
     pub fn new(t: usize, work_bytes: usize) -> Mix {
+        Mix::with_pages(t, work_bytes, PAGES_PER_THREAD)
+    }
+
+    /// [`Mix::new`] with `per_thread` pages per thread.
+    pub fn with_pages(t: usize, work_bytes: usize, per_thread: u64) -> Mix {
+        assert!(per_thread > 0);
         Mix {
             t: t as u64,
-            pages: vec![Vec::new(); PAGES_PER_THREAD as usize],
+            per_thread,
+            pages: vec![Vec::new(); per_thread as usize],
             rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
             src: (0..work_bytes).map(|i| i as u8).collect(),
             dst: vec![0; work_bytes],
@@ -196,7 +206,7 @@ impl Mix {
     }
 
     fn write_full(&mut self, local: usize, acc: &dyn WritePath, at: &mut impl Placement) {
-        let pid = self.t * PAGES_PER_THREAD + local as u64;
+        let pid = self.t * self.per_thread + local as u64;
         let size = self.work(pid);
         let (lsn, ptr) = at.place(size, acc);
         let old = std::mem::take(&mut self.pages[local]);
@@ -213,10 +223,10 @@ impl Mix {
     /// One operation of the mix, its fragments placed by `at`.
     pub fn step(&mut self, acc: &dyn WritePath, at: &mut impl Placement) {
         let r = self.rand();
-        let local = (r >> 8) as usize % PAGES_PER_THREAD as usize;
+        let local = (r >> 8) as usize % self.per_thread as usize;
         match r % 10 {
             0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
-                let pid = self.t * PAGES_PER_THREAD + local as u64;
+                let pid = self.t * self.per_thread + local as u64;
                 let size = self.work(pid);
                 let (lsn, ptr) = at.place(size, acc);
                 acc.link(pid, lsn, ptr, size);
@@ -224,10 +234,10 @@ impl Mix {
             }
             0..=8 => self.write_full(local, acc, at),
             _ => {
-                let ignore = self.t * PAGES_PER_THREAD + local as u64;
+                let ignore = self.t * self.per_thread + local as u64;
                 if let Some(pid) = acc.clean(ignore) {
-                    if pid / PAGES_PER_THREAD == self.t {
-                        self.write_full((pid % PAGES_PER_THREAD) as usize, acc, at);
+                    if pid / self.per_thread == self.t {
+                        self.write_full((pid % self.per_thread) as usize, acc, at);
                     }
                 }
             }
@@ -283,9 +293,14 @@ pub struct Head {
 impl Head {
     /// Thread `t`'s head, with its first segment.
     pub fn new(t: usize, work_bytes: usize, acc: &dyn WritePath) -> Head {
+        Head::with_pages(t, work_bytes, PAGES_PER_THREAD, acc)
+    }
+
+    /// [`Head::new`] with `per_thread` pages per thread.
+    pub fn with_pages(t: usize, work_bytes: usize, per_thread: u64, acc: &dyn WritePath) -> Head {
         let segno = t as u64;
         Head {
-            mix: Mix::new(t, work_bytes),
+            mix: Mix::with_pages(t, work_bytes, per_thread),
             segment: OwnSegment {
                 t: t as u64,
                 segno,
@@ -361,6 +376,25 @@ pub fn run(
     work_bytes: usize,
     background_stabilizer: bool,
 ) -> Figure {
+    run_with_pages(
+        acc,
+        threads,
+        duration,
+        work_bytes,
+        PAGES_PER_THREAD,
+        background_stabilizer,
+    )
+}
+
+/// [`run`] with `per_thread` pages per head.
+pub fn run_with_pages(
+    acc: Arc<dyn WritePath>,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    per_thread: u64,
+    background_stabilizer: bool,
+) -> Figure {
     let shared = Shared::new(threads, background_stabilizer);
     let barrier = Arc::new(Barrier::new(threads + 1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -369,7 +403,7 @@ pub fn run(
         let (acc, shared, barrier, stop) =
             (acc.clone(), shared.clone(), barrier.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
-            let mut head = Head::new(t, work_bytes, &*acc);
+            let mut head = Head::with_pages(t, work_bytes, per_thread, &*acc);
             barrier.wait();
             let cpu = thread_cpu_ns();
             while !stop.load(Ordering::Relaxed) {
