@@ -290,6 +290,19 @@ impl WritePath for NullPath {
     }
 }
 
+/// The shared head's coordination alone: `threads` writers over
+/// [`NullPath`].
+fn head_alone(threads: usize, duration: Duration, work_bytes: usize, background: bool) -> Figure {
+    run_shared_head(
+        &NullPath,
+        threads,
+        duration,
+        work_bytes,
+        PAGES_PER_THREAD,
+        background,
+    )
+}
+
 /// One writer's place in the shared head: the latest segment it reserved
 /// in (its floor) and that segment's lid.
 struct SharedPlace<'a> {
@@ -312,27 +325,10 @@ impl Placement for SharedPlace<'_> {
     }
 }
 
-/// Runs `threads` writers of one shared head on `acc` for `duration` after
-/// a barrier; returns operations per second (of wall-clock and of CPU time).
+/// Runs `threads` writers of one shared head, `per_thread` pages each, on
+/// `acc` for `duration` after a barrier; returns operations per second (of
+/// wall-clock and of CPU time).
 fn run_shared_head(
-    acc: &dyn WritePath,
-    threads: usize,
-    duration: Duration,
-    work_bytes: usize,
-    background_stabilizer: bool,
-) -> Figure {
-    run_shared_head_with_pages(
-        acc,
-        threads,
-        duration,
-        work_bytes,
-        PAGES_PER_THREAD,
-        background_stabilizer,
-    )
-}
-
-/// [`run_shared_head`] with `per_thread` pages per writer.
-fn run_shared_head_with_pages(
     acc: &dyn WritePath,
     threads: usize,
     duration: Duration,
@@ -450,28 +446,9 @@ enum Design {
     Mutex,
 }
 
-/// One measurement of `shape` on a fresh accountant of `design`.
+/// One measurement of `shape` on a fresh accountant of `design`, each
+/// thread owning `per_thread` pages.
 fn measure(
-    shape: Shape,
-    design: Design,
-    threads: usize,
-    duration: Duration,
-    work_bytes: usize,
-    background: bool,
-) -> Figure {
-    measure_with_pages(
-        shape,
-        design,
-        threads,
-        duration,
-        work_bytes,
-        PAGES_PER_THREAD,
-        background,
-    )
-}
-
-/// [`measure`] with `per_thread` pages per thread.
-fn measure_with_pages(
     shape: Shape,
     design: Design,
     threads: usize,
@@ -485,7 +462,7 @@ fn measure_with_pages(
         Design::Mutex => Arc::new(workload::mutex_accountant()),
     };
     let mut figure = match shape {
-        Shape::HeadPerThread => workload::run_with_pages(
+        Shape::HeadPerThread => workload::run(
             acc.clone(),
             threads,
             duration,
@@ -494,7 +471,7 @@ fn measure_with_pages(
             background,
         ),
         Shape::SharedHead => {
-            run_shared_head_with_pages(&*acc, threads, duration, work_bytes, per_thread, background)
+            run_shared_head(&*acc, threads, duration, work_bytes, per_thread, background)
         }
     };
     figure.active_and_passes = acc.active_and_passes();
@@ -644,7 +621,15 @@ fn main() {
                 let mut this_run = [f64::NAN; 2];
                 for &design in &order {
                     let d = design as usize;
-                    let figure = measure(shape, design, t, duration, work_bytes, background);
+                    let figure = measure(
+                        shape,
+                        design,
+                        t,
+                        duration,
+                        work_bytes,
+                        PAGES_PER_THREAD,
+                        background,
+                    );
                     if workers {
                         print_workers(shape, design, t, &figure);
                     }
@@ -655,8 +640,7 @@ fn main() {
             }
             loop_figures.push(run_parallel_loop(t, duration, work_bytes).per_s);
             if shapes.contains(&Shape::SharedHead) {
-                alone_figures
-                    .push(run_shared_head(&NullPath, t, duration, work_bytes, background).per_s);
+                alone_figures.push(head_alone(t, duration, work_bytes, background).per_s);
             }
         }
         let head_alone = median(alone_figures);
@@ -859,7 +843,17 @@ fn paired_scaling(
     if designs.len() == 2 {
         // 1 thread: accountant / mutex, back to back.
         for &shape in shapes {
-            let time = |d| measure(shape, d, 1, duration, work_bytes, background);
+            let time = |d| {
+                measure(
+                    shape,
+                    d,
+                    1,
+                    duration,
+                    work_bytes,
+                    PAGES_PER_THREAD,
+                    background,
+                )
+            };
             let ratios: Vec<(f64, f64)> = (0..runs)
                 .map(|run| back_to_back(run, || time(Design::Accountant), || time(Design::Mutex)))
                 .collect();
@@ -874,28 +868,24 @@ fn paired_scaling(
             let mut alone = Vec::new();
             for run in 0..runs {
                 for (i, &design) in designs.iter().enumerate() {
-                    ratios[i].push(pair(run, t, &|n| {
-                        measure(shape, design, n, duration, work_bytes, background)
-                    }));
+                    let time = |n: usize, pages: u64| {
+                        measure(shape, design, n, duration, work_bytes, pages, background)
+                    };
+                    ratios[i].push(pair(run, t, &|n| time(n, PAGES_PER_THREAD)));
                     if same_data {
                         // N threads of P pages each against 1 thread of
                         // N·P pages: the same live data, one core or N.
                         let (wall, cpu) = back_to_back(
                             run,
-                            || {
-                                let pages = PAGES_PER_THREAD * t as u64;
-                                measure_with_pages(
-                                    shape, design, 1, duration, work_bytes, pages, background,
-                                )
-                            },
-                            || measure(shape, design, t, duration, work_bytes, background),
+                            || time(1, PAGES_PER_THREAD * t as u64),
+                            || time(t, PAGES_PER_THREAD),
                         );
                         same[i].push((1.0 / wall, 1.0 / cpu));
                     }
                 }
                 if shape == Shape::SharedHead {
                     alone.push(pair(run, t, &|n| {
-                        run_shared_head(&NullPath, n, duration, work_bytes, background)
+                        head_alone(n, duration, work_bytes, background)
                     }));
                 }
                 if shape == shapes[0] {

@@ -367,27 +367,10 @@ pub fn cpu_since(start: Option<u64>) -> Option<u64> {
     Some(thread_cpu_ns()?.saturating_sub(start?))
 }
 
-/// Runs `threads` heads on `acc` for `duration` after a barrier; returns
-/// operations per second (of wall-clock and of the heads' CPU time).
+/// Runs `threads` heads of `per_thread` pages each on `acc` for `duration`
+/// after a barrier; returns operations per second (of wall-clock and of
+/// the heads' CPU time).
 pub fn run(
-    acc: Arc<dyn WritePath>,
-    threads: usize,
-    duration: Duration,
-    work_bytes: usize,
-    background_stabilizer: bool,
-) -> Figure {
-    run_with_pages(
-        acc,
-        threads,
-        duration,
-        work_bytes,
-        PAGES_PER_THREAD,
-        background_stabilizer,
-    )
-}
-
-/// [`run`] with `per_thread` pages per head.
-pub fn run_with_pages(
     acc: Arc<dyn WritePath>,
     threads: usize,
     duration: Duration,

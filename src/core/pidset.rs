@@ -279,8 +279,9 @@ impl PageMap {
     /// write lock, moves its recorded replacements and blob removals to the
     /// ends of `replacements` and `blobs` (the shard keeps its blocks, so
     /// recording allocates nothing in steady state), takes its
-    /// relocation counts, and counts its pages and bytes. Returns the bytes
-    /// and pages, and the relocated bytes and pages. Saturating, like every
+    /// relocation counts, and reads its pages and bytes (the table's length
+    /// and the kept sum: no walk over the pages). Returns the bytes and
+    /// pages, and the relocated bytes and pages. Saturating, like every
     /// live-byte sum.
     pub(crate) fn seal(
         &self,
