@@ -11,9 +11,9 @@
 //! twice the fastest.
 //!
 //! Why it is here: on the shared 2-vCPU machine this project is measured
-//! on, the round trip switches between about 110 and about 460 ns from
-//! one second to the next (the host moves the virtual CPUs between nearer
-//! and farther cores). A workload that writes lines both threads write,
+//! on, the round trip this tool prints switches between about 70 and
+//! about 430 ns every few seconds to minutes (the host moves the virtual
+//! CPUs between nearer and farther cores). A workload that writes lines both threads write,
 //! such as the throughput example's shared head, runs at half speed in the
 //! slow placement, while one that shares nothing (its parallel loop)
 //! does not notice. Run this next to a 2-thread figure to tell the two
