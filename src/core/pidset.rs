@@ -72,6 +72,13 @@ pub(crate) struct PageShard {
     /// removals from a sealed map leave it as it was.
     linked: u64,
     deferred: Deferred,
+    /// The table's capacity when [`PageMap::release`] freed it: the next
+    /// incarnation's activation reserves it (one allocation, instead of the
+    /// writers' links growing the table step by step).
+    pages_hint: u32,
+    /// The records the last seal took: the next activation reserves room
+    /// for as many, so recording allocates nothing in steady state.
+    records_hint: u32,
 }
 
 /// A segment's pages: page id → bytes of its fragments here, with a flag
@@ -277,8 +284,9 @@ impl PageMap {
 
     /// The seal's read of the map: for each shard, under one hold of its
     /// write lock, moves its recorded replacements and blob removals to the
-    /// ends of `replacements` and `blobs` (the shard keeps its blocks, so
-    /// recording allocates nothing in steady state), takes its
+    /// ends of `replacements` and `blobs` (freeing their blocks: a sealed
+    /// segment records nothing until its reuse, whose activation reserves
+    /// as many records again, see [`PageMap::clear`]), takes its
     /// relocation counts, and reads its pages and bytes (the table's length
     /// and the kept sum: no walk over the pages). Returns the bytes and
     /// pages, and the relocated bytes and pages. Saturating, like every
@@ -292,6 +300,8 @@ impl PageMap {
         let mut relocated = (0u64, 0u64);
         for mut shard in self.each_shard() {
             let shard = &mut *shard;
+            shard.records_hint =
+                u32::try_from(shard.deferred.replacements.len()).unwrap_or(u32::MAX);
             shard.deferred.replacements.move_to(replacements);
             shard.deferred.move_blob_removals_to(blobs);
             relocated.0 = relocated
@@ -404,11 +414,32 @@ impl PageMap {
         self.len() == 0
     }
 
-    /// Clears the pages (a segment's reuse).
+    /// Clears the pages for a segment's reuse, and reserves room for as
+    /// many pages and records as the last incarnation had (see
+    /// [`PageMap::release`]): the writers of this one link and record
+    /// without allocating, unless it grows past the last one.
     pub(crate) fn clear(&self) {
         for mut shard in self.each_shard() {
+            let shard = &mut *shard;
             shard.pages.clear();
+            shard.pages.reserve(shard.pages_hint as usize);
+            shard
+                .deferred
+                .replacements
+                .reserve(shard.records_hint as usize);
             shard.linked = 0;
+        }
+    }
+
+    /// Frees the pages' tables of a segment that has no pages left (the
+    /// combiner, as it frees the segment), remembering their capacity for
+    /// the next activation: a free segment holds no heap. Each shard under
+    /// its write lock, as every other change of the map.
+    pub(crate) fn release(&self) {
+        for mut shard in self.each_shard() {
+            debug_assert!(shard.pages.is_empty(), "a freed segment has pages");
+            shard.pages_hint = u32::try_from(shard.pages.capacity()).unwrap_or(u32::MAX);
+            shard.pages = Default::default();
         }
     }
 
@@ -766,6 +797,56 @@ mod tests {
 
     fn link(map: &PageMap, pid: PageId, bytes: u64) -> bool {
         map.link_if(pid, bytes, || Ok::<_, ()>(())).expect("open")
+    }
+
+    /// The table slots and record slots a map's shards hold.
+    fn held(map: &PageMap) -> (usize, usize) {
+        map.each_shard_read().fold((0, 0), |(pages, records), s| {
+            (
+                pages + s.pages.capacity(),
+                records + s.deferred.replacements.capacity(),
+            )
+        })
+    }
+
+    /// A sealed segment holds no record blocks and a freed one no tables;
+    /// the reuse reserves what the last incarnation used, so its writers
+    /// link and record without growing anything.
+    #[test]
+    fn sealed_and_freed_maps_hold_no_heap_and_reuse_reserves_it() {
+        let map = PageMap::new();
+        let replace = |pid: PageId| {
+            map.link_if_then(
+                pid,
+                10,
+                || Ok::<_, ()>(()),
+                |d| {
+                    d.replacements.push(DeferredReplacement {
+                        pid,
+                        old_index: 1,
+                        old_segno: 1,
+                    })
+                },
+            )
+            .expect("open")
+        };
+        (0..1000).for_each(|pid| assert!(replace(pid)));
+        let (pages, records) = held(&map);
+        assert!(pages >= 1000 && records >= 1000);
+        let (mut replacements, mut blobs) = (Vec::new(), Vec::new());
+        assert_eq!(map.seal(&mut replacements, &mut blobs).0, (10_000, 1000));
+        assert_eq!(replacements.len(), 1000);
+        assert_eq!(held(&map), (pages, 0), "the seal freed the record blocks");
+        let all: Vec<PageId> = (0..1000).collect();
+        assert_eq!(map.remove_all(&all), (10_000, 1000));
+        map.release();
+        assert_eq!(held(&map), (0, 0), "a freed segment's map holds no heap");
+        map.clear();
+        let reserved = held(&map);
+        assert!(reserved.0 >= pages && reserved.1 >= 1000, "{reserved:?}");
+        (0..1000).for_each(|pid| assert!(replace(pid)));
+        assert_eq!(held(&map), reserved, "nothing grew past the reservation");
+        assert_eq!((map.len(), map.bytes()), (1000, 10_000));
     }
 
     /// What `link_if` writes every other method finds, across resizes (the

@@ -241,9 +241,10 @@ impl Deferred {
         }
     }
 
-    /// Moves the recorded blob removals to the end of `out`.
+    /// Moves the recorded blob removals to the end of `out`, freeing
+    /// their list.
     pub(crate) fn move_blob_removals_to(&mut self, out: &mut Vec<BlobId>) {
-        if let Some(blobs) = &mut self.blob_removals {
+        if let Some(mut blobs) = self.blob_removals.take() {
             blobs.move_to(out);
         }
     }
@@ -263,7 +264,7 @@ pub(crate) struct Deferred {
     /// Boxed, made by the first removal: most segments never record one
     /// (a blob is a large value's file), and a shard's line holds the
     /// lock, the pages' table, their kept byte sum and one list inline.
-    /// Kept once made, like the records' blocks.
+    /// Freed by the seal, like the records' blocks.
     blob_removals: Option<Box<Blocks<BlobId>>>,
     /// With no relocation streams: bytes and pages of the `mark_replace`
     /// calls into this segment that replaced a not-yet-replaced page of a
