@@ -115,7 +115,7 @@ impl<T> Blocks<T> {
     }
 
     /// The entries the list's blocks have room for.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn capacity(&self) -> usize {
         self.blocks.iter().map(Vec::capacity).sum()
     }
