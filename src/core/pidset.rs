@@ -72,9 +72,10 @@ pub(crate) struct PageShard {
     /// removals from a sealed map leave it as it was.
     linked: u64,
     deferred: Deferred,
-    /// The table's capacity when [`PageMap::release`] freed it: the next
-    /// incarnation's activation reserves it (one allocation, instead of the
-    /// writers' links growing the table step by step).
+    /// The pages the last seal found (the most the incarnation held: none
+    /// are linked after the seal): the next activation reserves as many,
+    /// after [`PageMap::release`] freed the table (one allocation, instead
+    /// of the writers' links growing the table step by step).
     pages_hint: u32,
     /// The records the last seal took: the next activation reserves room
     /// for as many, so recording allocates nothing in steady state.
@@ -302,6 +303,7 @@ impl PageMap {
             let shard = &mut *shard;
             shard.records_hint =
                 u32::try_from(shard.deferred.replacements.len()).unwrap_or(u32::MAX);
+            shard.pages_hint = u32::try_from(shard.pages.len()).unwrap_or(u32::MAX);
             shard.deferred.replacements.move_to(replacements);
             shard.deferred.move_blob_removals_to(blobs);
             relocated.0 = relocated
@@ -432,13 +434,13 @@ impl PageMap {
     }
 
     /// Frees the pages' tables of a segment that has no pages left (the
-    /// combiner, as it frees the segment), remembering their capacity for
-    /// the next activation: a free segment holds no heap. Each shard under
-    /// its write lock, as every other change of the map.
+    /// combiner, as it frees the segment): a free segment holds no heap.
+    /// The next activation reserves what the last seal counted, so a
+    /// segment that once held many pages does not keep reserving for them.
+    /// Each shard under its write lock, as every other change of the map.
     pub(crate) fn release(&self) {
         for mut shard in self.each_shard() {
             debug_assert!(shard.pages.is_empty(), "a freed segment has pages");
-            shard.pages_hint = u32::try_from(shard.pages.capacity()).unwrap_or(u32::MAX);
             shard.pages = Default::default();
         }
     }
@@ -843,10 +845,23 @@ mod tests {
         assert_eq!(held(&map), (0, 0), "a freed segment's map holds no heap");
         map.clear();
         let reserved = held(&map);
-        assert!(reserved.0 >= pages && reserved.1 >= 1000, "{reserved:?}");
+        assert!(reserved.0 >= 1000 && reserved.1 >= 1000, "{reserved:?}");
         (0..1000).for_each(|pid| assert!(replace(pid)));
         assert_eq!(held(&map), reserved, "nothing grew past the reservation");
         assert_eq!((map.len(), map.bytes()), (1000, 10_000));
+        // An incarnation of 10 pages: the one after it reserves for about
+        // that many, not for the 1000 of the one before.
+        map.seal(&mut replacements, &mut blobs);
+        assert_eq!(map.remove_all(&all), (10_000, 1000));
+        map.release();
+        map.clear();
+        (0..10).for_each(|pid| assert!(replace(pid)));
+        map.seal(&mut replacements, &mut blobs);
+        assert_eq!(map.remove_all(&all[..10]), (100, 10));
+        map.release();
+        map.clear();
+        let small = held(&map);
+        assert!(small.0 < 100 && small.1 < 100, "{small:?}");
     }
 
     /// What `link_if` writes every other method finds, across resizes (the
