@@ -57,7 +57,7 @@ fn capacity(k: usize) -> usize {
 #[derive(Debug)]
 pub(crate) struct Blocks<T> {
     /// The blocks: those before the one holding entry `len` full, that one
-    /// partly filled, any after it empty (kept from before a clear). Block
+    /// partly filled, any after it empty (reserved ahead). Block
     /// `k` has capacity [`capacity`]`(k)` and never holds more, so it never
     /// reallocates.
     blocks: Vec<Vec<T>>,
@@ -121,7 +121,7 @@ impl<T> Blocks<T> {
     }
 
     /// The entries from index `start` on, in order. Visits only the blocks
-    /// that hold them, not the empty ones kept from before a clear (each
+    /// that hold them, not the empty ones reserved ahead (each
     /// a cache line of handle to read, for every shard the combiner's
     /// refresh looks at).
     pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
