@@ -1281,8 +1281,9 @@ fn free(shared: &Shared, state: &mut CombinerState, index: usize, word: Word, st
     }
     let freeing = word.with_state(SegmentState::Freeing);
     segment.must_transition(word, freeing);
-    // Empty now (the live bytes above): the tables go back to the heap
-    // until the segment's reuse reserves them again.
+    // Empty now (both callers free only at a kept page count of 0): the
+    // tables go back to the heap until the segment's reuse reserves them
+    // again.
     segment.present.release();
     state.totals.freed += 1;
     shared.counts.moved(word.state, SegmentState::Freeing);
