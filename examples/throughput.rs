@@ -9,6 +9,8 @@
 //!                                              [--only accountant|mutex]   (for profiling one design)
 //!                                              [--paired]   (own scaling from back-to-back pairs)
 //!                                              [--same-data] (with --paired: also against 1 thread owning every thread's pages)
+//!                                              [--unshared] (with --paired: also N accountants sharing nothing)
+//!                                              [--roll-counter] (heads number segments from one counter)
 //!                                              [--workers]  (each thread's operations and CPU time)
 //! ```
 //!
@@ -24,6 +26,14 @@
 //!   pages (a store's page latches would serialize writers of one page),
 //!   and the per-call mix is the same: 60% link a delta, 30% rewrite a page
 //!   with all its old pointers, 10% `clean`.
+//!
+//! With a head per thread, thread `t`'s k-th segment is number `k·T + t`
+//! by default, so a head that runs ahead writes far above the stable bound
+//! the slowest head holds. With `--roll-counter`, a head takes its next
+//! segment number from one counter the heads share as it rolls, as a
+//! store's log hands out segments: no head runs ahead of the others'
+//! numbers, and each `stabilize` seals the few segments the heads finished
+//! since the last one.
 //!
 //! The thread counts always include 1: every ratio is against the same
 //! run's 1-thread figure of the same shape and design.
@@ -52,6 +62,15 @@
 //! its data (docs/performance.md, "How much of the 2-thread shortfall is
 //! the data"); this row says how much of the own-scaling shortfall is
 //! that, and how much is the threads meeting.
+//!
+//! With `--unshared`, the accountant's head-per-thread N-thread figure is
+//! also paired with N threads that each run the same head on an accountant
+//! of their own (nothing shared between the threads, each stabilizing
+//! below its own segment) against 1 such thread. That ratio is the limit
+//! for any design doing the same work per operation on the same data on
+//! this machine: what it loses against the parallel loop is the cores'
+//! shared caches and memory; what the accountant loses against it is what
+//! its threads share.
 
 mod workload;
 
@@ -61,8 +80,8 @@ use std::time::{Duration, Instant};
 
 use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
 use workload::{
-    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Placement, WritePath, PAGES_PER_THREAD,
-    SEGMENT_SIZE,
+    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Numbering, Placement, WritePath,
+    PAGES_PER_THREAD, SEGMENT_SIZE,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -108,7 +127,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
          \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
-         \x20                 [--only accountant|mutex] [--paired [--same-data]] [--workers]"
+         \x20                 [--only accountant|mutex] [--paired [--same-data] [--unshared]] [--roll-counter] [--workers]"
     );
     std::process::exit(2);
 }
@@ -448,15 +467,14 @@ enum Design {
 
 /// One measurement of `shape` on a fresh accountant of `design`, each
 /// thread owning `per_thread` pages.
-fn measure(
-    shape: Shape,
-    design: Design,
-    threads: usize,
-    duration: Duration,
-    work_bytes: usize,
-    per_thread: u64,
-    background: bool,
-) -> Figure {
+fn measure(shape: Shape, design: Design, threads: usize, per_thread: u64, setup: &Setup) -> Figure {
+    let Setup {
+        duration,
+        work_bytes,
+        background,
+        numbering,
+        ..
+    } = *setup;
     let acc: Arc<dyn WritePath> = match design {
         Design::Accountant => Arc::new(workload::accountant()),
         Design::Mutex => Arc::new(workload::mutex_accountant()),
@@ -469,6 +487,7 @@ fn measure(
             work_bytes,
             per_thread,
             background,
+            numbering,
         ),
         Shape::SharedHead => {
             run_shared_head(&*acc, threads, duration, work_bytes, per_thread, background)
@@ -500,6 +519,8 @@ fn main() {
     let mut only: Option<String> = None;
     let mut paired = false;
     let mut same_data = false;
+    let mut unshared = false;
+    let mut numbering = Numbering::Interleaved;
     let mut workers = false;
     let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
@@ -541,6 +562,8 @@ fn main() {
             "--background-stabilizer" => background = true,
             "--paired" => paired = true,
             "--same-data" => same_data = true,
+            "--unshared" => unshared = true,
+            "--roll-counter" => numbering = Numbering::Counter,
             "--workers" => workers = true,
             "--shared-head" => shapes = vec![Shape::SharedHead],
             "--shape" => {
@@ -565,8 +588,8 @@ fn main() {
     if runs == 0 || seconds <= 0.0 {
         usage("--runs and --seconds must be positive");
     }
-    if same_data && !paired {
-        usage("--same-data is a row of --paired");
+    if (same_data || unshared) && !paired {
+        usage("--same-data and --unshared are rows of --paired");
     }
     if work_bytes as u64 + 32 > SEGMENT_SIZE {
         usage("--work-bytes must leave a fragment smaller than a segment");
@@ -593,13 +616,15 @@ fn main() {
             ""
         }
     );
+    let setup = Setup {
+        duration,
+        work_bytes,
+        background,
+        same_data,
+        unshared,
+        numbering,
+    };
     if paired {
-        let setup = Setup {
-            duration,
-            work_bytes,
-            background,
-            same_data,
-        };
         paired_scaling(&threads, &shapes, &designs, runs, &setup);
         return;
     }
@@ -621,15 +646,7 @@ fn main() {
                 let mut this_run = [f64::NAN; 2];
                 for &design in &order {
                     let d = design as usize;
-                    let figure = measure(
-                        shape,
-                        design,
-                        t,
-                        duration,
-                        work_bytes,
-                        PAGES_PER_THREAD,
-                        background,
-                    );
+                    let figure = measure(shape, design, t, PAGES_PER_THREAD, &setup);
                     if workers {
                         print_workers(shape, design, t, &figure);
                     }
@@ -744,6 +761,12 @@ struct Setup {
     /// `--same-data`: also pair each N-thread figure with 1 thread that
     /// owns all N threads' pages.
     same_data: bool,
+    /// `--unshared`: also pair N accountants sharing nothing, one per
+    /// thread, against 1.
+    unshared: bool,
+    /// How the heads of the head-per-thread shape number their segments
+    /// (`--roll-counter`: from one shared counter).
+    numbering: Numbering,
 }
 
 /// `--workers`: each worker thread's operations and CPU time in one
@@ -831,6 +854,8 @@ fn paired_scaling(
         work_bytes,
         background,
         same_data,
+        unshared,
+        ..
     } = *setup;
     // One back-to-back pair: N-thread / 1-thread of `time`, the 1-thread
     // figure first on even runs.
@@ -843,17 +868,7 @@ fn paired_scaling(
     if designs.len() == 2 {
         // 1 thread: accountant / mutex, back to back.
         for &shape in shapes {
-            let time = |d| {
-                measure(
-                    shape,
-                    d,
-                    1,
-                    duration,
-                    work_bytes,
-                    PAGES_PER_THREAD,
-                    background,
-                )
-            };
+            let time = |d| measure(shape, d, 1, PAGES_PER_THREAD, setup);
             let ratios: Vec<(f64, f64)> = (0..runs)
                 .map(|run| back_to_back(run, || time(Design::Accountant), || time(Design::Mutex)))
                 .collect();
@@ -866,11 +881,10 @@ fn paired_scaling(
             let mut ratios: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut same: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut alone = Vec::new();
+            let mut apart = Vec::new();
             for run in 0..runs {
                 for (i, &design) in designs.iter().enumerate() {
-                    let time = |n: usize, pages: u64| {
-                        measure(shape, design, n, duration, work_bytes, pages, background)
-                    };
+                    let time = |n: usize, pages: u64| measure(shape, design, n, pages, setup);
                     ratios[i].push(pair(run, t, &|n| time(n, PAGES_PER_THREAD)));
                     if same_data {
                         // N threads of P pages each against 1 thread of
@@ -882,6 +896,17 @@ fn paired_scaling(
                         );
                         same[i].push((1.0 / wall, 1.0 / cpu));
                     }
+                }
+                if unshared && shape == Shape::HeadPerThread {
+                    apart.push(pair(run, t, &|n| {
+                        workload::run_unshared(
+                            || Arc::new(workload::accountant()),
+                            n,
+                            duration,
+                            work_bytes,
+                            PAGES_PER_THREAD,
+                        )
+                    }));
                 }
                 if shape == Shape::SharedHead {
                     alone.push(pair(run, t, &|n| {
@@ -905,6 +930,10 @@ fn paired_scaling(
                     let what = format!("{name}: N-thread / 1-thread with N threads' pages");
                     print_pairs(shape.name(), t, &what, &same[i]);
                 }
+            }
+            if !apart.is_empty() {
+                let what = "accountant, one per thread (nothing shared): N-thread / 1-thread";
+                print_pairs(shape.name(), t, what, &apart);
             }
             if !alone.is_empty() {
                 print_pairs(shape.name(), t, "head alone: N-thread / 1-thread", &alone);

@@ -8,7 +8,9 @@
 //! a delta of a random page, 30% replace a page completely (with all its
 //! old pointers), 10% `clean` (relocating the page if it is its own).
 //! When its segment fills it rolls with `next` and stabilizes below the
-//! slowest head's current segment.
+//! slowest head's current segment. With [`Numbering::Counter`] a head
+//! takes its next segment number from one counter the heads share when it
+//! rolls, instead of the fixed interleave.
 
 #![allow(dead_code)]
 
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use segment_accountant::baseline::MutexAccountant;
 use segment_accountant::{Accountant, Config, DiskPtr, Lid, Lsn, MemStorage, PageId, Skip};
 
@@ -102,22 +105,59 @@ pub fn mutex_accountant() -> MutexAccountant {
     MutexAccountant::new(config())
 }
 
+/// How a head numbers the segment it rolls to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Numbering {
+    /// Thread `t`'s k-th segment is `k·T + t`, fixed in advance: a head
+    /// that runs ahead writes segments far above the stable bound, which the
+    /// slowest head holds back (so its `stabilize` seals them all).
+    Interleaved,
+    /// The next number of one counter the heads share, taken as the head
+    /// rolls (as a store's log hands out its next segment): a fast head
+    /// takes more numbers, and no head runs ahead of the others' numbers.
+    Counter,
+}
+
 /// Shared between the heads of one run.
 pub struct Shared {
     threads: u64,
     /// Each head's current segment number.
     heads: Vec<AtomicU64>,
+    /// With [`Numbering::Counter`], the next segment number to take.
+    counter: Option<CachePadded<AtomicU64>>,
     /// A background stabilizer runs instead of the heads stabilizing.
     background_stabilizer: bool,
 }
 
 impl Shared {
     pub fn new(threads: usize, background_stabilizer: bool) -> Arc<Shared> {
+        Shared::numbered(threads, background_stabilizer, Numbering::Interleaved)
+    }
+
+    /// [`Shared::new`] with the heads numbering their segments by
+    /// `numbering` (head `t` starts at segment `t` either way).
+    pub fn numbered(
+        threads: usize,
+        background_stabilizer: bool,
+        numbering: Numbering,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             threads: threads as u64,
             heads: (0..threads).map(|t| AtomicU64::new(t as u64)).collect(),
+            counter: (numbering == Numbering::Counter)
+                .then(|| CachePadded::new(AtomicU64::new(threads as u64))),
             background_stabilizer,
         })
+    }
+
+    /// The segment number a head at `segno` rolls to.
+    fn roll_from(&self, segno: u64) -> u64 {
+        match &self.counter {
+            // Relaxed: the number need only be unique; the head's Release
+            // store of it in `heads` is what stabilizers read.
+            Some(counter) => counter.fetch_add(1, Ordering::Relaxed),
+            None => segno + self.threads,
+        }
     }
 
     /// Everything below the slowest head's current segment is complete.
@@ -267,7 +307,11 @@ impl Placement for Own<'_> {
     fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
         let (seg, shared) = (&mut *self.segment, self.shared);
         if seg.used + size > SEGMENT_SIZE {
-            seg.segno += shared.threads;
+            // Both numberings only go up, and a head publishes its new
+            // number before calling `next` for it: the bound (the lowest
+            // number a head is at) covers only segments handed out that
+            // every head has rolled past.
+            seg.segno = shared.roll_from(seg.segno);
             shared.heads[seg.t as usize].store(seg.segno, Ordering::Release);
             seg.lid = acc.next((seg.segno * SEGMENT_SIZE) as Lsn);
             seg.used = 0;
@@ -305,6 +349,20 @@ impl Head {
                 t: t as u64,
                 segno,
                 lid: acc.next((segno * SEGMENT_SIZE) as Lsn),
+                used: 0,
+            },
+        }
+    }
+
+    /// Thread `t`'s mix (its pages, its random sequence) as the only head
+    /// of its own accountant and [`Shared`]: segment numbers 0, 1, 2, …
+    pub fn alone(t: usize, work_bytes: usize, per_thread: u64, acc: &dyn WritePath) -> Head {
+        Head {
+            mix: Mix::with_pages(t, work_bytes, per_thread),
+            segment: OwnSegment {
+                t: 0,
+                segno: 0,
+                lid: acc.next(0),
                 used: 0,
             },
         }
@@ -377,16 +435,60 @@ pub fn run(
     work_bytes: usize,
     per_thread: u64,
     background_stabilizer: bool,
+    numbering: Numbering,
 ) -> Figure {
-    let shared = Shared::new(threads, background_stabilizer);
+    let shared = Shared::numbered(threads, background_stabilizer, numbering);
+    let stabilizer = background_stabilizer.then(|| (acc.clone(), shared.clone()));
+    let setup = move |t: usize| {
+        let head = Head::with_pages(t, work_bytes, per_thread, &*acc);
+        (acc.clone(), shared.clone(), head)
+    };
+    run_heads(threads, duration, setup, stabilizer)
+}
+
+/// [`run`] with nothing shared: each of the `threads` heads on an
+/// accountant of its own (`make`, called on the head's thread), stabilizing
+/// below its own segment. The N-thread figure any design of the same
+/// per-operation work and data could reach on this machine: what is left
+/// of the N-thread / 1-thread ratio is the cores' shared caches and memory,
+/// not the accountant.
+pub fn run_unshared(
+    make: fn() -> Arc<dyn WritePath>,
+    threads: usize,
+    duration: Duration,
+    work_bytes: usize,
+    per_thread: u64,
+) -> Figure {
+    let setup = move |t: usize| {
+        let acc = make();
+        let head = Head::alone(t, work_bytes, per_thread, &*acc);
+        (acc, Shared::new(1, false), head)
+    };
+    run_heads(threads, duration, setup, None)
+}
+
+/// One head's thread: the write path it calls, the shared state it
+/// stabilizes by, and the head, made on that thread.
+type HeadSetup = (Arc<dyn WritePath>, Arc<Shared>, Head);
+
+/// The timed loop of [`run`] and [`run_unshared`]: `threads` threads, each
+/// set up by `setup(t)` before the barrier, stepping their heads until
+/// `duration` has passed; with `stabilizer`, one more thread stabilizes
+/// in the background.
+fn run_heads(
+    threads: usize,
+    duration: Duration,
+    setup: impl Fn(usize) -> HeadSetup + Send + Sync + 'static,
+    stabilizer: Option<(Arc<dyn WritePath>, Arc<Shared>)>,
+) -> Figure {
+    let setup = Arc::new(setup);
     let barrier = Arc::new(Barrier::new(threads + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for t in 0..threads {
-        let (acc, shared, barrier, stop) =
-            (acc.clone(), shared.clone(), barrier.clone(), stop.clone());
+        let (setup, barrier, stop) = (setup.clone(), barrier.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
-            let mut head = Head::with_pages(t, work_bytes, per_thread, &*acc);
+            let (acc, shared, mut head) = setup(t);
             barrier.wait();
             let cpu = thread_cpu_ns();
             while !stop.load(Ordering::Relaxed) {
@@ -397,8 +499,8 @@ pub fn run(
             (head.ops(), cpu_since(cpu))
         }));
     }
-    let stabilizer = background_stabilizer.then(|| {
-        let (acc, shared, stop) = (acc.clone(), shared.clone(), stop.clone());
+    let stabilizer = stabilizer.map(|(acc, shared)| {
+        let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 acc.stabilize(shared.stable_bound());
