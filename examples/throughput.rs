@@ -591,6 +591,9 @@ fn main() {
     if (same_data || unshared) && !paired {
         usage("--same-data and --unshared are rows of --paired");
     }
+    if numbering == Numbering::Counter && !shapes.contains(&Shape::HeadPerThread) {
+        usage("--roll-counter numbers the head-per-thread shape's segments");
+    }
     if work_bytes as u64 + 32 > SEGMENT_SIZE {
         usage("--work-bytes must leave a fragment smaller than a segment");
     }

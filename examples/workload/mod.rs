@@ -448,10 +448,11 @@ pub fn run(
 
 /// [`run`] with nothing shared: each of the `threads` heads on an
 /// accountant of its own (`make`, called on the head's thread), stabilizing
-/// below its own segment. The N-thread figure any design of the same
+/// below its own segment. About the N-thread figure any design of the same
 /// per-operation work and data could reach on this machine: what is left
 /// of the N-thread / 1-thread ratio is the cores' shared caches and memory,
-/// not the accountant.
+/// not the accountant. (Not quite the same work: one accountant's `clean`
+/// also suggests other heads' pages, which a thread of this mix drops.)
 pub fn run_unshared(
     make: fn() -> Arc<dyn WritePath>,
     threads: usize,
