@@ -342,27 +342,30 @@ impl Head {
 
     /// [`Head::new`] with `per_thread` pages per thread.
     pub fn with_pages(t: usize, work_bytes: usize, per_thread: u64, acc: &dyn WritePath) -> Head {
-        let segno = t as u64;
-        Head {
-            mix: Mix::with_pages(t, work_bytes, per_thread),
-            segment: OwnSegment {
-                t: t as u64,
-                segno,
-                lid: acc.next((segno * SEGMENT_SIZE) as Lsn),
-                used: 0,
-            },
-        }
+        Head::of_mix(t, t as u64, work_bytes, per_thread, acc)
     }
 
     /// Thread `t`'s mix (its pages, its random sequence) as the only head
     /// of its own accountant and [`Shared`]: segment numbers 0, 1, 2, …
     pub fn alone(t: usize, work_bytes: usize, per_thread: u64, acc: &dyn WritePath) -> Head {
+        Head::of_mix(t, 0, work_bytes, per_thread, acc)
+    }
+
+    /// Thread `t`'s mix as head `head` of its [`Shared`], at that head's
+    /// first segment (number `head`).
+    fn of_mix(
+        t: usize,
+        head: u64,
+        work_bytes: usize,
+        per_thread: u64,
+        acc: &dyn WritePath,
+    ) -> Head {
         Head {
             mix: Mix::with_pages(t, work_bytes, per_thread),
             segment: OwnSegment {
-                t: 0,
-                segno: 0,
-                lid: acc.next(0),
+                t: head,
+                segno: head,
+                lid: acc.next((head * SEGMENT_SIZE) as Lsn),
                 used: 0,
             },
         }
