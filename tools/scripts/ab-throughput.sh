@@ -19,7 +19,8 @@
 # placement moves a figure more than most changes do).
 set -euo pipefail
 if [ $# -lt 5 ]; then
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    # The header above, up to the first line that is not a comment.
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
     exit 2
 fi
 name_a=$1 bin_a=$2 name_b=$3 bin_b=$4 rounds=$5
@@ -39,6 +40,10 @@ for round in $(seq 1 "$rounds"); do
     for which in $order; do
         if [ "$which" = a ]; then name=$name_a bin=$bin_a; else name=$name_b bin=$bin_b; fi
         r=$(ratio "$bin" "$@")
+        if [ -z "$r" ]; then
+            echo "round $round: $bin printed no 2-thread / 1-thread ratio" >&2
+            exit 1
+        fi
         echo "round $round $name $r" | tee -a "$results"
     done
     if [ -x "$probe" ]; then
