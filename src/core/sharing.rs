@@ -175,23 +175,23 @@ impl<T> AtomicPtr<T> {
     }
 }
 
-/// The `std` read/write lock, reporting each lock taken, read or write
-/// (either writes the lock word).
+/// The read/write lock of a normal build (dashmap's), reporting each lock
+/// taken, read or write (either writes the lock word).
 #[derive(Debug, Default)]
-pub(crate) struct RwLock<T>(std::sync::RwLock<T>);
+pub(crate) struct RwLock<T>(dashmap::RwLock<T>);
 
-pub(crate) use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+pub(crate) use dashmap::{RwLockReadGuard, RwLockWriteGuard};
 
 #[allow(dead_code)]
 impl<T> RwLock<T> {
     pub(crate) const fn new(value: T) -> Self {
-        Self(std::sync::RwLock::new(value))
+        Self(dashmap::RwLock::new(value))
     }
-    pub(crate) fn read(&self) -> std::sync::LockResult<RwLockReadGuard<'_, T>> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
         wrote(self);
         self.0.read()
     }
-    pub(crate) fn write(&self) -> std::sync::LockResult<RwLockWriteGuard<'_, T>> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
         wrote(self);
         self.0.write()
     }

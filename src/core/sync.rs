@@ -1,7 +1,8 @@
 //! The one place the crate reaches atomics, locks, cells, threads and the
 //! epoch collector.
 //!
-//! In a normal build these are the `std` types. Under `--cfg loom` they are
+//! In a normal build these are the `std` types (the read/write lock is
+//! dashmap's, which does not poison). Under `--cfg loom` they are
 //! loom's, so the loom models in `loom-tests/` check the very code that
 //! ships. Types that loom cannot see through (dashmap's shards, crossbeam's
 //! lock-free queue) are wrapped by small internal types elsewhere
@@ -15,7 +16,14 @@ pub(crate) use std::sync::atomic::{
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(any(loom, sharing_audit)))]
-pub(crate) use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub(crate) use std::sync::{Mutex, MutexGuard};
+// The read/write lock (the page maps' shards are its one user): dashmap's,
+// the lock of the set type `mark_link`'s floor measures. It does not
+// poison, so a lock and an unlock are one compare-and-swap each, without
+// `std`'s two reads of the thread's panic count (the crate ignores
+// poisoning anyway: see `lock`). Its guard still releases it on unwind.
+#[cfg(not(any(loom, sharing_audit)))]
+pub(crate) use dashmap::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 // The sharing audit's build: the same types, reporting their writes.
 #[cfg(all(sharing_audit, not(loom)))]
 pub(crate) use crate::core::sharing::{
@@ -123,11 +131,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// Read-locks a read/write lock, treating poisoning as [`lock`] does.
+/// Read-locks a read/write lock (one that never poisons, but loom's).
+#[inline(always)]
 pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     #[cfg(not(loom))]
     {
-        l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        l.read()
     }
     #[cfg(loom)]
     {
@@ -135,11 +144,12 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     }
 }
 
-/// Write-locks a read/write lock, treating poisoning as [`lock`] does.
+/// Write-locks a read/write lock (one that never poisons, but loom's).
+#[inline(always)]
 pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     #[cfg(not(loom))]
     {
-        l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        l.write()
     }
     #[cfg(loom)]
     {
