@@ -19,9 +19,10 @@ pub(crate) use std::sync::Arc;
 pub(crate) use std::sync::{Mutex, MutexGuard};
 // The read/write lock (the page maps' shards are its one user): dashmap's,
 // the lock of the set type `mark_link`'s floor measures. It does not
-// poison, so a lock and an unlock are one compare-and-swap each, without
-// `std`'s two reads of the thread's panic count (the crate ignores
-// poisoning anyway: see `lock`). Its guard still releases it on unwind.
+// poison, so a lock and an unlock are one atomic read-modify-write each,
+// without `std`'s two reads of the panic count and one of the poison flag
+// (the crate ignored poisoning anyway: see `lock`). Its guard still
+// releases it on unwind.
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use dashmap::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 // The sharing audit's build: the same types, reporting their writes.
@@ -131,7 +132,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// Read-locks a read/write lock (one that never poisons, but loom's).
+/// Read-locks a read/write lock. dashmap's never poisons; loom's is
+/// unwrapped (a poisoned lock there means a model already panicked).
 #[inline(always)]
 pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     #[cfg(not(loom))]
@@ -144,7 +146,7 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     }
 }
 
-/// Write-locks a read/write lock (one that never poisons, but loom's).
+/// Write-locks a read/write lock, as [`read`] does.
 #[inline(always)]
 pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     #[cfg(not(loom))]
