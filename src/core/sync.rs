@@ -22,7 +22,10 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 // poison, so a lock and an unlock are one atomic read-modify-write each,
 // without `std`'s two reads of the panic count and one of the poison flag
 // (the crate ignored poisoning anyway: see `lock`). Its guard still
-// releases it on unwind.
+// releases it on unwind. Unlike `std`'s, it lets a reader in while a
+// writer waits: a writer could in principle wait out a stream of
+// overlapping readers. The page maps' readers (`clean`'s check, the seal's
+// sums, the statistics) each hold a shard for one short read.
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use dashmap::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 // The sharing audit's build: the same types, reporting their writes.
