@@ -9,6 +9,10 @@
 # placement (about 70 ns near, about 400 ns far on this VM). It prints each
 # round's 2-thread / 1-thread ratio and its per-CPU-second form, and at the
 # end each build's median over the rounds and how many rounds it led.
+# The extra args come after those defaults, and the example takes the last
+# of a repeated option, so `--shape shared-head` measures the shared head
+# instead (one shape at a time: with `--shape both` only the first ratio
+# of a run would be kept).
 #
 # Build the two binaries first, e.g. main's in a worktree:
 #   git worktree add /tmp/base HEAD --detach
