@@ -268,12 +268,10 @@ impl crate::Accountant {
             max_stabilized,
         );
         for &(segno, index) in &active {
-            acc.shared.active_lsns.insert_new(segno);
+            // Registered with the combiner already (`Combiner::recovered`).
             acc.shared
                 .active_lsns
-                .set_placed(segno, index as usize, false);
-            // Registered with the combiner already (`Combiner::recovered`).
-            acc.shared.active_lsns.set_collected(segno);
+                .insert_registered(segno, index as usize);
         }
         acc.shared.counts.set(counts[0], counts[1], counts[2]);
         phase.end(segments.len() as u64);

@@ -33,24 +33,33 @@ const NYR: u64 = 1 << 63;
 /// appended); the low bits are the slot + 1.
 const REUSED: u64 = 1 << 63;
 
-/// The flag in an [`LsnSet`] value for a placement the combiner has
-/// collected ([`LsnSet::collect_new`]).
-const COLLECTED: u64 = 1 << 62;
-
 /// A placed value's `(slot, reused)`; `None` for a reservation not placed
 /// yet (value 0).
 fn placement(v: u64) -> Option<(usize, bool)> {
-    let v = v & !COLLECTED;
     (v != 0).then(|| (((v & !REUSED) - 1) as usize, v & REUSED != 0))
 }
 
-/// A small concurrent set of segment numbers (the lsns in use).
+/// A small concurrent set of segment numbers (the lsns in use): a few
+/// read/write-locked shards (the [`crate::core::sync`] shim's lock, so loom
+/// sees the very code that ships), each on its own cache line, chosen by
+/// the key's hash as a [`PageMap`]'s are.
 #[derive(Debug)]
 pub(crate) struct LsnSet {
-    #[cfg(not(loom))]
-    inner: dashmap::DashMap<u64, u64, dash::Hasher>,
-    #[cfg(loom)]
-    inner: stand_in::Sharded,
+    shards: Box<[CachePadded<RwLock<LsnShard>>]>,
+}
+
+/// Shards per lsn set: 4, or 2 under loom (the key's low bit picks one).
+const LSN_SHARDS: usize = PAGE_SHARDS;
+
+/// One shard of an [`LsnSet`].
+#[derive(Debug, Default)]
+struct LsnShard {
+    /// key → 0 while reserved, then its placement (slot + 1, with
+    /// [`REUSED`] for a reused slot).
+    keys: std::collections::HashMap<u64, u64, rustc_hash::FxBuildHasher>,
+    /// The keys placed since the combiner's last collection
+    /// ([`LsnSet::collect_new`]), in placement order.
+    fresh: Vec<u64>,
 }
 
 /// Shards per page map: 4, or 2 under loom (the page id's low bit picks
@@ -105,82 +114,6 @@ fn shard_of(pid: PageId) -> usize {
     #[cfg(loom)]
     {
         (pid & 1) as usize
-    }
-}
-
-#[cfg(not(loom))]
-mod dash {
-
-    pub(super) type Hasher = rustc_hash::FxBuildHasher;
-
-    /// Shards per set.
-    pub(super) const SHARDS: usize = 4;
-
-    /// Folds `f` over every `(key, value)` of `map`, one shard read-locked
-    /// at a time (not an atomic snapshot). Over the raw shards, not
-    /// `DashMap::iter`: that clones an `Arc` of the shard's guard for every
-    /// entry (docs/performance.md, "The seal's sum").
-    pub(super) fn fold<B>(
-        map: &dashmap::DashMap<u64, u64, Hasher>,
-        init: B,
-        mut f: impl FnMut(B, u64, u64) -> B,
-    ) -> B {
-        map.shards().iter().fold(init, |acc, shard| {
-            let table = shard.read();
-            // Safety: the buckets are the table's, read-locked by `table`
-            // for as long as they are read here.
-            unsafe { table.iter() }.fold(acc, |acc, bucket| {
-                // Safety: as above; a raw iterator yields full buckets only.
-                let (key, v) = unsafe { bucket.as_ref() };
-                f(acc, *key, *v.get())
-            })
-        })
-    }
-
-    /// Runs `f` on every `(key, value)` of `map`, one shard write-locked
-    /// at a time, over the raw shards as [`fold`] does.
-    pub(super) fn for_each_mut(
-        map: &dashmap::DashMap<u64, u64, Hasher>,
-        mut f: impl FnMut(u64, &mut u64),
-    ) {
-        for shard in map.shards() {
-            let table = shard.write();
-            // Safety: the buckets are the table's, write-locked by `table`
-            // for as long as they are used here, and nothing else holds a
-            // reference into them.
-            for bucket in unsafe { table.iter() } {
-                // Safety: as above; a raw iterator yields full buckets only,
-                // each once.
-                let (key, v) = unsafe { bucket.as_mut() };
-                f(*key, v.get_mut());
-            }
-        }
-    }
-
-    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
-    /// or on every shard; a read lock writes its lock word too.
-    #[cfg(sharing_audit)]
-    pub(super) fn audit<V>(map: &dashmap::DashMap<u64, V, Hasher>, key: Option<u64>) {
-        use std::hash::BuildHasher;
-        let shards = map.shards();
-        match key {
-            Some(k) => {
-                let hash = map.hasher().hash_one(k);
-                crate::core::sharing::wrote(&shards[map.determine_shard(hash as usize)]);
-            }
-            None => shards.iter().for_each(|s| crate::core::sharing::wrote(s)),
-        }
-    }
-
-    /// The sharing audit: the address range of the shards (their locks).
-    #[cfg(sharing_audit)]
-    pub(super) fn audit_range<V>(map: &dashmap::DashMap<u64, V, Hasher>) -> (usize, usize) {
-        let shards = map.shards();
-        (shards.as_ptr() as usize, std::mem::size_of_val(shards))
-    }
-
-    pub(super) fn new<V>() -> dashmap::DashMap<u64, V, Hasher> {
-        dashmap::DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS)
     }
 }
 
@@ -510,52 +443,35 @@ impl LsnSet {
     #[allow(dead_code)]
     #[cfg(all(sharing_audit, not(loom)))]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        dash::audit_range(&self.inner)
-    }
-}
-
-impl LsnSet {
-    /// The sharing audit: notes the lock taken on `key`'s shard (`Some`),
-    /// or on every shard; a read lock writes its lock word too.
-    #[inline(always)]
-    fn audit(&self, key: Option<u64>) {
-        #[cfg(all(sharing_audit, not(loom)))]
-        dash::audit(&self.inner, key);
-        let _ = key;
+        (
+            self.shards.as_ptr() as usize,
+            std::mem::size_of_val(&*self.shards),
+        )
     }
 
     pub(crate) fn new() -> Self {
         LsnSet {
-            #[cfg(not(loom))]
-            inner: dash::new(),
-            #[cfg(loom)]
-            inner: stand_in::Sharded::new(),
+            shards: (0..LSN_SHARDS)
+                .map(|_| CachePadded::new(RwLock::new(LsnShard::default())))
+                .collect(),
         }
+    }
+
+    /// `key`'s shard, write-locked.
+    #[inline(always)]
+    fn shard(&self, key: u64) -> RwLockWriteGuard<'_, LsnShard> {
+        write(&self.shards[shard_of(key)])
     }
 
     /// Inserts `key` unless present; returns whether it was inserted. The
     /// shard's lock makes competing inserts of one key pick one winner.
     pub(crate) fn insert_new(&self, key: u64) -> bool {
-        self.audit(Some(key));
-        #[cfg(not(loom))]
-        {
-            match self.inner.entry(key) {
-                dashmap::Entry::Occupied(_) => false,
-                dashmap::Entry::Vacant(v) => {
-                    v.insert(0);
-                    true
-                }
-            }
-        }
-        #[cfg(loom)]
-        {
-            use std::collections::hash_map::Entry;
-            match self.inner.write(key).entry(key) {
-                Entry::Occupied(_) => false,
-                Entry::Vacant(v) => {
-                    v.insert(0);
-                    true
-                }
+        use std::collections::hash_map::Entry;
+        match self.shard(key).keys.entry(key) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(0);
+                true
             }
         }
     }
@@ -568,105 +484,86 @@ impl LsnSet {
         self.insert_new(key).then(|| Reservation { set: self, key })
     }
 
+    /// Removes `key` (the combiner, after the seal of a segment it
+    /// collected: a key waiting to be collected is never removed).
     pub(crate) fn remove(&self, key: u64) -> bool {
-        self.audit(Some(key));
-        #[cfg(not(loom))]
-        let removed = self.inner.remove(&key).is_some();
-        #[cfg(loom)]
-        let removed = self.inner.write(key).remove(&key).is_some();
-        removed
+        let mut shard = self.shard(key);
+        debug_assert!(!shard.fresh.contains(&key), "{key} removed uncollected");
+        shard.keys.remove(&key).is_some()
     }
 
     /// Records that `key` was placed in table slot `index` (the value of
     /// a key is 0 until then, `index + 1` after, with [`REUSED`] if the slot
-    /// was reused rather than appended). Under the key's shard lock, which
-    /// every reader of placements takes too: a reader that does not see the
-    /// placement passed that lock before this call took it. A placement is
-    /// the segment's registration with the combiner (see
+    /// was reused rather than appended), and lists it for the combiner's
+    /// next collection. Under the key's shard lock, which every reader of
+    /// placements takes too: a reader that does not see the placement
+    /// passed that lock before this call took it. A placement is the
+    /// segment's registration with the combiner (see
     /// [`LsnSet::collect_new`]).
     pub(crate) fn set_placed(&self, key: u64, index: usize, reused: bool) {
-        self.audit(Some(key));
         let value = (index as u64 + 1) | if reused { REUSED } else { 0 };
-        #[cfg(not(loom))]
-        {
-            if let Some(mut v) = self.inner.get_mut(&key) {
-                *v = value;
-            }
-        }
-        #[cfg(loom)]
-        if let Some(v) = self.inner.write(key).get_mut(&key) {
+        let mut shard = self.shard(key);
+        let shard = &mut *shard;
+        if let Some(v) = shard.keys.get_mut(&key) {
+            debug_assert_eq!(*v, 0, "{key} placed twice");
             *v = value;
+            // The list's buffer is kept from one collection to the next:
+            // no allocation in steady state.
+            shard.fresh.push(key);
         }
+    }
+
+    /// Recovery: inserts `key` placed in slot `index` (appended) and
+    /// already registered with the combiner (`Combiner::recovered`), so no
+    /// collection lists it.
+    pub(crate) fn insert_registered(&self, key: u64, index: usize) {
+        self.shard(key).keys.insert(key, index as u64 + 1);
     }
 
     /// Removes `key` if it is reserved but not placed (a `next` that failed
     /// or unwound before it placed the segment). A placed key stays: the
     /// combiner will find and seal its segment.
     fn remove_unplaced(&self, key: u64) {
-        self.audit(Some(key));
-        #[cfg(not(loom))]
-        self.inner.remove_if(&key, |_, v| *v == 0);
-        #[cfg(loom)]
-        {
-            let mut shard = self.inner.write(key);
-            if shard.get(&key) == Some(&0) {
-                shard.remove(&key);
-            }
+        let mut shard = self.shard(key);
+        if shard.keys.get(&key) == Some(&0) {
+            shard.keys.remove(&key);
         }
     }
 
     /// Folds `f` over every `(key, value)`, one shard read-locked at a
     /// time (not an atomic snapshot; an entry written before this call
-    /// took its shard's lock is seen). The one walk over the set.
-    fn fold<B>(&self, init: B, f: impl FnMut(B, u64, u64) -> B) -> B {
-        self.audit(None);
-        #[cfg(not(loom))]
-        let folded = dash::fold(&self.inner, init, f);
-        #[cfg(loom)]
-        let folded = {
-            let mut f = f;
-            self.inner
-                .entries()
-                .into_iter()
-                .fold(init, |acc, (k, v)| f(acc, k, v))
-        };
-        folded
+    /// took its shard's lock is seen). The one walk over the set, for the
+    /// rare readers (introspection, the audit, `stabilize` past the
+    /// combiner's bound); the combiner's collection does not walk.
+    fn fold<B>(&self, init: B, mut f: impl FnMut(B, u64, u64) -> B) -> B {
+        self.shards.iter().fold(init, |acc, shard| {
+            read(shard)
+                .keys
+                .iter()
+                .fold(acc, |acc, (&k, &v)| f(acc, k, v))
+        })
     }
 
     /// The combiner's collection: runs `f(key, slot, reused)` for every
-    /// placed key it has not collected yet, and marks it collected, one
-    /// shard write-locked at a time (the walk [`LsnSet::fold`] makes, with
-    /// the lock every placement takes: a placement made before the call
-    /// took its shard's lock is collected). The mark lives in the value,
-    /// so telling new placements from old costs no lookup elsewhere.
+    /// key placed since the last collection, in placement order within a
+    /// shard, and forgets them, one shard write-locked at a time (the lock
+    /// every placement takes: a placement made before the call took its
+    /// shard's lock is collected). It visits the new placements only, not
+    /// the set: with a head far ahead of the stabilized lsn the set holds
+    /// thousands of unsealed segments, and a walk over them every pass was
+    /// a cost per write that grew with that backlog (docs/performance.md).
     pub(crate) fn collect_new(&self, mut f: impl FnMut(u64, usize, bool)) {
-        self.audit(None);
-        let mut visit = |k: u64, v: &mut u64| {
-            if *v & COLLECTED != 0 {
-                return;
+        for shard in self.shards.iter() {
+            let mut shard = write(shard);
+            let LsnShard { keys, fresh } = &mut *shard;
+            for key in fresh.drain(..) {
+                // A listed key is placed, and stays until its seal, which
+                // comes after this collection.
+                match keys.get(&key).and_then(|&v| placement(v)) {
+                    Some((slot, reused)) => f(key, slot, reused),
+                    None => debug_assert!(false, "listed key {key} is not placed"),
+                }
             }
-            if let Some((slot, reused)) = placement(*v) {
-                *v |= COLLECTED;
-                f(k, slot, reused);
-            }
-        };
-        #[cfg(not(loom))]
-        dash::for_each_mut(&self.inner, &mut visit);
-        #[cfg(loom)]
-        self.inner.for_each_mut(&mut visit);
-    }
-
-    /// Marks `key`'s placement collected (recovery: the combiner starts
-    /// with the recovered Active segments registered).
-    pub(crate) fn set_collected(&self, key: u64) {
-        self.audit(Some(key));
-        #[cfg(not(loom))]
-        if let Some(mut v) = self.inner.get_mut(&key) {
-            *v |= COLLECTED;
-        }
-        #[cfg(loom)]
-        if let Some(v) = self.inner.write(key).get_mut(&key) {
-            *v |= COLLECTED;
         }
     }
 
@@ -693,12 +590,7 @@ impl LsnSet {
     /// Whether `key` is reserved and not placed yet (under its shard's
     /// read lock).
     pub(crate) fn is_unplaced(&self, key: u64) -> bool {
-        self.audit(Some(key));
-        #[cfg(not(loom))]
-        let unplaced = self.inner.get(&key).is_some_and(|v| *v == 0);
-        #[cfg(loom)]
-        let unplaced = self.inner.read(key).get(&key) == Some(&0);
-        unplaced
+        read(&self.shards[shard_of(key)]).keys.get(&key) == Some(&0)
     }
 
     /// One past the highest placed key, or 0 (one shard read-locked at a
@@ -738,58 +630,6 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.set.remove_unplaced(self.key);
-    }
-}
-
-#[cfg(loom)]
-mod stand_in {
-    use crate::core::sync::{read, write, RwLock, RwLockReadGuard, RwLockWriteGuard};
-    use std::collections::HashMap;
-
-    /// A deterministic hasher: loom replays a model's schedule, so the
-    /// order a collection walks the set in must not change between runs.
-    type Table = HashMap<u64, u64, rustc_hash::FxBuildHasher>;
-
-    /// Two read/write-locked shards, chosen by the key's low bit.
-    #[derive(Debug)]
-    pub(crate) struct Sharded {
-        shards: [RwLock<Table>; 2],
-    }
-
-    impl Sharded {
-        pub(crate) fn new() -> Self {
-            Sharded {
-                shards: [
-                    RwLock::new(HashMap::default()),
-                    RwLock::new(HashMap::default()),
-                ],
-            }
-        }
-
-        pub(crate) fn write(&self, key: u64) -> RwLockWriteGuard<'_, Table> {
-            write(&self.shards[(key & 1) as usize])
-        }
-
-        pub(crate) fn read(&self, key: u64) -> RwLockReadGuard<'_, Table> {
-            read(&self.shards[(key & 1) as usize])
-        }
-
-        pub(crate) fn entries(&self) -> Vec<(u64, u64)> {
-            let mut out = Vec::new();
-            for s in &self.shards {
-                out.extend(read(s).iter().map(|(k, v)| (*k, *v)));
-            }
-            out
-        }
-
-        /// `f` on every entry, one shard write-locked at a time.
-        pub(crate) fn for_each_mut(&self, mut f: impl FnMut(u64, &mut u64)) {
-            for s in &self.shards {
-                for (k, v) in write(s).iter_mut() {
-                    f(*k, v);
-                }
-            }
-        }
     }
 }
 
@@ -943,11 +783,11 @@ mod tests {
         assert_eq!(placed, vec![(3, 7), (5, 0), (9, 2)]);
         assert!(!set.is_unplaced(9));
         assert!(set.remove(9));
-        // Recovery marks a placement collected without collecting it.
-        assert!(set.insert_new(11));
-        set.set_placed(11, 4, false);
-        set.set_collected(11);
+        // Recovery inserts a placement registered already: no collection
+        // lists it.
+        set.insert_registered(11, 4);
         set.collect_new(|k, _, _| panic!("{k} was recovered as collected"));
+        assert!(set.placed().contains(&(11, 4)));
         assert_eq!(set.placed_end(), 12);
     }
 
