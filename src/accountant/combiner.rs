@@ -192,8 +192,9 @@ struct SealedWork {
 #[derive(Debug)]
 pub(crate) struct CombinerState {
     /// Registered Active segments, by segment number: `(segno, index)`.
-    /// Their placements in the in-use lsn set are marked collected there
-    /// (`LsnSet::collect_new`) until their segment leaves the set.
+    /// Their placements in the in-use lsn set were taken off its lists of
+    /// new placements (`LsnSet::collect_new`); the entries stay until their
+    /// segment leaves the set.
     active: BinaryHeap<Reverse<(u64, u32)>>,
     /// Segments waiting for the stabilized segment lsn to rise above
     /// `lsn` before their epoch deferral starts: `(index, lsn)`.
