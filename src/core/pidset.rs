@@ -805,6 +805,67 @@ mod tests {
         drop(two);
         assert_eq!(set.placed(), vec![(2, 4)]);
     }
+
+    /// Writers reserve and place (some drop their reservation first, as a
+    /// `next` that fails before its placement does) while one thread
+    /// collects and removes what it collected, as the combiner does after
+    /// a seal: every placement is collected exactly once, with its slot and
+    /// flag, and no dropped reservation ever is.
+    #[test]
+    fn concurrent_placements_are_each_collected_once() {
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        const WRITERS: u64 = 4;
+        const PER_WRITER: u64 = 5_000;
+        let set = LsnSet::new();
+        let finished = AtomicUsize::new(0);
+        let mut collected: HashMap<u64, (usize, bool)> = HashMap::new();
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let (set, finished) = (&set, &finished);
+                s.spawn(move || {
+                    for i in 0..PER_WRITER {
+                        let key = i * WRITERS + w;
+                        let reservation = set.reserve(key).expect("each key is reserved once");
+                        if key % 7 == 0 {
+                            drop(reservation);
+                            continue;
+                        }
+                        set.set_placed(key, key as usize, key % 2 == 0);
+                        reservation.keep();
+                    }
+                    finished.fetch_add(1, SeqCst);
+                });
+            }
+            let mut collect = |collected: &mut HashMap<u64, (usize, bool)>| {
+                let mut now = Vec::new();
+                set.collect_new(|k, slot, reused| now.push((k, slot, reused)));
+                for (k, slot, reused) in now {
+                    assert!(
+                        collected.insert(k, (slot, reused)).is_none(),
+                        "{k} collected twice"
+                    );
+                    if k % 3 == 0 {
+                        assert!(set.remove(k));
+                    }
+                }
+            };
+            while finished.load(SeqCst) < WRITERS as usize {
+                collect(&mut collected);
+            }
+            // Every writer's placements happened before its count.
+            collect(&mut collected);
+        });
+        let placed = (0..WRITERS * PER_WRITER).filter(|k| k % 7 != 0);
+        let expected: HashMap<u64, (usize, bool)> = placed
+            .clone()
+            .map(|k| (k, (k as usize, k % 2 == 0)))
+            .collect();
+        assert_eq!(collected, expected);
+        let mut kept = set.keys();
+        kept.sort_unstable();
+        assert_eq!(kept, placed.filter(|k| k % 3 != 0).collect::<Vec<_>>());
+    }
 }
 
 #[cfg(all(test, not(loom)))]
