@@ -837,7 +837,7 @@ mod tests {
                     finished.fetch_add(1, SeqCst);
                 });
             }
-            let mut collect = |collected: &mut HashMap<u64, (usize, bool)>| {
+            let collect = |collected: &mut HashMap<u64, (usize, bool)>| {
                 let mut now = Vec::new();
                 set.collect_new(|k, slot, reused| now.push((k, slot, reused)));
                 for (k, slot, reused) in now {
