@@ -15,11 +15,10 @@
 //! reaches its shard, and the seal counts it, or takes the lock after the
 //! count did, and then sees the word moved and changes nothing.
 //!
-//! The in-use lsn set ([`LsnSet`]) wraps a [`dashmap`] map; dashmap's shard
-//! locks are invisible to loom, so under `--cfg loom` a loom-visible
-//! stand-in takes its place: two shards, each a loom `RwLock` over a
-//! `HashMap`, taking read locks where dashmap takes read locks and write
-//! locks where it takes write locks.
+//! The in-use lsn set ([`LsnSet`]) is built the same way: a few shim
+//! `RwLock` shards, each over a `HashMap` of lsns and the list of those
+//! placed since the combiner's last collection, so under loom the same
+//! code runs too (two shards, by the lsn's low bit).
 
 use crate::core::segment::{Deferred, DeferredReplacement};
 use crate::core::sync::{read, write, CachePadded, RwLock, RwLockReadGuard, RwLockWriteGuard};

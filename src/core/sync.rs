@@ -4,10 +4,9 @@
 //! In a normal build these are the `std` types (the read/write lock is
 //! dashmap's, which does not poison). Under `--cfg loom` they are
 //! loom's, so the loom models in `loom-tests/` check the very code that
-//! ships. Types that loom cannot see through (dashmap's shards, crossbeam's
-//! lock-free queue) are wrapped by small internal types elsewhere
-//! ([`crate::pidset`], [`Queue`] here) whose loom versions are built from
-//! the primitives below.
+//! ships. The one type loom cannot see through, crossbeam's lock-free
+//! queue, is wrapped by a small internal type ([`Queue`] here) whose loom
+//! version is built from the primitives below.
 
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use std::sync::atomic::{
@@ -17,7 +16,7 @@ pub(crate) use std::sync::atomic::{
 pub(crate) use std::sync::Arc;
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
-// The read/write lock (the page maps' shards are its one user): dashmap's,
+// The read/write lock (of the page maps' and the in-use lsn set's shards): dashmap's,
 // the lock of the set type `mark_link`'s floor measures. It does not
 // poison, so a lock and an unlock are one atomic read-modify-write each,
 // without `std`'s two reads of the panic count and one of the poison flag
@@ -25,7 +24,8 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 // releases it on unwind. Unlike `std`'s, it lets a reader in while a
 // writer waits: a writer could in principle wait out a stream of
 // overlapping readers. The page maps' readers (`clean`'s check, the seal's
-// sums, the statistics) each hold a shard for one short read.
+// sums, the statistics) each hold a shard for one short read, and so do
+// the in-use set's (`pause_rewriting`'s wait, the rare walks).
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use dashmap::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 // The sharing audit's build: the same types, reporting their writes.
