@@ -116,6 +116,20 @@ fn shard_of(pid: PageId) -> usize {
     }
 }
 
+/// `n` read/write-locked shards, each on a line of its own (a page map's,
+/// an lsn set's).
+fn padded_shards<T: Default>(n: usize) -> Box<[CachePadded<RwLock<T>>]> {
+    (0..n)
+        .map(|_| CachePadded::new(RwLock::new(T::default())))
+        .collect()
+}
+
+/// The sharing audit: the address range of `shards` (their locks).
+#[cfg(all(sharing_audit, not(loom)))]
+fn shards_range<T>(shards: &[CachePadded<RwLock<T>>]) -> (usize, usize) {
+    (shards.as_ptr() as usize, std::mem::size_of_val(shards))
+}
+
 /// Runs `f` out of line: keeps the insert path of [`PageMap::link_if`] (a
 /// second probe for a free slot, sometimes a resize) and its register
 /// pressure out of the hit path that `mark_link` inlines.
@@ -127,9 +141,7 @@ fn outlined<R>(f: impl FnOnce() -> R) -> R {
 impl PageMap {
     pub(crate) fn new() -> Self {
         PageMap {
-            shards: (0..PAGE_SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(PageShard::default())))
-                .collect(),
+            shards: padded_shards(PAGE_SHARDS),
         }
     }
 
@@ -138,10 +150,7 @@ impl PageMap {
     // Used by the audit's test only.
     #[allow(dead_code)]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        (
-            self.shards.as_ptr() as usize,
-            std::mem::size_of_val(&*self.shards),
-        )
+        shards_range(&self.shards)
     }
 
     /// `pid`'s shard, write-locked.
@@ -442,17 +451,12 @@ impl LsnSet {
     #[allow(dead_code)]
     #[cfg(all(sharing_audit, not(loom)))]
     pub(crate) fn audit_range(&self) -> (usize, usize) {
-        (
-            self.shards.as_ptr() as usize,
-            std::mem::size_of_val(&*self.shards),
-        )
+        shards_range(&self.shards)
     }
 
     pub(crate) fn new() -> Self {
         LsnSet {
-            shards: (0..LSN_SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(LsnShard::default())))
-                .collect(),
+            shards: padded_shards(LSN_SHARDS),
         }
     }
 

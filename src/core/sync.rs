@@ -16,11 +16,12 @@ pub(crate) use std::sync::atomic::{
 pub(crate) use std::sync::Arc;
 #[cfg(not(any(loom, sharing_audit)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
-// The read/write lock (of the page maps' and the in-use lsn set's shards): dashmap's,
-// the lock of the set type `mark_link`'s floor measures. It does not
-// poison, so a lock and an unlock are one atomic read-modify-write each,
-// without `std`'s two reads of the panic count and one of the poison flag
-// (the crate ignored poisoning anyway: see `lock`). Its guard still
+// The read/write lock (of the page maps' and the in-use lsn set's
+// shards): dashmap's, the lock of the set type `mark_link`'s floor
+// measures. It does not poison, so a lock and an unlock are one atomic
+// read-modify-write each, without `std`'s two reads of the panic count
+// and one of the poison flag (the crate ignored poisoning anyway: see
+// `lock`). Its guard still
 // releases it on unwind. Unlike `std`'s, it lets a reader in while a
 // writer waits: a writer could in principle wait out a stream of
 // overlapping readers. The page maps' readers (`clean`'s check, the seal's
