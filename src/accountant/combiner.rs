@@ -886,7 +886,24 @@ fn finish(
     // removed with at most one lock pair per shard instead of one per page.
     let mut records = std::mem::take(&mut state.scratch.replacements);
     let mut pids = std::mem::take(&mut state.scratch_pids);
-    for run in records.chunk_by(|a, b| (a.old_index, a.old_segno) == (b.old_index, b.old_segno)) {
+    let same = |a: &DeferredReplacement, b: &DeferredReplacement| {
+        (a.old_index, a.old_segno) == (b.old_index, b.old_segno)
+    };
+    // An old segment's shard lines are cold when the writes replaced pages
+    // written long ago, and with a head far ahead of the stabilized lsn
+    // they were written on the other core, if not long ago: the lines of
+    // the run a few runs ahead start loading while this one is applied, so
+    // that the misses overlap instead of coming one after the other
+    // (docs/performance.md, "The seal's apply loads ahead").
+    let mut ahead = records.chunk_by(same);
+    ahead
+        .by_ref()
+        .take(PREFETCH_RUNS_AHEAD)
+        .for_each(|run| prefetch_run(shared, run));
+    for run in records.chunk_by(same) {
+        if let Some(run) = ahead.next() {
+            prefetch_run(shared, run);
+        }
         let (old_index, old_segno) = (run[0].old_index, run[0].old_segno);
         let old = shared.table.segment(old_index as usize);
         let old_word = old.load();
@@ -922,6 +939,22 @@ fn finish(
     state.touched = touched;
     state.touched.clear();
     pages
+}
+
+/// How many runs ahead the seal's apply starts loading an old segment's
+/// shard lines.
+const PREFETCH_RUNS_AHEAD: usize = 4;
+
+/// Starts loading the shard lines a run of records will lock (a hint:
+/// changes nothing the program sees). Finding them reads the old segment's
+/// own line (its map's pointer), a load the core overlaps with the work
+/// on the runs before it.
+fn prefetch_run(shared: &Shared, run: &[DeferredReplacement]) {
+    let present = &shared.table.segment(run[0].old_index as usize).present;
+    match run {
+        [one] => present.prefetch_shard(one.pid),
+        _ => present.prefetch_shards(),
+    }
 }
 
 /// The policy's facts about sealed segment `index`.
@@ -1125,7 +1158,14 @@ impl PendingIndex {
     /// Indexes the records every placed in-use segment gained since the
     /// last refresh.
     fn refresh(&mut self, shared: &Shared) {
-        for (placed_segno, placed) in shared.active_lsns.placed() {
+        let placed_segments = shared.active_lsns.placed();
+        for (i, &(placed_segno, placed)) in placed_segments.iter().enumerate() {
+            // Cold lines when a head runs far ahead, as in the seal's
+            // apply: the shards of the segment a few ahead start loading
+            // while this one is read.
+            if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_RUNS_AHEAD) {
+                shared.table.segment(ahead).present.prefetch_shards();
+            }
             // A seal that took the records made `sealed` drop the counts: a
             // new incarnation's start at 0.
             let seen = self.seen.entry(placed_segno).or_default();

@@ -130,6 +130,23 @@ fn shards_range<T>(shards: &[CachePadded<RwLock<T>>]) -> (usize, usize) {
     (shards.as_ptr() as usize, std::mem::size_of_val(shards))
 }
 
+/// Hints the CPU to start loading the cache line at `p`. A prefetch reads
+/// nothing the program sees (it cannot fault or race, and the lock on the
+/// line is taken later as always), so any address will do. Elsewhere than
+/// on x86-64, and under loom, it does nothing.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // Safety: the SSE it needs is in every x86-64 CPU (the target's
+    // baseline), and a prefetch is only a hint: it cannot fault or race,
+    // whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
 /// Runs `f` out of line: keeps the insert path of [`PageMap::link_if`] (a
 /// second probe for a free slot, sometimes a resize) and its register
 /// pressure out of the hit path that `mark_link` inlines.
@@ -329,6 +346,20 @@ impl PageMap {
                 None => (bytes, n),
             }
         })
+    }
+
+    /// Starts loading the line of `pid`'s shard (its lock and its table's
+    /// header) into the cache, for a caller that will lock it soon: a hint,
+    /// which changes nothing the program reads or writes.
+    #[inline(always)]
+    pub(crate) fn prefetch_shard(&self, pid: PageId) {
+        prefetch(&self.shards[shard_of(pid)]);
+    }
+
+    /// [`PageMap::prefetch_shard`] for every shard.
+    #[inline(always)]
+    pub(crate) fn prefetch_shards(&self) {
+        self.shards.iter().for_each(|s| prefetch(s));
     }
 
     /// `pid`'s packed value, read under its shard's read lock.
