@@ -889,12 +889,12 @@ fn finish(
     let same = |a: &DeferredReplacement, b: &DeferredReplacement| {
         (a.old_index, a.old_segno) == (b.old_index, b.old_segno)
     };
-    // An old segment's shard lines are cold when the writes replaced pages
-    // written long ago, and with a head far ahead of the stabilized lsn
-    // they were written on the other core, if not long ago: the lines of
-    // the run a few runs ahead start loading while this one is applied, so
-    // that the misses overlap instead of coming one after the other
-    // (docs/performance.md, "The seal's apply loads ahead").
+    // An old segment's shard lines are cold: the writes replaced pages
+    // written long ago, or, with a head far ahead of the stabilized lsn,
+    // on the other core. The lines of the run a few runs ahead start
+    // loading while this one is applied, so that the misses overlap
+    // instead of coming one after the other (docs/performance.md,
+    // "Seventeenth session: the seal's apply loads ahead").
     let mut ahead = records.chunk_by(same);
     ahead
         .by_ref()
