@@ -898,7 +898,7 @@ fn finish(
     let mut ahead = records.chunk_by(same);
     ahead
         .by_ref()
-        .take(PREFETCH_RUNS_AHEAD)
+        .take(PREFETCH_AHEAD)
         .for_each(|run| prefetch_run(shared, run));
     for run in records.chunk_by(same) {
         if let Some(run) = ahead.next() {
@@ -941,9 +941,11 @@ fn finish(
     pages
 }
 
-/// How many runs ahead the seal's apply starts loading an old segment's
-/// shard lines.
-const PREFETCH_RUNS_AHEAD: usize = 4;
+/// How far ahead the seal's apply (in runs of records) and the pending
+/// index's refresh (in segments) start loading the shard lines they will
+/// lock: 4 and 8 measured alike (docs/performance.md, "Seventeenth
+/// session").
+const PREFETCH_AHEAD: usize = 4;
 
 /// Starts loading the shard lines a run of records will lock (a hint:
 /// changes nothing the program sees). Finding them reads the old segment's
@@ -1163,7 +1165,7 @@ impl PendingIndex {
             // Cold lines when a head runs far ahead, as in the seal's
             // apply: the shards of the segment a few ahead start loading
             // while this one is read.
-            if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_RUNS_AHEAD) {
+            if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_AHEAD) {
                 shared.table.segment(ahead).present.prefetch_shards();
             }
             // A seal that took the records made `sealed` drop the counts: a
