@@ -893,14 +893,26 @@ fn finish(
     // written long ago, or, with a head far ahead of the stabilized lsn,
     // on the other core. The lines of the run a few runs ahead start
     // loading while this one is applied, so that the misses overlap
-    // instead of coming one after the other (docs/performance.md,
-    // "Seventeenth session: the seal's apply loads ahead").
+    // instead of coming one after the other. Finding a run's shard lines
+    // reads its old segment's own line (the map's pointer), itself cold:
+    // that line starts loading twice as far ahead, so that neither load
+    // waits (docs/performance.md, "Seventeenth session: the seal's apply
+    // loads ahead" and "Eighteenth session: two stages").
+    let prefetch_segment =
+        |run: &[DeferredReplacement]| shared.table.segment(run[0].old_index as usize).prefetch();
+    let mut far = records.chunk_by(same);
+    far.by_ref()
+        .take(2 * PREFETCH_AHEAD)
+        .for_each(prefetch_segment);
     let mut ahead = records.chunk_by(same);
     ahead
         .by_ref()
         .take(PREFETCH_AHEAD)
         .for_each(|run| prefetch_run(shared, run));
     for run in records.chunk_by(same) {
+        if let Some(run) = far.next() {
+            prefetch_segment(run);
+        }
         if let Some(run) = ahead.next() {
             prefetch_run(shared, run);
         }
@@ -949,8 +961,8 @@ const PREFETCH_AHEAD: usize = 4;
 
 /// Starts loading the shard lines a run of records will lock (a hint:
 /// changes nothing the program sees). Finding them reads the old segment's
-/// own line (its map's pointer), a load the core overlaps with the work
-/// on the runs before it.
+/// own line (its map's pointer), which the caller prefetched further ahead
+/// ([`Segment::prefetch`](crate::core::segment::Segment::prefetch)).
 fn prefetch_run(shared: &Shared, run: &[DeferredReplacement]) {
     let present = &shared.table.segment(run[0].old_index as usize).present;
     match run {
@@ -1164,7 +1176,11 @@ impl PendingIndex {
         for (i, &(placed_segno, placed)) in placed_segments.iter().enumerate() {
             // Cold lines when a head runs far ahead, as in the seal's
             // apply: the shards of the segment a few ahead start loading
-            // while this one is read.
+            // while this one is read, and the line that points to them
+            // (the segment's own) twice as far ahead.
+            if let Some(&(_, far)) = placed_segments.get(i + 2 * PREFETCH_AHEAD) {
+                shared.table.segment(far).prefetch();
+            }
             if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_AHEAD) {
                 shared.table.segment(ahead).present.prefetch_shards();
             }

@@ -135,7 +135,7 @@ fn shards_range<T>(shards: &[CachePadded<RwLock<T>>]) -> (usize, usize) {
 /// line is taken later as always), so any address will do. Elsewhere than
 /// on x86-64, and under loom, it does nothing.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     // Safety: the SSE it needs is in every x86-64 CPU (the target's
     // baseline), and a prefetch is only a hint: it cannot fault or race,

@@ -376,6 +376,16 @@ impl Segment {
         Word::unpack(ticket)
     }
 
+    /// Starts loading the segment's first line, its word and its page map's
+    /// pointer (`repr(C)` keeps them together): a hint, which changes
+    /// nothing the program reads or writes. A walk over cold segments calls
+    /// it a step before [`PageMap::prefetch_shard`], which reads that
+    /// pointer to find the shard lines.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self) {
+        crate::core::pidset::prefetch(self);
+    }
+
     /// The current word. Acquire: a reader that sees a state also sees the
     /// writes made before the CAS that set it (for instance the reset of
     /// the counters before an activation).
