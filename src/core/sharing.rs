@@ -195,13 +195,6 @@ impl<T> RwLock<T> {
         wrote(self);
         self.0.write()
     }
-    pub(crate) fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
-        wrote(self);
-        self.0.try_write()
-    }
-    pub(crate) fn is_locked(&self) -> bool {
-        self.0.is_locked()
-    }
 }
 
 /// The `std` mutex, reporting each lock taken (the lock word is written).

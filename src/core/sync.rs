@@ -155,45 +155,12 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     #[cfg(not(loom))]
     {
-        match l.try_write() {
-            Some(guard) => guard,
-            None => write_contended(l),
-        }
+        l.write()
     }
     #[cfg(loom)]
     {
         l.write().unwrap()
     }
-}
-
-/// Retries of a held write lock with crossbeam's backoff (1, 2, 4, … 64
-/// pauses between them, about 190 in all) before waiting as dashmap does.
-#[cfg(not(loom))]
-const CONTENDED_SPINS: usize = 8;
-
-/// [`write`] of a lock another thread holds. A page-map shard is held for
-/// an insert and a record: a few cache misses, each a few hundred
-/// nanoseconds when the line is on a far core. dashmap's own wait spins for
-/// only 14 pauses before it yields to the kernel, so two writers of one
-/// segment made thousands of `sched_yield` calls a second
-/// (docs/performance.md, "Eighteenth session"). This spins longer first,
-/// reading the lock word until it is free and only then trying it (a
-/// failed try would take the line from the holder), and then waits as
-/// dashmap does (yield, then park), as a holder that lost its core needs.
-#[cfg(not(loom))]
-#[cold]
-#[inline(never)]
-fn write_contended<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    let backoff = Backoff::new();
-    for _ in 0..CONTENDED_SPINS {
-        backoff.spin();
-        if !l.is_locked() {
-            if let Some(guard) = l.try_write() {
-                return guard;
-            }
-        }
-    }
-    l.write()
 }
 
 /// Tries to lock a mutex without blocking.
