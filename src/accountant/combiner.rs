@@ -897,7 +897,7 @@ fn finish(
     // reads its old segment's own line (the map's pointer), itself cold:
     // that line starts loading twice as far ahead, so that neither load
     // waits (docs/performance.md, "Seventeenth session: the seal's apply
-    // loads ahead" and "Eighteenth session: two stages").
+    // loads ahead" and "Eighteenth session: two stages of loads ahead").
     let prefetch_segment =
         |run: &[DeferredReplacement]| shared.table.segment(run[0].old_index as usize).prefetch();
     let mut far = records.chunk_by(same);
