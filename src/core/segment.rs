@@ -595,6 +595,9 @@ mod tests {
         assert!(std::mem::align_of::<Segment>() >= LINE);
         let word = std::mem::offset_of!(Segment, word) / LINE;
         assert_ne!(word, std::mem::offset_of!(Segment, drain_list) / LINE);
+        // `Segment::prefetch` loads one 64-byte line from the segment's
+        // start for the word and the page map's pointer together.
+        assert!(std::mem::offset_of!(Segment, present) + std::mem::size_of::<PageMap>() <= 64);
         // Two lines: the padding costs 104 bytes a segment over the 152
         // packed (the page map's four shards are padded allocations of
         // their own either way).
