@@ -303,7 +303,7 @@ fn worker(world: &World, me: usize, calls: usize) {
     let base = me as u64 * PAGES;
     while world.calls_by[me].load(Ordering::Relaxed) < calls {
         // Roll the head now and then (or when full).
-        let full = head.as_ref().map_or(true, |h| h.used + 64 > SS);
+        let full = head.as_ref().is_none_or(|h| h.used + 64 > SS);
         if full || rng.chance(40) {
             if let Some(h) = head.take() {
                 world.open.lock().unwrap().remove(&h.lsn);

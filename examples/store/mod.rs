@@ -1088,7 +1088,7 @@ impl<A: Backend> Store<A> {
         for head in self.heads.iter() {
             // Safety: see `append`.
             let buf = unsafe { head.current.load(Ordering::Acquire, &guard).deref() };
-            if lowest.map_or(true, |l| buf.start_lsn() < l.start_lsn()) {
+            if lowest.is_none_or(|l| buf.start_lsn() < l.start_lsn()) {
                 lowest = Some(buf);
             }
         }

@@ -893,28 +893,37 @@ fn finish(
     // written long ago, or, with a head far ahead of the stabilized lsn,
     // on the other core. The lines of the run a few runs ahead start
     // loading while this one is applied, so that the misses overlap
-    // instead of coming one after the other. Finding a run's shard lines
-    // reads its old segment's own line (the map's pointer), itself cold:
-    // that line starts loading twice as far ahead, so that neither load
-    // waits (docs/performance.md, "Seventeenth session: the seal's apply
-    // loads ahead" and "Eighteenth session: two stages of loads ahead").
+    // instead of coming one after the other. Each stage reads what the
+    // one before loaded, so they run at three distances: the old
+    // segment's own line (the map's pointer) three steps ahead, its shard
+    // lines (the lock, and the table's place the seal left there) two
+    // steps ahead, and the buckets the removals will probe one step ahead
+    // (docs/performance.md, "Seventeenth session: the seal's apply loads
+    // ahead", "Eighteenth session: two stages of loads ahead" and
+    // "Nineteenth session: the buckets too").
     let prefetch_segment =
         |run: &[DeferredReplacement]| shared.table.segment(run[0].old_index as usize).prefetch();
     let mut far = records.chunk_by(same);
     far.by_ref()
-        .take(2 * PREFETCH_AHEAD)
+        .take(3 * PREFETCH_AHEAD)
         .for_each(prefetch_segment);
-    let mut ahead = records.chunk_by(same);
-    ahead
-        .by_ref()
-        .take(PREFETCH_AHEAD)
+    let mut mid = records.chunk_by(same);
+    mid.by_ref()
+        .take(2 * PREFETCH_AHEAD)
         .for_each(|run| prefetch_run(shared, run));
+    let mut near = records.chunk_by(same);
+    near.by_ref()
+        .take(PREFETCH_AHEAD)
+        .for_each(|run| prefetch_buckets(shared, run));
     for run in records.chunk_by(same) {
         if let Some(run) = far.next() {
             prefetch_segment(run);
         }
-        if let Some(run) = ahead.next() {
+        if let Some(run) = mid.next() {
             prefetch_run(shared, run);
+        }
+        if let Some(run) = near.next() {
+            prefetch_buckets(shared, run);
         }
         let (old_index, old_segno) = (run[0].old_index, run[0].old_segno);
         let old = shared.table.segment(old_index as usize);
@@ -970,6 +979,20 @@ fn prefetch_run(shared: &Shared, run: &[DeferredReplacement]) {
         _ => present.prefetch_shards(),
     }
 }
+
+/// Starts loading the buckets a run of records' removals will probe first
+/// (a hint: see [`PageMap::prefetch_bucket`](crate::core::pidset::PageMap::prefetch_bucket)),
+/// for at most [`PREFETCH_RUN`] of its records: a long run's later
+/// removals find their lines by the time they come.
+fn prefetch_buckets(shared: &Shared, run: &[DeferredReplacement]) {
+    let present = &shared.table.segment(run[0].old_index as usize).present;
+    run.iter()
+        .take(PREFETCH_RUN)
+        .for_each(|r| present.prefetch_bucket(r.pid));
+}
+
+/// The most records of one run whose buckets [`prefetch_buckets`] loads.
+const PREFETCH_RUN: usize = 8;
 
 /// The policy's facts about sealed segment `index`.
 fn facts_of(shared: &Shared, index: usize, word: Word) -> SegmentFacts {
@@ -1182,7 +1205,11 @@ impl PendingIndex {
                 shared.table.segment(far).prefetch();
             }
             if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_AHEAD) {
-                shared.table.segment(ahead).present.prefetch_shards();
+                shared
+                    .table
+                    .segment(ahead)
+                    .present
+                    .prefetch_shards_and_records();
             }
             // A seal that took the records made `sealed` drop the counts: a
             // new incarnation's start at 0.

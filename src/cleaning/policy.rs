@@ -230,7 +230,7 @@ pub fn choose(
     let mut best: Option<(f64, SegmentFacts)> = None;
     for facts in candidates {
         let value = policy.benefit(&facts, now);
-        if best.map_or(true, |(b, _)| value > b) {
+        if best.is_none_or(|(b, _)| value > b) {
             best = Some((value, facts));
         }
     }

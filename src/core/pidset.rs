@@ -21,7 +21,9 @@
 //! code runs too (two shards, by the lsn's low bit).
 
 use crate::core::segment::{Deferred, DeferredReplacement};
-use crate::core::sync::{read, write, CachePadded, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::core::sync::{
+    read, write, CachePadded, HintWord, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use crate::types::{BlobId, PageId};
 
 /// The "not yet replaced" flag in a [`PageMap`] value; the low bits are
@@ -70,16 +72,21 @@ pub(crate) const PAGE_SHARDS: usize = if cfg!(loom) { 2 } else { 4 };
 /// under the same lock as the link, so a replace takes one lock of its
 /// segment, and the writers of one head spread their records over the
 /// shards instead of meeting on one lock per segment).
+///
+/// `repr(C)`, in this order: a link reads and writes the table and the kept
+/// sum, and with the lock before them (see [`ShardCell`]) those share the
+/// shard's first line; the records `mark_replace` adds and the seal takes
+/// come after, on the second.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct PageShard {
-    pages: std::collections::HashMap<PageId, u64, rustc_hash::FxBuildHasher>,
+    pages: Pages,
     /// The bytes linked into this shard since the segment's activation
     /// (saturating): kept by every link, so the seal reads a count instead
     /// of walking the pages. No page leaves the map before the seal (the
     /// seal's check in debug builds), and nothing reads this after it:
     /// removals from a sealed map leave it as it was.
     linked: u64,
-    deferred: Deferred,
     /// The pages the last seal found (the most the incarnation held: none
     /// are linked after the seal): the next activation reserves as many,
     /// after [`PageMap::release`] freed the table (one allocation, instead
@@ -88,6 +95,118 @@ pub(crate) struct PageShard {
     /// The records the last seal took: the next activation reserves room
     /// for as many, so recording allocates nothing in steady state.
     records_hint: u32,
+    deferred: Deferred,
+}
+
+/// A page map's table: page id → packed value, in hashbrown's table (the
+/// one `std`'s `HashMap` is built on) with the Fx hash, for what
+/// `HashMap` does not say: where a bucket lies (see [`Pages::place`]).
+#[derive(Debug, Default)]
+struct Pages(hashbrown::HashTable<(PageId, u64)>);
+
+/// The Fx hash of a page id: the table's, and [`shard_of`]'s from bits the
+/// table does not use.
+#[inline(always)]
+fn hash(pid: PageId) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(pid)
+}
+
+/// The hash of an entry, for the table's growth.
+fn entry_hash(entry: &(PageId, u64)) -> u64 {
+    hash(entry.0)
+}
+
+impl Pages {
+    #[inline(always)]
+    fn get_mut(&mut self, pid: PageId) -> Option<&mut u64> {
+        self.0.find_mut(hash(pid), |e| e.0 == pid).map(|e| &mut e.1)
+    }
+
+    #[inline(always)]
+    fn get(&self, pid: PageId) -> Option<u64> {
+        self.0.find(hash(pid), |e| e.0 == pid).map(|e| e.1)
+    }
+
+    /// Adds `pid`, which is not here.
+    fn insert_new(&mut self, pid: PageId, value: u64) {
+        self.0.insert_unique(hash(pid), (pid, value), entry_hash);
+    }
+
+    #[inline(always)]
+    fn remove(&mut self, pid: PageId) -> Option<u64> {
+        match self.0.find_entry(hash(pid), |e| e.0 == pid) {
+            Ok(entry) => Some(entry.remove().0 .1),
+            Err(_) => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(all(test, not(loom)))]
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Empties the table, keeping its allocation, and makes room for
+    /// `additional` pages.
+    fn clear_and_reserve(&mut self, additional: usize) {
+        self.0.clear();
+        self.0.reserve(additional, entry_hash);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (PageId, u64)> + '_ {
+        self.0.iter().map(|&(p, v)| (p, v))
+    }
+
+    /// Where the table lies, as one word: the address of its control bytes
+    /// (below 2^56 in every x86-64 address space), and in the top 8 bits
+    /// log2 of its bucket count; 0 for a table with no pages. hashbrown
+    /// keeps bucket `i`'s entry `i + 1` entries below the control bytes,
+    /// so any full bucket gives their address (checked by
+    /// `layout_tests::the_table_hint_points_at_the_probe`).
+    fn place(&self) -> u64 {
+        let buckets = self.0.num_buckets();
+        let Some(entry) = self.0.iter().next() else {
+            return 0;
+        };
+        let Some(index) = self.0.find_bucket_index(hash(entry.0), |e| e.0 == entry.0) else {
+            return 0;
+        };
+        let ctrl = (std::ptr::from_ref(entry) as usize as u64)
+            .wrapping_add((index as u64 + 1) * std::mem::size_of::<(PageId, u64)>() as u64);
+        if ctrl >> 56 != 0 || !buckets.is_power_of_two() {
+            return 0;
+        }
+        ctrl | u64::from(buckets.trailing_zeros()) << 56
+    }
+}
+
+/// A page map's shard on its line: the lock with what it guards, and,
+/// before it, where the shard's table lay when the segment was sealed.
+///
+/// `table` is a hint for the seal's apply, which removes replaced pages
+/// from sealed segments' tables, cold ones mostly: a few records ahead it
+/// starts loading the bucket it will probe, which it can only find from
+/// the table's address, and that must not be read without the lock. So
+/// the seal, which holds every shard's write lock, writes the table's
+/// place here ([`Pages::place`]), and a release (the segment freed) clears
+/// it. A sealed segment's table does not move until then (no page is
+/// linked into it, and a removal never shrinks a hashbrown table), and
+/// only the combiner seals, releases and applies, so the hint is read and
+/// written by one thread at a time and orders nothing: a stale one only
+/// makes a useless prefetch.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct ShardCell {
+    table: HintWord,
+    lock: RwLock<PageShard>,
 }
 
 /// A segment's pages: page id → bytes of its fragments here, with a flag
@@ -97,7 +216,7 @@ pub(crate) struct PageShard {
 /// own cache line.
 #[derive(Debug)]
 pub(crate) struct PageMap {
-    shards: Box<[CachePadded<RwLock<PageShard>>]>,
+    shards: Box<[CachePadded<ShardCell>]>,
 }
 
 /// The shard of page `pid`: bits of its Fx hash that the shard's own table
@@ -107,8 +226,7 @@ pub(crate) struct PageMap {
 fn shard_of(pid: PageId) -> usize {
     #[cfg(not(loom))]
     {
-        use std::hash::BuildHasher;
-        (rustc_hash::FxBuildHasher.hash_one(pid) >> 32) as usize & (PAGE_SHARDS - 1)
+        (hash(pid) >> 32) as usize & (PAGE_SHARDS - 1)
     }
     #[cfg(loom)]
     {
@@ -116,17 +234,15 @@ fn shard_of(pid: PageId) -> usize {
     }
 }
 
-/// `n` read/write-locked shards, each on a line of its own (a page map's,
+/// `n` shards made by `shard`, each on a line of its own (a page map's,
 /// an lsn set's).
-fn padded_shards<T: Default>(n: usize) -> Box<[CachePadded<RwLock<T>>]> {
-    (0..n)
-        .map(|_| CachePadded::new(RwLock::new(T::default())))
-        .collect()
+fn padded_shards<T>(n: usize, shard: impl Fn() -> T) -> Box<[CachePadded<T>]> {
+    (0..n).map(|_| CachePadded::new(shard())).collect()
 }
 
 /// The sharing audit: the address range of `shards` (their locks).
 #[cfg(all(sharing_audit, not(loom)))]
-fn shards_range<T>(shards: &[CachePadded<RwLock<T>>]) -> (usize, usize) {
+fn shards_range<T>(shards: &[CachePadded<T>]) -> (usize, usize) {
     (shards.as_ptr() as usize, std::mem::size_of_val(shards))
 }
 
@@ -158,7 +274,10 @@ fn outlined<R>(f: impl FnOnce() -> R) -> R {
 impl PageMap {
     pub(crate) fn new() -> Self {
         PageMap {
-            shards: padded_shards(PAGE_SHARDS),
+            shards: padded_shards(PAGE_SHARDS, || ShardCell {
+                table: HintWord::new(0),
+                lock: RwLock::new(PageShard::default()),
+            }),
         }
     }
 
@@ -173,17 +292,17 @@ impl PageMap {
     /// `pid`'s shard, write-locked.
     #[inline(always)]
     fn shard(&self, pid: PageId) -> RwLockWriteGuard<'_, PageShard> {
-        write(&self.shards[shard_of(pid)])
+        write(&self.shards[shard_of(pid)].lock)
     }
 
     /// Every shard in turn, write-locked.
     fn each_shard(&self) -> impl Iterator<Item = RwLockWriteGuard<'_, PageShard>> {
-        self.shards.iter().map(|s| write(s))
+        self.shards.iter().map(|s| write(&s.lock))
     }
 
     /// Every shard in turn, read-locked.
     fn each_shard_read(&self) -> impl Iterator<Item = RwLockReadGuard<'_, PageShard>> {
-        self.shards.iter().map(|s| read(s))
+        self.shards.iter().map(|s| read(&s.lock))
     }
 
     /// Under the write lock of `pid`'s shard: if `open()` is `Ok`, adds
@@ -222,7 +341,7 @@ impl PageMap {
     ) -> Result<bool, E> {
         let mut guard = self.shard(pid);
         let shard = &mut *guard;
-        let slot = shard.pages.get_mut(&pid);
+        let slot = shard.pages.get_mut(pid);
         open()?;
         let new = match slot {
             Some(v) => {
@@ -231,7 +350,7 @@ impl PageMap {
             }
             None => {
                 let pages = &mut shard.pages;
-                outlined(|| pages.insert(pid, bytes | NYR));
+                outlined(|| pages.insert_new(pid, bytes | NYR));
                 true
             }
         };
@@ -257,8 +376,12 @@ impl PageMap {
     ) -> ((u64, u64), (u64, u64)) {
         let mut counted = (0u64, 0u64);
         let mut relocated = (0u64, 0u64);
-        for mut shard in self.each_shard() {
+        for cell in self.shards.iter() {
+            let mut shard = write(&cell.lock);
             let shard = &mut *shard;
+            // Relaxed: a hint the combiner alone writes and reads (see
+            // `ShardCell`); the table stays where it is until the release.
+            cell.table.store(shard.pages.place(), Ordering::Relaxed);
             shard.records_hint =
                 u32::try_from(shard.deferred.replacements.len()).unwrap_or(u32::MAX);
             shard.pages_hint = u32::try_from(shard.pages.len()).unwrap_or(u32::MAX);
@@ -275,8 +398,8 @@ impl PageMap {
                 shard.linked,
                 shard
                     .pages
-                    .values()
-                    .fold(0u64, |sum, &v| sum.saturating_add(v & !NYR)),
+                    .iter()
+                    .fold(0u64, |sum, (_, v)| sum.saturating_add(v & !NYR)),
                 "a page left an Active segment's map before its seal"
             );
             counted = (
@@ -318,7 +441,7 @@ impl PageMap {
     /// and not yet replaced), with its bytes here.
     pub(crate) fn mark_replaced(&self, pid: PageId) -> Option<u64> {
         let mut shard = self.shard(pid);
-        let v = shard.pages.get_mut(&pid)?;
+        let v = shard.pages.get_mut(pid)?;
         let was = *v;
         *v &= !NYR;
         (was & NYR != 0).then_some(was & !NYR)
@@ -326,7 +449,7 @@ impl PageMap {
 
     /// Removes `pid`; returns its bytes.
     pub(crate) fn remove(&self, pid: PageId) -> Option<u64> {
-        self.shard(pid).pages.remove(&pid).map(|v| v & !NYR)
+        self.shard(pid).pages.remove(pid).map(|v| v & !NYR)
     }
 
     /// Removes every page of `pids`, each shard locked when a page of it
@@ -340,8 +463,8 @@ impl PageMap {
         let mut locked: [Option<RwLockWriteGuard<'_, PageShard>>; PAGE_SHARDS] = Default::default();
         pids.iter().fold((0u64, 0u64), |(bytes, n), &pid| {
             let i = shard_of(pid);
-            let shard = locked[i].get_or_insert_with(|| write(&self.shards[i]));
-            match shard.pages.remove(&pid) {
+            let shard = locked[i].get_or_insert_with(|| write(&self.shards[i].lock));
+            match shard.pages.remove(pid) {
                 Some(v) => (bytes.saturating_add(v & !NYR), n + 1),
                 None => (bytes, n),
             }
@@ -362,9 +485,45 @@ impl PageMap {
         self.shards.iter().for_each(|s| prefetch(s));
     }
 
+    /// [`PageMap::prefetch_shards`], and each shard's second line, which
+    /// holds its deferred records: for the pending index's refresh, which
+    /// reads them.
+    #[inline(always)]
+    pub(crate) fn prefetch_shards_and_records(&self) {
+        self.shards.iter().for_each(|s| {
+            prefetch(s);
+            prefetch(std::ptr::from_ref(s).cast::<u8>().wrapping_add(64));
+        });
+    }
+
+    /// Starts loading the lines a removal of `pid` will probe first, in a
+    /// sealed segment's table: its control group and the bucket where its
+    /// probe starts (where most pages are found). A hint, which changes
+    /// nothing the program reads or writes: it reads the table's place
+    /// from the seal's hint (see [`ShardCell`]), on the shard's first
+    /// line, which the caller prefetched a step earlier, and a stale or
+    /// absent hint costs one useless prefetch or none.
+    #[inline(always)]
+    pub(crate) fn prefetch_bucket(&self, pid: PageId) {
+        // Relaxed: the combiner's own hint (see `ShardCell`).
+        let table = self.shards[shard_of(pid)].table.load(Ordering::Relaxed);
+        if table == 0 {
+            return;
+        }
+        let ctrl = (table & ((1 << 56) - 1)) as usize;
+        let mask = (1usize << (table >> 56)) - 1;
+        // hashbrown's probe starts at the hash's low bits; bucket `i`'s
+        // entry lies `i + 1` entries below the control bytes.
+        let start = hash(pid) as usize & mask;
+        prefetch(ctrl.wrapping_add(start) as *const u8);
+        prefetch(
+            ctrl.wrapping_sub((start + 1) * std::mem::size_of::<(PageId, u64)>()) as *const u8,
+        );
+    }
+
     /// `pid`'s packed value, read under its shard's read lock.
     fn value(&self, pid: PageId) -> Option<u64> {
-        read(&self.shards[shard_of(pid)]).pages.get(&pid).copied()
+        read(&self.shards[shard_of(pid)].lock).pages.get(pid)
     }
 
     /// Whether `pid` is here and not yet replaced.
@@ -395,8 +554,7 @@ impl PageMap {
     pub(crate) fn clear(&self) {
         for mut shard in self.each_shard() {
             let shard = &mut *shard;
-            shard.pages.clear();
-            shard.pages.reserve(shard.pages_hint as usize);
+            shard.pages.clear_and_reserve(shard.pages_hint as usize);
             shard
                 .deferred
                 .replacements
@@ -411,9 +569,12 @@ impl PageMap {
     /// segment that once held many pages does not keep reserving for them.
     /// Each shard under its write lock, as every other change of the map.
     pub(crate) fn release(&self) {
-        for mut shard in self.each_shard() {
+        for cell in self.shards.iter() {
+            let mut shard = write(&cell.lock);
             debug_assert!(shard.pages.is_empty(), "a freed segment has pages");
             shard.pages = Default::default();
+            // Relaxed: the combiner's own hint (see `ShardCell`).
+            cell.table.store(0, Ordering::Relaxed);
         }
     }
 
@@ -421,7 +582,7 @@ impl PageMap {
     /// (one shard read-locked at a time; not an atomic snapshot).
     fn fold_raw<B>(&self, init: B, mut f: impl FnMut(B, PageId, u64) -> B) -> B {
         self.each_shard_read().fold(init, |acc, shard| {
-            shard.pages.iter().fold(acc, |acc, (&p, &v)| f(acc, p, v))
+            shard.pages.iter().fold(acc, |acc, (p, v)| f(acc, p, v))
         })
     }
 
@@ -487,7 +648,7 @@ impl LsnSet {
 
     pub(crate) fn new() -> Self {
         LsnSet {
-            shards: padded_shards(LSN_SHARDS),
+            shards: padded_shards(LSN_SHARDS, || RwLock::new(LsnShard::default())),
         }
     }
 
@@ -913,6 +1074,56 @@ mod layout_tests {
     #[cfg(target_arch = "x86_64")]
     fn a_shard_is_one_line() {
         use crate::core::sync::LINE;
-        assert_eq!(std::mem::size_of::<CachePadded<RwLock<PageShard>>>(), LINE);
+        assert_eq!(std::mem::size_of::<CachePadded<ShardCell>>(), LINE);
+    }
+
+    /// What a link touches (the lock, the table and the kept sum) and
+    /// what the seal's apply reads before it locks (the table's place) lie
+    /// in the shard's first 64 bytes, which one prefetch loads; the
+    /// records come after.
+    #[test]
+    fn a_link_and_the_table_hint_share_the_first_line() {
+        use std::mem::{offset_of, size_of};
+        let lock = offset_of!(ShardCell, lock);
+        // The guarded value follows the lock's state word (dashmap's lock
+        // is its state then the value).
+        let data = lock + size_of::<RwLock<PageShard>>() - size_of::<PageShard>();
+        let end = |offset: usize, size: usize| offset + size;
+        assert!(end(offset_of!(ShardCell, table), size_of::<HintWord>()) <= 64);
+        assert!(end(data + offset_of!(PageShard, pages), size_of::<Pages>()) <= 64);
+        assert!(end(data + offset_of!(PageShard, linked), size_of::<u64>()) <= 64);
+        assert!(data + offset_of!(PageShard, deferred) >= 56);
+    }
+
+    /// The hint says where hashbrown's probe for a page starts: for each
+    /// page, its entry lies `i + 1` entries below the control bytes, at a
+    /// bucket `i` in the group the probe loads first (for nearly every page
+    /// at this load: the rest a group or more further on).
+    #[test]
+    fn the_table_hint_points_at_the_probe() {
+        let mut pages = Pages::default();
+        assert_eq!(pages.place(), 0, "no pages, no hint");
+        let pids = (0..1_000u64).map(|p| p * 7919);
+        pids.clone().for_each(|pid| pages.insert_new(pid, pid));
+        let table = pages.place();
+        let ctrl = (table & ((1 << 56) - 1)) as usize;
+        let buckets = 1usize << (table >> 56);
+        assert_eq!(buckets, pages.0.num_buckets());
+        let entry = std::mem::size_of::<(PageId, u64)>();
+        let mut in_first_group = 0;
+        for pid in pids {
+            let index = pages.0.find_bucket_index(hash(pid), |e| e.0 == pid);
+            let index = index.expect("inserted");
+            let at = std::ptr::from_ref(pages.0.get_bucket(index).expect("full")) as usize;
+            assert_eq!(at + (index + 1) * entry, ctrl, "bucket {index} of {pid}");
+            let start = hash(pid) as usize & (buckets - 1);
+            if (index + buckets - start) % buckets < 16 {
+                in_first_group += 1;
+            }
+        }
+        assert!(
+            in_first_group > 900,
+            "{in_first_group} of 1,000 in the first group"
+        );
     }
 }

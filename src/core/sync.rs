@@ -57,6 +57,16 @@ pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 #[cfg(sharing_audit)]
 pub(crate) type StatCounter = crate::core::sharing::AtomicU64;
 
+/// A word that only hints where to prefetch (a page map's table, see
+/// `PageMap::prefetch_bucket`): it orders nothing and guards nothing, so
+/// the loom models need not explore it, and a stale value costs only a
+/// useless prefetch. Always the `std` atomic, except in the sharing
+/// audit's build, which sees its writes like any other.
+#[cfg(not(sharing_audit))]
+pub(crate) type HintWord = std::sync::atomic::AtomicU64;
+#[cfg(sharing_audit)]
+pub(crate) type HintWord = crate::core::sharing::AtomicU64;
+
 /// Starts a thread, reporting the operating system's refusal as an error
 /// instead of panicking (as `spawn` does).
 pub(crate) fn try_spawn<T: Send + 'static>(
