@@ -840,6 +840,7 @@ fn finish(
     let ((bytes, pages), mut relocated) = segment.seal(
         &mut state.scratch.replacements,
         &mut state.scratch.blob_removals,
+        &shared.fresh_hint,
     );
     state.pending.sealed(segno);
     let (user, relocation) = shared.config.streams();

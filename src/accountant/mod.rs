@@ -31,7 +31,7 @@ use crate::accountant::combiner::Combiner;
 use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::placement::{self, Relocation, Skip, StreamId};
 use crate::core::freelist::{Epochs, RewriteGate};
-use crate::core::pidset::LsnSet;
+use crate::core::pidset::{FreshHint, LsnSet};
 use crate::core::poison::Poison;
 use crate::core::segment::{
     Deferred, DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
@@ -163,6 +163,10 @@ pub(crate) struct Shared {
     /// The highest stabilized segment lsn (−1: none). Written only by the
     /// combiner, read by every `next`.
     pub(crate) max_stabilized: CachePadded<AtomicI64>,
+    /// What a segment activated for the first time reserves for its pages
+    /// and records (`PageMap::clear`). Written by the combiner at each
+    /// seal, read by `next` when it activates a segment.
+    pub(crate) fresh_hint: CachePadded<FreshHint>,
     /// Segment numbers of the Active segments: with the stabilized lsn
     /// below them, this makes "an lsn never given before" checkable
     /// without ordering `next` calls (several write heads may call `next`
@@ -276,6 +280,7 @@ impl Accountant {
                 gate,
                 counts: Counts::default(),
                 max_stabilized: CachePadded::new(AtomicI64::new(max_stabilized)),
+                fresh_hint: CachePadded::new(FreshHint::new()),
                 active_lsns: LsnSet::new(),
                 user_lifetime: CachePadded::new(AtomicU64::new(u64::MAX)),
                 handed_out: CachePadded::new(AtomicU64::new(recovered.max(stabilized))),
@@ -699,7 +704,7 @@ impl Accountant {
     /// no bit: outside the segment, only the set's shard.
     fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
         let segment = self.shared.table.segment(index);
-        segment.reset();
+        segment.reset(&self.shared.fresh_hint);
         // Relaxed: published by the activation CAS (release) below.
         segment.stream.store(stream, Ordering::Relaxed);
         segment.must_transition(word, word.activated(segno));

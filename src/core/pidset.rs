@@ -188,6 +188,39 @@ impl Pages {
     }
 }
 
+/// What a page map that never held pages reserves at its activation: the
+/// pages and records per shard of the last segment sealed. A segment
+/// reused reserves what its own last seal counted (`pages_hint`,
+/// `records_hint`); one activated for the first time (the file growing, or
+/// a write head running far ahead of the stabilized lsn, whose backlog
+/// keeps claiming new segments) has no count of its own, and without this
+/// its tables would grow from nothing, step by step, each step a rehash.
+/// Written by the combiner at each seal, read by `next` at an activation;
+/// a hint, ordering nothing.
+#[derive(Debug)]
+pub(crate) struct FreshHint(HintWord);
+
+impl FreshHint {
+    pub(crate) fn new() -> Self {
+        FreshHint(HintWord::new(0))
+    }
+
+    /// The most pages and records one shard of a sealed segment held.
+    fn set(&self, pages: u32, records: u32) {
+        // Relaxed: a hint (see the type).
+        self.0.store(
+            u64::from(pages) << 32 | u64::from(records),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn get(&self) -> (u32, u32) {
+        // Relaxed: a hint (see the type).
+        let v = self.0.load(Ordering::Relaxed);
+        ((v >> 32) as u32, v as u32)
+    }
+}
+
 /// A page map's shard on its line: the lock with what it guards, and,
 /// before it, where the shard's table lay when the segment was sealed.
 ///
@@ -373,9 +406,11 @@ impl PageMap {
         &self,
         replacements: &mut Vec<DeferredReplacement>,
         blobs: &mut Vec<BlobId>,
+        fresh: &FreshHint,
     ) -> ((u64, u64), (u64, u64)) {
         let mut counted = (0u64, 0u64);
         let mut relocated = (0u64, 0u64);
+        let mut most = (0u32, 0u32);
         for cell in self.shards.iter() {
             let mut shard = write(&cell.lock);
             let shard = &mut *shard;
@@ -385,6 +420,7 @@ impl PageMap {
             shard.records_hint =
                 u32::try_from(shard.deferred.replacements.len()).unwrap_or(u32::MAX);
             shard.pages_hint = u32::try_from(shard.pages.len()).unwrap_or(u32::MAX);
+            most = (most.0.max(shard.pages_hint), most.1.max(shard.records_hint));
             shard.deferred.replacements.move_to(replacements);
             shard.deferred.move_blob_removals_to(blobs);
             relocated.0 = relocated
@@ -406,6 +442,9 @@ impl PageMap {
                 counted.0.saturating_add(shard.linked),
                 counted.1 + shard.pages.len() as u64,
             );
+        }
+        if most != (0, 0) {
+            fresh.set(most.0, most.1);
         }
         (counted, relocated)
     }
@@ -549,16 +588,18 @@ impl PageMap {
 
     /// Clears the pages for a segment's reuse, and reserves room for as
     /// many pages and records as the last incarnation had (see
-    /// [`PageMap::release`]): the writers of this one link and record
-    /// without allocating, unless it grows past the last one.
-    pub(crate) fn clear(&self) {
+    /// [`PageMap::release`]), or, for a map that never held any, as the
+    /// last segment sealed had (`fresh`): the writers of this one link and
+    /// record without allocating, unless it grows past that.
+    pub(crate) fn clear(&self, fresh: &FreshHint) {
         for mut shard in self.each_shard() {
             let shard = &mut *shard;
-            shard.pages.clear_and_reserve(shard.pages_hint as usize);
-            shard
-                .deferred
-                .replacements
-                .reserve(shard.records_hint as usize);
+            let (pages, records) = match (shard.pages_hint, shard.records_hint) {
+                (0, 0) => fresh.get(),
+                counts => counts,
+            };
+            shard.pages.clear_and_reserve(pages as usize);
+            shard.deferred.replacements.reserve(records as usize);
             shard.linked = 0;
         }
     }
@@ -871,14 +912,18 @@ mod tests {
         let (pages, records) = held(&map);
         assert!(pages >= 1000 && records >= 1000);
         let (mut replacements, mut blobs) = (Vec::new(), Vec::new());
-        assert_eq!(map.seal(&mut replacements, &mut blobs).0, (10_000, 1000));
+        let fresh = FreshHint::new();
+        assert_eq!(
+            map.seal(&mut replacements, &mut blobs, &fresh).0,
+            (10_000, 1000)
+        );
         assert_eq!(replacements.len(), 1000);
         assert_eq!(held(&map), (pages, 0), "the seal freed the record blocks");
         let all: Vec<PageId> = (0..1000).collect();
         assert_eq!(map.remove_all(&all), (10_000, 1000));
         map.release();
         assert_eq!(held(&map), (0, 0), "a freed segment's map holds no heap");
-        map.clear();
+        map.clear(&fresh);
         let reserved = held(&map);
         assert!(reserved.0 >= 1000 && reserved.1 >= 1000, "{reserved:?}");
         (0..1000).for_each(|pid| assert!(replace(pid)));
@@ -886,17 +931,58 @@ mod tests {
         assert_eq!((map.len(), map.bytes()), (1000, 10_000));
         // An incarnation of 10 pages: the one after it reserves for about
         // that many, not for the 1000 of the one before.
-        map.seal(&mut replacements, &mut blobs);
+        map.seal(&mut replacements, &mut blobs, &fresh);
         assert_eq!(map.remove_all(&all), (10_000, 1000));
         map.release();
-        map.clear();
+        map.clear(&fresh);
         (0..10).for_each(|pid| assert!(replace(pid)));
-        map.seal(&mut replacements, &mut blobs);
+        map.seal(&mut replacements, &mut blobs, &fresh);
         assert_eq!(map.remove_all(&all[..10]), (100, 10));
         map.release();
-        map.clear();
+        map.clear(&fresh);
         let small = held(&map);
         assert!(small.0 < 100 && small.1 < 100, "{small:?}");
+    }
+
+    /// A map that never held pages reserves, at its first activation, what
+    /// the last segment sealed held per shard; one that did, its own.
+    #[test]
+    fn a_fresh_map_reserves_what_the_last_seal_held() {
+        let fresh = FreshHint::new();
+        let (mut replacements, mut blobs) = (Vec::new(), Vec::new());
+        let never = PageMap::new();
+        never.clear(&fresh);
+        assert_eq!(held(&never), (0, 0), "no seal yet: nothing to go by");
+        let sealed = PageMap::new();
+        for pid in 0..1000 {
+            assert!(sealed
+                .link_if_then(
+                    pid,
+                    1,
+                    || Ok::<_, ()>(()),
+                    |d| {
+                        d.replacements.push(DeferredReplacement {
+                            pid,
+                            old_index: 1,
+                            old_segno: 1,
+                        })
+                    }
+                )
+                .expect("open"));
+        }
+        sealed.seal(&mut replacements, &mut blobs, &fresh);
+        let fresh_map = PageMap::new();
+        fresh_map.clear(&fresh);
+        let reserved = held(&fresh_map);
+        assert!(reserved.0 >= 1000 && reserved.1 >= 1000, "{reserved:?}");
+        // A map with counts of its own keeps to them.
+        (0..10).for_each(|pid| assert!(link(&never, pid, 1)));
+        never.seal(&mut replacements, &mut blobs, &FreshHint::new());
+        never.remove_all(&(0..10).collect::<Vec<_>>());
+        never.release();
+        never.clear(&fresh);
+        let own = held(&never);
+        assert!(own.0 < 100, "{own:?}");
     }
 
     /// What `link_if` writes every other method finds, across resizes (the

@@ -55,7 +55,7 @@
 use std::collections::VecDeque;
 
 use crate::core::blocks::Blocks;
-use crate::core::pidset::PageMap;
+use crate::core::pidset::{FreshHint, PageMap};
 use crate::core::sync::{AtomicU64, AtomicU8, CachePadded, Mutex, Ordering};
 /// The state the segment word encodes (defined with the other shared
 /// types, so that errors can name it without depending on the core).
@@ -494,8 +494,9 @@ impl Segment {
         &self,
         replacements: &mut Vec<DeferredReplacement>,
         blobs: &mut Vec<BlobId>,
+        fresh: &FreshHint,
     ) -> ((u64, u64), (u64, u64)) {
-        let (counted, relocated) = self.present.seal(replacements, blobs);
+        let (counted, relocated) = self.present.seal(replacements, blobs, fresh);
         self.set_sealed(counted.0, counted.1);
         (counted, relocated)
     }
@@ -549,10 +550,11 @@ impl Segment {
     }
 
     /// Clears what the previous incarnation left (nothing, if the
-    /// invariants hold) before the segment is activated again.
-    pub(crate) fn reset(&self) {
+    /// invariants hold) before the segment is activated again; its page
+    /// map reserves what `fresh` says if it never held pages.
+    pub(crate) fn reset(&self, fresh: &FreshHint) {
         debug_assert!(self.present.is_empty(), "reused segment still has pages");
-        self.present.clear();
+        self.present.clear(fresh);
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);
