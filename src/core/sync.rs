@@ -57,11 +57,12 @@ pub(crate) type StatCounter = std::sync::atomic::AtomicU64;
 #[cfg(sharing_audit)]
 pub(crate) type StatCounter = crate::core::sharing::AtomicU64;
 
-/// A word that only hints where to prefetch (a page map's table, see
-/// `PageMap::prefetch_bucket`): it orders nothing and guards nothing, so
-/// the loom models need not explore it, and a stale value costs only a
-/// useless prefetch. Always the `std` atomic, except in the sharing
-/// audit's build, which sees its writes like any other.
+/// A word that is only a hint: where a page map's table lies (see
+/// `PageMap::prefetch_bucket`), or how much a fresh one reserves
+/// (`FreshHint`). It orders nothing and guards nothing, so the loom models
+/// need not explore it, and a stale value costs only a useless prefetch or
+/// a reservation of another size. Always the `std` atomic, except in the
+/// sharing audit's build, which sees its writes like any other.
 #[cfg(not(sharing_audit))]
 pub(crate) type HintWord = std::sync::atomic::AtomicU64;
 #[cfg(sharing_audit)]
