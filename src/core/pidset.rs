@@ -877,6 +877,23 @@ mod tests {
         map.link_if(pid, bytes, || Ok::<_, ()>(())).expect("open")
     }
 
+    /// A replace of `pid` into `map`: the link and one record.
+    fn replace(map: &PageMap, pid: PageId, bytes: u64) -> bool {
+        map.link_if_then(
+            pid,
+            bytes,
+            || Ok::<_, ()>(()),
+            |d| {
+                d.replacements.push(DeferredReplacement {
+                    pid,
+                    old_index: 1,
+                    old_segno: 1,
+                })
+            },
+        )
+        .expect("open")
+    }
+
     /// The table slots and record slots a map's shards hold.
     fn held(map: &PageMap) -> (usize, usize) {
         map.each_shard_read().fold((0, 0), |(pages, records), s| {
@@ -893,21 +910,7 @@ mod tests {
     #[test]
     fn sealed_and_freed_maps_hold_no_heap_and_reuse_reserves_it() {
         let map = PageMap::new();
-        let replace = |pid: PageId| {
-            map.link_if_then(
-                pid,
-                10,
-                || Ok::<_, ()>(()),
-                |d| {
-                    d.replacements.push(DeferredReplacement {
-                        pid,
-                        old_index: 1,
-                        old_segno: 1,
-                    })
-                },
-            )
-            .expect("open")
-        };
+        let replace = |pid: PageId| replace(&map, pid, 10);
         (0..1000).for_each(|pid| assert!(replace(pid)));
         let (pages, records) = held(&map);
         assert!(pages >= 1000 && records >= 1000);
@@ -954,22 +957,7 @@ mod tests {
         never.clear(&fresh);
         assert_eq!(held(&never), (0, 0), "no seal yet: nothing to go by");
         let sealed = PageMap::new();
-        for pid in 0..1000 {
-            assert!(sealed
-                .link_if_then(
-                    pid,
-                    1,
-                    || Ok::<_, ()>(()),
-                    |d| {
-                        d.replacements.push(DeferredReplacement {
-                            pid,
-                            old_index: 1,
-                            old_segno: 1,
-                        })
-                    }
-                )
-                .expect("open"));
-        }
+        (0..1000).for_each(|pid| assert!(replace(&sealed, pid, 1)));
         sealed.seal(&mut replacements, &mut blobs, &fresh);
         let fresh_map = PageMap::new();
         fresh_map.clear(&fresh);
