@@ -902,30 +902,19 @@ fn finish(
     // (docs/performance.md, "Seventeenth session: the seal's apply loads
     // ahead", "Eighteenth session: two stages of loads ahead" and
     // "Nineteenth session: the buckets too").
-    let prefetch_segment =
-        |run: &[DeferredReplacement]| shared.table.segment(run[0].old_index as usize).prefetch();
-    let mut far = records.chunk_by(same);
-    far.by_ref()
-        .take(3 * PREFETCH_AHEAD)
-        .for_each(prefetch_segment);
-    let mut mid = records.chunk_by(same);
-    mid.by_ref()
-        .take(2 * PREFETCH_AHEAD)
-        .for_each(|run| prefetch_run(shared, run));
-    let mut near = records.chunk_by(same);
-    near.by_ref()
-        .take(PREFETCH_AHEAD)
-        .for_each(|run| prefetch_buckets(shared, run));
+    let mut far = LoadAhead::new(records.chunk_by(same), 3 * PREFETCH_AHEAD, |run| {
+        shared.table.segment(run[0].old_index as usize).prefetch()
+    });
+    let mut mid = LoadAhead::new(records.chunk_by(same), 2 * PREFETCH_AHEAD, |run| {
+        prefetch_run(shared, run)
+    });
+    let mut near = LoadAhead::new(records.chunk_by(same), PREFETCH_AHEAD, |run| {
+        prefetch_buckets(shared, run)
+    });
     for run in records.chunk_by(same) {
-        if let Some(run) = far.next() {
-            prefetch_segment(run);
-        }
-        if let Some(run) = mid.next() {
-            prefetch_run(shared, run);
-        }
-        if let Some(run) = near.next() {
-            prefetch_buckets(shared, run);
-        }
+        far.step();
+        mid.step();
+        near.step();
         let (old_index, old_segno) = (run[0].old_index, run[0].old_segno);
         let old = shared.table.segment(old_index as usize);
         let old_word = old.load();
@@ -968,6 +957,30 @@ fn finish(
 /// lock: 4 and 8 measured alike (docs/performance.md, "Seventeenth
 /// session").
 const PREFETCH_AHEAD: usize = 4;
+
+/// A walk `distance` items ahead of another over the same items, calling
+/// `load` (a prefetch) on each: the stages of the apply's and the
+/// refresh's loads ahead.
+struct LoadAhead<I, F> {
+    items: I,
+    load: F,
+}
+
+impl<I: Iterator, F: FnMut(I::Item)> LoadAhead<I, F> {
+    /// Loads the first `distance` items.
+    fn new(mut items: I, distance: usize, mut load: F) -> Self {
+        items.by_ref().take(distance).for_each(&mut load);
+        LoadAhead { items, load }
+    }
+
+    /// Loads the next item, as the walk behind takes one.
+    #[inline(always)]
+    fn step(&mut self) {
+        if let Some(item) = self.items.next() {
+            (self.load)(item);
+        }
+    }
+}
 
 /// Starts loading the shard lines a run of records will lock (a hint:
 /// changes nothing the program sees). Finding them reads the old segment's
@@ -1197,21 +1210,24 @@ impl PendingIndex {
     /// last refresh.
     fn refresh(&mut self, shared: &Shared) {
         let placed_segments = shared.active_lsns.placed();
-        for (i, &(placed_segno, placed)) in placed_segments.iter().enumerate() {
-            // Cold lines when a head runs far ahead, as in the seal's
-            // apply: the shards of the segment a few ahead start loading
-            // while this one is read, and the line that points to them
-            // (the segment's own) twice as far ahead.
-            if let Some(&(_, far)) = placed_segments.get(i + 2 * PREFETCH_AHEAD) {
-                shared.table.segment(far).prefetch();
-            }
-            if let Some(&(_, ahead)) = placed_segments.get(i + PREFETCH_AHEAD) {
-                shared
-                    .table
-                    .segment(ahead)
-                    .present
-                    .prefetch_shards_and_records();
-            }
+        // Cold lines when a head runs far ahead, as in the seal's apply:
+        // the shards (and records) of the segment a few ahead start
+        // loading while this one is read, and the line that points to
+        // them (the segment's own) twice as far ahead.
+        let placed_indexes = || placed_segments.iter().map(|&(_, placed)| placed);
+        let mut far = LoadAhead::new(placed_indexes(), 2 * PREFETCH_AHEAD, |placed| {
+            shared.table.segment(placed).prefetch()
+        });
+        let mut ahead = LoadAhead::new(placed_indexes(), PREFETCH_AHEAD, |placed| {
+            shared
+                .table
+                .segment(placed)
+                .present
+                .prefetch_shards_and_records()
+        });
+        for &(placed_segno, placed) in &placed_segments {
+            far.step();
+            ahead.step();
             // A seal that took the records made `sealed` drop the counts: a
             // new incarnation's start at 0.
             let seen = self.seen.entry(placed_segno).or_default();

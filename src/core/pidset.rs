@@ -112,6 +112,24 @@ fn hash(pid: PageId) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(pid)
 }
 
+/// The size of a table's entry (page id and packed value).
+const ENTRY: usize = std::mem::size_of::<(PageId, u64)>();
+
+/// Where the bucket count's log2 sits in a table's place word
+/// ([`Pages::place`]), above the control bytes' address.
+const PLACE_SHIFT: u32 = 56;
+
+/// A table's place word ([`Pages::place`]) as the address of its control
+/// bytes and its bucket count; `None` for 0 (no pages).
+fn unpack_place(place: u64) -> Option<(usize, usize)> {
+    (place != 0).then(|| {
+        (
+            (place & ((1 << PLACE_SHIFT) - 1)) as usize,
+            1usize << (place >> PLACE_SHIFT),
+        )
+    })
+}
+
 /// The hash of an entry, for the table's growth.
 fn entry_hash(entry: &(PageId, u64)) -> u64 {
     hash(entry.0)
@@ -179,12 +197,12 @@ impl Pages {
         let Some(index) = self.0.find_bucket_index(hash(entry.0), |e| e.0 == entry.0) else {
             return 0;
         };
-        let ctrl = (std::ptr::from_ref(entry) as usize as u64)
-            .wrapping_add((index as u64 + 1) * std::mem::size_of::<(PageId, u64)>() as u64);
-        if ctrl >> 56 != 0 || !buckets.is_power_of_two() {
+        let ctrl =
+            (std::ptr::from_ref(entry) as usize as u64).wrapping_add(((index + 1) * ENTRY) as u64);
+        if ctrl >> PLACE_SHIFT != 0 || !buckets.is_power_of_two() {
             return 0;
         }
-        ctrl | u64::from(buckets.trailing_zeros()) << 56
+        ctrl | u64::from(buckets.trailing_zeros()) << PLACE_SHIFT
     }
 }
 
@@ -545,19 +563,15 @@ impl PageMap {
     #[inline(always)]
     pub(crate) fn prefetch_bucket(&self, pid: PageId) {
         // Relaxed: the combiner's own hint (see `ShardCell`).
-        let table = self.shards[shard_of(pid)].table.load(Ordering::Relaxed);
-        if table == 0 {
+        let place = self.shards[shard_of(pid)].table.load(Ordering::Relaxed);
+        let Some((ctrl, buckets)) = unpack_place(place) else {
             return;
-        }
-        let ctrl = (table & ((1 << 56) - 1)) as usize;
-        let mask = (1usize << (table >> 56)) - 1;
+        };
         // hashbrown's probe starts at the hash's low bits; bucket `i`'s
         // entry lies `i + 1` entries below the control bytes.
-        let start = hash(pid) as usize & mask;
+        let start = hash(pid) as usize & (buckets - 1);
         prefetch(ctrl.wrapping_add(start) as *const u8);
-        prefetch(
-            ctrl.wrapping_sub((start + 1) * std::mem::size_of::<(PageId, u64)>()) as *const u8,
-        );
+        prefetch(ctrl.wrapping_sub((start + 1) * ENTRY) as *const u8);
     }
 
     /// `pid`'s packed value, read under its shard's read lock.
@@ -588,8 +602,9 @@ impl PageMap {
 
     /// Clears the pages for a segment's reuse, and reserves room for as
     /// many pages and records as the last incarnation had (see
-    /// [`PageMap::release`]), or, for a map that never held any, as the
-    /// last segment sealed had (`fresh`): the writers of this one link and
+    /// [`PageMap::release`]), or, for a shard whose last seal counted
+    /// nothing (a map that never held pages), as one shard of the last
+    /// segment sealed had (`fresh`): the writers of this one link and
     /// record without allocating, unless it grows past that.
     pub(crate) fn clear(&self, fresh: &FreshHint) {
         for mut shard in self.each_shard() {
@@ -1179,17 +1194,14 @@ mod layout_tests {
         assert_eq!(pages.place(), 0, "no pages, no hint");
         let pids = (0..1_000u64).map(|p| p * 7919);
         pids.clone().for_each(|pid| pages.insert_new(pid, pid));
-        let table = pages.place();
-        let ctrl = (table & ((1 << 56) - 1)) as usize;
-        let buckets = 1usize << (table >> 56);
+        let (ctrl, buckets) = unpack_place(pages.place()).expect("pages, a place");
         assert_eq!(buckets, pages.0.num_buckets());
-        let entry = std::mem::size_of::<(PageId, u64)>();
         let mut in_first_group = 0;
         for pid in pids {
             let index = pages.0.find_bucket_index(hash(pid), |e| e.0 == pid);
             let index = index.expect("inserted");
             let at = std::ptr::from_ref(pages.0.get_bucket(index).expect("full")) as usize;
-            assert_eq!(at + (index + 1) * entry, ctrl, "bucket {index} of {pid}");
+            assert_eq!(at + (index + 1) * ENTRY, ctrl, "bucket {index} of {pid}");
             let start = hash(pid) as usize & (buckets - 1);
             if (index + buckets - start) % buckets < 16 {
                 in_first_group += 1;
