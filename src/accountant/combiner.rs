@@ -59,7 +59,6 @@ use crate::accountant::Shared;
 use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::policy::{self, SegmentFacts};
 use crate::cleaning::victims::VictimIndex;
-use crate::core::pidset::PAGE_SHARDS;
 use crate::core::segment::{DeferredReplacement, SegmentState, Word};
 use crate::core::sync::{
     lock, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering, Queue, UnsafeCell,
@@ -714,9 +713,6 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     }
     for &(segno, _) in &closing {
         shared.active_lsns.remove(segno);
-        // Again: a drain start after this segment's finish may have made
-        // an (empty) entry for it.
-        state.pending.sealed(segno);
     }
     closing.clear();
     state.closing = closing;
@@ -842,7 +838,6 @@ fn finish(
         &mut state.scratch.blob_removals,
         &shared.fresh_hint,
     );
-    state.pending.sealed(segno);
     let (user, relocation) = shared.config.streams();
     // Relaxed: the stream was set before the activation this combiner saw.
     if relocation > 0 && segment.stream.load(Ordering::Relaxed) >= user {
@@ -1155,14 +1150,15 @@ fn inactive_not_yet_replaced_bytes(
 /// stabilized lsn and left thousands of segments unsealed.
 #[derive(Debug, Default)]
 pub(crate) struct PendingIndex {
-    /// Per in-use segment (by segment number, unique per incarnation): how
-    /// many of each page-map shard's records are indexed.
-    seen: HashMap<u64, [usize; PAGE_SHARDS], rustc_hash::FxBuildHasher>,
     /// `(old index, old segment number)` → pids replaced out of it. An
     /// entry whose records were applied since is harmless (its pids are no
     /// longer in that incarnation); entries leave when their segment
     /// starts draining or is freed.
     by_old: HashMap<(u32, u64), Vec<PageId>, rustc_hash::FxBuildHasher>,
+    /// Emptied lists of `by_old`, kept for its next entries: an entry lives
+    /// from a refresh to a drain start or a free, thousands per second
+    /// with a head far ahead, and each grew by doubling from nothing.
+    spare: Vec<Vec<PageId>>,
     /// Segments moved to Draining whose flags and drain list wait for
     /// [`PendingIndex::complete`], `(index, segno)`.
     starting: Vec<(u32, u64)>,
@@ -1171,6 +1167,11 @@ pub(crate) struct PendingIndex {
     /// Passes whose end left `starting` waiting ([`PendingIndex::complete_or_defer`]).
     deferred_passes: u32,
 }
+
+/// The most emptied lists [`PendingIndex`] keeps for reuse.
+const SPARE_LISTS: usize = 1024;
+/// The largest capacity of a kept list (a segment's worth of pages).
+const SPARE_CAPACITY: usize = 4096;
 
 /// With more Active (unsealed) segments than this, the drain starts of a
 /// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
@@ -1195,15 +1196,20 @@ pub(crate) fn passes_a_start_may_wait(active: usize) -> u32 {
 }
 
 impl PendingIndex {
-    /// The segment with segment number `segno` was sealed: its records are
-    /// applied.
-    fn sealed(&mut self, segno: u64) {
-        self.seen.remove(&segno);
-    }
-
     /// Incarnation `segno` of segment `index` is gone (freed).
     fn forget(&mut self, index: usize, segno: u64) {
-        self.by_old.remove(&(index as u32, segno));
+        if let Some(pids) = self.by_old.remove(&(index as u32, segno)) {
+            self.recycle(pids);
+        }
+    }
+
+    /// Keeps an emptied list of `by_old` for a later entry, up to
+    /// [`SPARE_LISTS`] of them, none larger than [`SPARE_CAPACITY`].
+    fn recycle(&mut self, mut pids: Vec<PageId>) {
+        if self.spare.len() < SPARE_LISTS && pids.capacity() <= SPARE_CAPACITY {
+            pids.clear();
+            self.spare.push(pids);
+        }
     }
 
     /// Indexes the records every placed in-use segment gained since the
@@ -1225,21 +1231,20 @@ impl PendingIndex {
                 .present
                 .prefetch_shards_and_records()
         });
-        for &(placed_segno, placed) in &placed_segments {
+        for &(_, placed) in &placed_segments {
             far.step();
             ahead.step();
-            // A seal that took the records made `sealed` drop the counts: a
-            // new incarnation's start at 0.
-            let seen = self.seen.entry(placed_segno).or_default();
-            let by_old = &mut self.by_old;
+            // Each shard counts what was indexed; the seal that takes the
+            // records resets the count for the next incarnation.
+            let (by_old, spare) = (&mut self.by_old, &mut self.spare);
             shared
                 .table
                 .segment(placed)
                 .present
-                .records_since(seen, |r| {
+                .records_since_indexed(|r| {
                     by_old
                         .entry((r.old_index, r.old_segno))
-                        .or_default()
+                        .or_insert_with(|| spare.pop().unwrap_or_default())
                         .push(r.pid);
                 });
         }
@@ -1320,12 +1325,9 @@ impl PendingIndex {
                 // Emptied and freed in the same pass.
                 continue;
             }
-            if let Some(pids) = self.by_old.remove(&(index, segno)) {
-                for pid in pids {
-                    segment.present.mark_replaced(pid);
-                }
-            }
-            fill_drain_list(&shared.table, index as usize);
+            let replaced = self.by_old.remove(&(index, segno)).unwrap_or_default();
+            fill_drain_list(&shared.table, index as usize, &replaced);
+            self.recycle(replaced);
         }
     }
 }
@@ -1341,27 +1343,27 @@ pub(crate) fn pending_replacements(shared: &Shared, index: usize, segno: u64) ->
         if placed == index {
             continue;
         }
-        let mut all = [0; PAGE_SHARDS];
-        shared
-            .table
-            .segment(placed)
-            .present
-            .records_since(&mut all, |r| {
-                if r.old_index as usize == index && r.old_segno == segno {
-                    pids.push(r.pid);
-                }
-            });
+        shared.table.segment(placed).present.records(|r| {
+            if r.old_index as usize == index && r.old_segno == segno {
+                pids.push(r.pid);
+            }
+        });
     }
     pids
 }
 
-/// Lists a newly Draining segment's pages for `clean` (also used by
-/// recovery).
-pub(crate) fn fill_drain_list(table: &crate::core::table::SegmentTable, index: usize) {
+/// Lists a newly Draining segment's pages for `clean`, after clearing the
+/// flags of `replaced`, its pages that writes not sealed yet replaced
+/// (also used by recovery, with none).
+pub(crate) fn fill_drain_list(
+    table: &crate::core::table::SegmentTable,
+    index: usize,
+    replaced: &[PageId],
+) {
     let segment = table.segment(index);
     let mut list = lock(&segment.drain_list);
     list.clear();
-    list.extend(segment.present.not_yet_replaced());
+    segment.present.settle_and_list(replaced, &mut list);
     if !list.is_empty() {
         table.set_bit(Bits::Relocate, index);
     }

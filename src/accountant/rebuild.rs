@@ -249,7 +249,7 @@ impl crate::Accountant {
         };
         for index in 0..tip as usize {
             if table.bit(Bits::Drain, index) {
-                crate::accountant::combiner::fill_drain_list(&table, index);
+                crate::accountant::combiner::fill_drain_list(&table, index, &[]);
             }
         }
         let combiner = crate::accountant::combiner::Combiner::recovered(

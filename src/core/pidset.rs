@@ -96,6 +96,14 @@ pub(crate) struct PageShard {
     /// for as many, so recording allocates nothing in steady state.
     records_hint: u32,
     deferred: Deferred,
+    /// How many of `deferred`'s records the combiner's pending index has
+    /// read ([`PageMap::records_since_indexed`]); reset with the records
+    /// by the seal. Only the combiner (the token holder) reads or writes
+    /// it, under the shard's read lock, which is why it is an atomic. It
+    /// lies with the records, on the line the refresh reads anyway,
+    /// instead of in a map in the combiner keyed by segment: that map was
+    /// one cold lookup per placed segment per refresh.
+    indexed: HintWord,
 }
 
 /// A page map's table: page id → packed value, in hashbrown's table (the
@@ -440,6 +448,9 @@ impl PageMap {
             shard.pages_hint = u32::try_from(shard.pages.len()).unwrap_or(u32::MAX);
             most = (most.0.max(shard.pages_hint), most.1.max(shard.records_hint));
             shard.deferred.replacements.move_to(replacements);
+            // Relaxed: the combiner's own count (see `PageShard::indexed`),
+            // reset with the records it counts, under the write lock.
+            shard.indexed.store(0, Ordering::Relaxed);
             shard.deferred.move_blob_removals_to(blobs);
             relocated.0 = relocated
                 .0
@@ -467,22 +478,30 @@ impl PageMap {
         (counted, relocated)
     }
 
-    /// Calls `f` with each replacement recorded here since the last call,
-    /// shard by shard (each read-locked in turn): `seen[i]` is how many of
-    /// shard `i`'s records were visited before, and is moved past them.
-    /// A shard's records only grow until the seal takes them.
-    pub(crate) fn records_since(
-        &self,
-        seen: &mut [usize; PAGE_SHARDS],
-        mut f: impl FnMut(&DeferredReplacement),
-    ) {
-        for (shard, seen) in self.each_shard_read().zip(seen.iter_mut()) {
+    /// Calls `f` with each replacement recorded here since the last call
+    /// (or since the seal that took the records before), shard by shard,
+    /// each read-locked in turn. For the combiner's pending index alone:
+    /// each shard counts what the last call read (`PageShard::indexed`).
+    pub(crate) fn records_since_indexed(&self, mut f: impl FnMut(&DeferredReplacement)) {
+        for shard in self.each_shard_read() {
             let records = &shard.deferred.replacements;
-            // Shorter than what was visited only if the seal took them, and
-            // the caller forgets its counts then.
-            debug_assert!(records.len() >= *seen);
-            records.iter_from(*seen).for_each(&mut f);
-            *seen = records.len();
+            // Relaxed: only the combiner reads and writes the count.
+            let indexed = shard.indexed.load(Ordering::Relaxed) as usize;
+            // The seal resets the count as it takes the records.
+            debug_assert!(records.len() >= indexed);
+            if records.len() > indexed {
+                records.iter_from(indexed).for_each(&mut f);
+                // Relaxed: as above.
+                shard.indexed.store(records.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Calls `f` with every replacement recorded here, shard by shard
+    /// (each read-locked in turn; not an atomic snapshot).
+    pub(crate) fn records(&self, mut f: impl FnMut(&DeferredReplacement)) {
+        for shard in self.each_shard_read() {
+            shard.deferred.replacements.iter_from(0).for_each(&mut f);
         }
     }
 
@@ -502,6 +521,34 @@ impl PageMap {
         let was = *v;
         *v &= !NYR;
         (was & NYR != 0).then_some(was & !NYR)
+    }
+
+    /// A drain's start: clears the not-yet-replaced flag of each page of
+    /// `replaced` that is here (replaced by writes not sealed yet), then
+    /// appends the pages still not yet replaced to `list`; each shard under
+    /// one hold of its write lock, instead of a lock pair per replaced page
+    /// and a second pass to list them. Shards one at a time: not an atomic
+    /// snapshot of the whole map (nor was the two-pass form).
+    pub(crate) fn settle_and_list(
+        &self,
+        replaced: &[PageId],
+        list: &mut std::collections::VecDeque<PageId>,
+    ) {
+        for (i, cell) in self.shards.iter().enumerate() {
+            let mut shard = write(&cell.lock);
+            for &pid in replaced.iter().filter(|&&pid| shard_of(pid) == i) {
+                if let Some(v) = shard.pages.get_mut(pid) {
+                    *v &= !NYR;
+                }
+            }
+            list.extend(
+                shard
+                    .pages
+                    .iter()
+                    .filter(|&(_, v)| v & NYR != 0)
+                    .map(|(pid, _)| pid),
+            );
+        }
     }
 
     /// Removes `pid`; returns its bytes.
@@ -1182,6 +1229,9 @@ mod layout_tests {
         assert!(end(data + offset_of!(PageShard, pages), size_of::<Pages>()) <= 64);
         assert!(end(data + offset_of!(PageShard, linked), size_of::<u64>()) <= 64);
         assert!(data + offset_of!(PageShard, deferred) >= 56);
+        // The pending index's count lies with the records it counts.
+        let indexed = data + offset_of!(PageShard, indexed);
+        assert!(indexed >= 64 && end(indexed, size_of::<HintWord>()) <= 128);
     }
 
     /// The hint says where hashbrown's probe for a page starts: for each
