@@ -31,7 +31,7 @@ use crate::accountant::combiner::Combiner;
 use crate::cleaning::config::{Config, Mode};
 use crate::cleaning::placement::{self, Relocation, Skip, StreamId};
 use crate::core::freelist::{Epochs, RewriteGate};
-use crate::core::pidset::{FreshHint, LsnSet};
+use crate::core::pidset::{FreshHint, LsnSet, Reserved};
 use crate::core::poison::Poison;
 use crate::core::segment::{
     Deferred, DeferredReplacement, RawWord, Segment, SegmentState, Word, MAX_SEGMENT_NUMBER,
@@ -640,8 +640,11 @@ impl Accountant {
                 return Ok(index);
             }
         }
+        // Reserved before the sequencer's mutex, so that no `next` that
+        // extends waits for another's allocations.
+        let reserved = Reserved::fresh(&shared.fresh_hint);
         let index = shared.sequencer.extend(&shared.table, |index, word| {
-            self.activate(index, word, segno, stream, false);
+            self.activate(index, word, segno, stream, Some(reserved));
         })?;
         crate::trace::event!(
             DEBUG,
@@ -682,7 +685,7 @@ impl Accountant {
             claimed = claim();
         }
         if let Some((index, word)) = claimed {
-            self.activate(index, word, segno, stream, true);
+            self.activate(index, word, segno, stream, None);
             crate::trace::event!(
                 DEBUG,
                 "reuse",
@@ -701,10 +704,20 @@ impl Accountant {
     /// tip, not appended). The combiner collects placements from the set
     /// and counts them, Active and reused or appended, and clears a reused
     /// segment's stale free bit, so `next` writes no counter, no queue and
-    /// no bit: outside the segment, only the set's shard.
-    fn activate(&self, index: usize, word: Word, segno: u64, stream: StreamId, reused: bool) {
+    /// no bit: outside the segment, only the set's shard. An appended
+    /// segment takes the tables `next` reserved before the sequencer's
+    /// mutex (`reserved`); a reused one reserves its own.
+    fn activate(
+        &self,
+        index: usize,
+        word: Word,
+        segno: u64,
+        stream: StreamId,
+        reserved: Option<Reserved>,
+    ) {
         let segment = self.shared.table.segment(index);
-        segment.reset(&self.shared.fresh_hint);
+        let reused = reserved.is_none();
+        segment.reset(&self.shared.fresh_hint, reserved);
         // Relaxed: published by the activation CAS (release) below.
         segment.stream.store(stream, Ordering::Relaxed);
         segment.must_transition(word, word.activated(segno));

@@ -20,6 +20,7 @@
 //! placed since the combiner's last collection, so under loom the same
 //! code runs too (two shards, by the lsn's low bit).
 
+use crate::core::blocks::Blocks;
 use crate::core::segment::{Deferred, DeferredReplacement};
 use crate::core::sync::{
     read, write, CachePadded, HintWord, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -175,7 +176,6 @@ impl Pages {
         self.0.is_empty()
     }
 
-    #[cfg(all(test, not(loom)))]
     fn capacity(&self) -> usize {
         self.0.capacity()
     }
@@ -244,6 +244,30 @@ impl FreshHint {
         // Relaxed: a hint (see the type).
         let v = self.0.load(Ordering::Relaxed);
         ((v >> 32) as u32, v as u32)
+    }
+}
+
+/// Tables and record lists for a page map's shards, reserved before the
+/// map is activated and outside any lock ([`PageMap::install`]).
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    shards: [(Pages, Blocks<DeferredReplacement>); PAGE_SHARDS],
+}
+
+impl Reserved {
+    /// Room in each shard for as many pages and records as one shard of
+    /// the last sealed segment held ([`FreshHint`]).
+    pub(crate) fn fresh(fresh: &FreshHint) -> Reserved {
+        let (pages, records) = fresh.get();
+        Reserved {
+            shards: std::array::from_fn(|_| {
+                let mut table = Pages::default();
+                table.clear_and_reserve(pages as usize);
+                let mut list = Blocks::default();
+                list.reserve(records as usize);
+                (table, list)
+            }),
+        }
     }
 }
 
@@ -647,6 +671,29 @@ impl PageMap {
         self.len() == 0
     }
 
+    /// [`PageMap::clear`] for a map that holds no heap (a segment at the
+    /// file's tip: never used, or released and truncated), taking tables
+    /// and record lists reserved beforehand ([`Reserved::fresh`]): the
+    /// extension of the file activates the tip's segment under the
+    /// sequencer's mutex, and allocating there made every `next` that
+    /// extends wait for another's allocations (and for the allocator's own
+    /// locks, which a segment's tables, freed by whichever thread runs the
+    /// pass, often meet).
+    pub(crate) fn install(&self, reserved: Reserved) {
+        for (cell, (pages, records)) in self.shards.iter().zip(reserved.shards) {
+            let mut shard = write(&cell.lock);
+            debug_assert!(
+                shard.pages.capacity() == 0 && shard.deferred.replacements.len() == 0,
+                "installed over a map that holds pages or records"
+            );
+            // The empty ones this replaces hold no heap: dropping them (under
+            // the lock) frees nothing.
+            shard.pages = pages;
+            shard.deferred.replacements = records;
+            shard.linked = 0;
+        }
+    }
+
     /// Clears the pages for a segment's reuse, and reserves room for as
     /// many pages and records as the last incarnation had (see
     /// [`PageMap::release`]), or, for a shard whose last seal counted
@@ -1007,6 +1054,95 @@ mod tests {
         map.clear(&fresh);
         let small = held(&map);
         assert!(small.0 < 100 && small.1 < 100, "{small:?}");
+    }
+
+    /// A map at the tip takes the tables reserved before its activation:
+    /// as many pages and records per shard as the hint says fit without
+    /// growing anything, as with [`PageMap::clear`].
+    #[test]
+    fn an_installed_map_holds_what_was_reserved() {
+        let fresh = FreshHint::new();
+        fresh.set(300, 200);
+        let map = PageMap::new();
+        assert_eq!(held(&map), (0, 0));
+        map.install(Reserved::fresh(&fresh));
+        let reserved = held(&map);
+        assert!(
+            reserved.0 >= 4 * 300 && reserved.1 >= 4 * 200,
+            "{reserved:?}"
+        );
+        let cleared = PageMap::new();
+        cleared.clear(&fresh);
+        assert_eq!(held(&cleared), reserved, "the same as a fresh map's clear");
+        // Fewer pages than a shard's reservation in every shard.
+        (0..400).for_each(|pid| assert!(replace(&map, pid, 10)));
+        assert_eq!(held(&map), reserved, "nothing grew past the reservation");
+        assert_eq!((map.len(), map.bytes()), (400, 4_000));
+    }
+
+    /// The pending index reads each record once: a second read finds only
+    /// what was recorded since, and the seal that takes the records starts
+    /// the next incarnation's count at 0.
+    #[test]
+    fn each_record_is_indexed_once_per_incarnation() {
+        let map = PageMap::new();
+        let fresh = FreshHint::new();
+        let indexed = |map: &PageMap| {
+            let mut pids = Vec::new();
+            map.records_since_indexed(|r| pids.push(r.pid));
+            pids.sort_unstable();
+            pids
+        };
+        (0..100).for_each(|pid| assert!(replace(&map, pid, 10)));
+        assert_eq!(indexed(&map), (0..100).collect::<Vec<_>>());
+        assert_eq!(indexed(&map), Vec::<PageId>::new(), "nothing new");
+        (100..150).for_each(|pid| assert!(replace(&map, pid, 10)));
+        assert_eq!(indexed(&map), (100..150).collect::<Vec<_>>());
+        let mut all = Vec::new();
+        map.records(|r| all.push(r.pid));
+        assert_eq!(all.len(), 150, "the full read sees every record");
+        let (mut replacements, mut blobs) = (Vec::new(), Vec::new());
+        map.seal(&mut replacements, &mut blobs, &fresh);
+        assert_eq!(replacements.len(), 150);
+        let pids: Vec<PageId> = (0..150).collect();
+        map.remove_all(&pids);
+        map.release();
+        map.clear(&fresh);
+        (0..20).for_each(|pid| assert!(replace(&map, pid, 10)));
+        assert_eq!(
+            indexed(&map),
+            (0..20).collect::<Vec<_>>(),
+            "a new incarnation's records are read from its first"
+        );
+    }
+
+    /// A drain start's settle: the replaced pages lose their flag (a page
+    /// not here is ignored), and the list holds exactly the pages still
+    /// flagged.
+    #[test]
+    fn a_drain_start_lists_what_was_not_replaced() {
+        let map = PageMap::new();
+        (0..200).for_each(|pid| assert!(replace(&map, pid, 10)));
+        assert_eq!(
+            map.mark_replaced(7),
+            Some(10),
+            "replaced by a call that saw it Draining"
+        );
+        let replaced: Vec<PageId> = (0..200).filter(|p| p % 3 == 0).chain([1_000]).collect();
+        let mut list = std::collections::VecDeque::from([5_000]);
+        map.settle_and_list(&replaced, &mut list);
+        assert_eq!(
+            list.pop_front(),
+            Some(5_000),
+            "appended after what was there"
+        );
+        let mut listed: Vec<PageId> = list.into_iter().collect();
+        listed.sort_unstable();
+        let expected: Vec<PageId> = (0..200).filter(|p| p % 3 != 0 && *p != 7).collect();
+        assert_eq!(listed, expected);
+        assert_eq!(map.not_yet_replaced().len(), expected.len());
+        assert!(!map.is_not_yet_replaced(3) && map.is_not_yet_replaced(4));
+        assert_eq!(map.len(), 200, "a settle removes no page");
     }
 
     /// A map that never held pages reserves, at its first activation, what

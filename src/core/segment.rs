@@ -55,7 +55,7 @@
 use std::collections::VecDeque;
 
 use crate::core::blocks::Blocks;
-use crate::core::pidset::{FreshHint, PageMap};
+use crate::core::pidset::{FreshHint, PageMap, Reserved};
 use crate::core::sync::{AtomicU64, AtomicU8, CachePadded, Mutex, Ordering};
 /// The state the segment word encodes (defined with the other shared
 /// types, so that errors can name it without depending on the core).
@@ -550,11 +550,17 @@ impl Segment {
     }
 
     /// Clears what the previous incarnation left (nothing, if the
-    /// invariants hold) before the segment is activated again; its page
-    /// map reserves what `fresh` says if it never held pages.
-    pub(crate) fn reset(&self, fresh: &FreshHint) {
+    /// invariants hold) before the segment is activated again. With
+    /// `reserved` (the file's tip, see [`PageMap::install`]) its page map
+    /// takes the tables reserved before; otherwise (a reuse) it reserves
+    /// now, what its last seal counted, or what `fresh` says if it never
+    /// held pages.
+    pub(crate) fn reset(&self, fresh: &FreshHint, reserved: Option<Reserved>) {
         debug_assert!(self.present.is_empty(), "reused segment still has pages");
-        self.present.clear(fresh);
+        match reserved {
+            Some(reserved) => self.present.install(reserved),
+            None => self.present.clear(fresh),
+        }
         // Relaxed: published by the activation CAS (release) that follows.
         self.removed.store(0, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);

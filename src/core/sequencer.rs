@@ -110,6 +110,9 @@ impl Sequencer {
 
     /// Appends one segment at the tip and hands it to `activate` (which
     /// moves it from Vacant to Active) before publishing the new tip.
+    /// `activate` runs under the mutex every extension takes, so it should
+    /// not allocate: the accountant reserves the segment's tables before
+    /// calling this.
     pub(crate) fn extend(
         &self,
         table: &SegmentTable,
