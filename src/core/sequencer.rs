@@ -112,7 +112,8 @@ impl Sequencer {
     /// moves it from Vacant to Active) before publishing the new tip.
     /// `activate` runs under the mutex every extension takes, so it should
     /// not allocate: the accountant reserves the segment's tables before
-    /// calling this.
+    /// calling this (the table's own growth allocates here, once per
+    /// chunk).
     pub(crate) fn extend(
         &self,
         table: &SegmentTable,
