@@ -1169,9 +1169,10 @@ pub(crate) struct PendingIndex {
 }
 
 /// The most emptied lists [`PendingIndex`] keeps for reuse.
-const SPARE_LISTS: usize = 1024;
-/// The largest capacity of a kept list (a segment's worth of pages).
-const SPARE_CAPACITY: usize = 4096;
+const SPARE_LISTS: usize = 256;
+/// The largest capacity of a kept list: the throughput mix's lists hold
+/// about a hundred pages, and what is kept stays bounded (here 512 KiB).
+const SPARE_CAPACITY: usize = 256;
 
 /// With more Active (unsealed) segments than this, the drain starts of a
 /// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
@@ -1204,9 +1205,10 @@ impl PendingIndex {
     }
 
     /// Keeps an emptied list of `by_old` for a later entry, up to
-    /// [`SPARE_LISTS`] of them, none larger than [`SPARE_CAPACITY`].
+    /// [`SPARE_LISTS`] of them, none larger than [`SPARE_CAPACITY`] (and
+    /// none that holds no memory).
     fn recycle(&mut self, mut pids: Vec<PageId>) {
-        if self.spare.len() < SPARE_LISTS && pids.capacity() <= SPARE_CAPACITY {
+        if self.spare.len() < SPARE_LISTS && (1..=SPARE_CAPACITY).contains(&pids.capacity()) {
             pids.clear();
             self.spare.push(pids);
         }
