@@ -1155,10 +1155,6 @@ pub(crate) struct PendingIndex {
     /// longer in that incarnation); entries leave when their segment
     /// starts draining or is freed.
     by_old: HashMap<(u32, u64), Vec<PageId>, rustc_hash::FxBuildHasher>,
-    /// Emptied lists of `by_old`, kept for its next entries: an entry lives
-    /// from a refresh to a drain start or a free, thousands per second
-    /// with a head far ahead, and each grew by doubling from nothing.
-    spare: Vec<Vec<PageId>>,
     /// Segments moved to Draining whose flags and drain list wait for
     /// [`PendingIndex::complete`], `(index, segno)`.
     starting: Vec<(u32, u64)>,
@@ -1167,12 +1163,6 @@ pub(crate) struct PendingIndex {
     /// Passes whose end left `starting` waiting ([`PendingIndex::complete_or_defer`]).
     deferred_passes: u32,
 }
-
-/// The most emptied lists [`PendingIndex`] keeps for reuse.
-const SPARE_LISTS: usize = 256;
-/// The largest capacity of a kept list: the throughput mix's lists hold
-/// about a hundred pages, and what is kept stays bounded (here 512 KiB).
-const SPARE_CAPACITY: usize = 256;
 
 /// With more Active (unsealed) segments than this, the drain starts of a
 /// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
@@ -1199,19 +1189,7 @@ pub(crate) fn passes_a_start_may_wait(active: usize) -> u32 {
 impl PendingIndex {
     /// Incarnation `segno` of segment `index` is gone (freed).
     fn forget(&mut self, index: usize, segno: u64) {
-        if let Some(pids) = self.by_old.remove(&(index as u32, segno)) {
-            self.recycle(pids);
-        }
-    }
-
-    /// Keeps an emptied list of `by_old` for a later entry, up to
-    /// [`SPARE_LISTS`] of them, none larger than [`SPARE_CAPACITY`] (and
-    /// none that holds no memory).
-    fn recycle(&mut self, mut pids: Vec<PageId>) {
-        if self.spare.len() < SPARE_LISTS && (1..=SPARE_CAPACITY).contains(&pids.capacity()) {
-            pids.clear();
-            self.spare.push(pids);
-        }
+        self.by_old.remove(&(index as u32, segno));
     }
 
     /// Indexes the records every placed in-use segment gained since the
@@ -1238,7 +1216,7 @@ impl PendingIndex {
             ahead.step();
             // Each shard counts what was indexed; the seal that takes the
             // records resets the count for the next incarnation.
-            let (by_old, spare) = (&mut self.by_old, &mut self.spare);
+            let by_old = &mut self.by_old;
             shared
                 .table
                 .segment(placed)
@@ -1246,7 +1224,7 @@ impl PendingIndex {
                 .records_since_indexed(|r| {
                     by_old
                         .entry((r.old_index, r.old_segno))
-                        .or_insert_with(|| spare.pop().unwrap_or_default())
+                        .or_default()
                         .push(r.pid);
                 });
         }
@@ -1329,7 +1307,6 @@ impl PendingIndex {
             }
             let replaced = self.by_old.remove(&(index, segno)).unwrap_or_default();
             fill_drain_list(&shared.table, index as usize, &replaced);
-            self.recycle(replaced);
         }
     }
 }
