@@ -62,10 +62,15 @@ pub(crate) enum Bug {
     /// pass that collects, seals and removes a segment in between leaves
     /// neither showing it, and a bound the caller may give is refused.
     BoundBeforeSet,
+    /// A drain start completes from the pending index as it stands, without
+    /// first reading the records the in-use segments gained since its last
+    /// refresh: a replacement recorded in between keeps its page flagged in
+    /// the newly Draining segment, and `clean` suggests a replaced page.
+    SettleWithoutRefresh,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 15] = [
+    const ALL: [(Bug, &'static str); 16] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -80,6 +85,7 @@ impl Bug {
         (Bug::QueueOrdersTooMuch, "queue-orders-too-much"),
         (Bug::RetireWithoutRecheck, "retire-without-recheck"),
         (Bug::FlagBeforeRecord, "flag-before-record"),
+        (Bug::SettleWithoutRefresh, "settle-without-refresh"),
         (Bug::BoundBeforeSet, "bound-before-set"),
     ];
 }
