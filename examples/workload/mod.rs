@@ -200,12 +200,26 @@ pub fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
     n as u64 + 32
 }
 
+/// The lid of a fragment the mix placed (always inline).
+fn inline_lid(ptr: DiskPtr) -> Lid {
+    match ptr {
+        DiskPtr::Inline(lid) => lid,
+        DiskPtr::Blob { .. } => unreachable!("the mix's placements hand out inline fragments"),
+    }
+}
+
 /// One thread's page-writing mix, over any [`Placement`].
 pub struct Mix {
     t: u64,
     /// Pages per thread: thread `t` owns `[t·P, (t+1)·P)`.
     per_thread: u64,
-    pages: Vec<Vec<DiskPtr>>,
+    /// Each page's fragments, up to 4: their lids (the mix's placements
+    /// hand out inline fragments only), and in `lens` how many. One line of
+    /// the thread's own per page, and one byte: the mix's bookkeeping is not
+    /// the work it measures (`--work-bytes` is), and a `Vec` per page cost
+    /// two dependent cache misses per operation (docs/performance.md).
+    pages: Vec<[Lid; 4]>,
+    lens: Vec<u8>,
     rng: u64,
     src: Vec<u8>,
     dst: Vec<u8>,
@@ -226,7 +240,8 @@ impl Mix {
         Mix {
             t: t as u64,
             per_thread,
-            pages: vec![Vec::new(); per_thread as usize],
+            pages: vec![[0; 4]; per_thread as usize],
+            lens: vec![0; per_thread as usize],
             rng: 0x9e37_79b9_7f4a_7c15 ^ (t as u64 * 0x2545_f491_4f6c_dd1d + 1),
             src: (0..work_bytes).map(|i| i as u8).collect(),
             dst: vec![0; work_bytes],
@@ -249,15 +264,15 @@ impl Mix {
         let pid = self.t * self.per_thread + local as u64;
         let size = self.work(pid);
         let (lsn, ptr) = at.place(size, acc);
-        let old = std::mem::take(&mut self.pages[local]);
-        if old.is_empty() {
+        let n = self.lens[local] as usize;
+        if n == 0 {
             acc.link(pid, lsn, ptr, size);
         } else {
-            acc.replace(pid, lsn, &old, ptr, size);
+            let old = self.pages[local].map(DiskPtr::Inline);
+            acc.replace(pid, lsn, &old[..n], ptr, size);
         }
-        self.pages[local] = old;
-        self.pages[local].clear();
-        self.pages[local].push(ptr);
+        self.pages[local][0] = inline_lid(ptr);
+        self.lens[local] = 1;
     }
 
     /// One operation of the mix, its fragments placed by `at`.
@@ -265,12 +280,13 @@ impl Mix {
         let r = self.rand();
         let local = (r >> 8) as usize % self.per_thread as usize;
         match r % 10 {
-            0..=5 if !self.pages[local].is_empty() && self.pages[local].len() < 4 => {
+            0..=5 if (1..4).contains(&self.lens[local]) => {
                 let pid = self.t * self.per_thread + local as u64;
                 let size = self.work(pid);
                 let (lsn, ptr) = at.place(size, acc);
                 acc.link(pid, lsn, ptr, size);
-                self.pages[local].push(ptr);
+                self.pages[local][self.lens[local] as usize] = inline_lid(ptr);
+                self.lens[local] += 1;
             }
             0..=8 => self.write_full(local, acc, at),
             _ => {
