@@ -214,10 +214,11 @@ pub struct Mix {
     /// Pages per thread: thread `t` owns `[t·P, (t+1)·P)`.
     per_thread: u64,
     /// Each page's fragments, up to 4: their lids (the mix's placements
-    /// hand out inline fragments only), and in `lens` how many. One line of
-    /// the thread's own per page, and one byte: the mix's bookkeeping is not
-    /// the work it measures (`--work-bytes` is), and a `Vec` per page cost
-    /// two dependent cache misses per operation (docs/performance.md).
+    /// hand out inline fragments only), and in `lens` how many: 32 bytes
+    /// and one byte per page, in two arrays of the thread's own. The mix's
+    /// bookkeeping is not the work it measures (`--work-bytes` is), and a
+    /// `Vec` per page cost two dependent cache misses per operation
+    /// (docs/performance.md, "Twenty-first session").
     pages: Vec<[Lid; 4]>,
     lens: Vec<u8>,
     rng: u64,
