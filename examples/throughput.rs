@@ -332,15 +332,12 @@ struct SharedPlace<'a> {
 }
 
 impl Placement for SharedPlace<'_> {
-    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, Lid) {
         let (segno, at) = self.head.reserve(self.me, &mut self.floor, size, acc);
         if self.segment.0 != segno {
             self.segment = (segno, self.head.lid(segno));
         }
-        (
-            (segno * SEGMENT_SIZE + at) as Lsn,
-            DiskPtr::Inline(self.segment.1 + at),
-        )
+        ((segno * SEGMENT_SIZE + at) as Lsn, self.segment.1 + at)
     }
 }
 

@@ -176,8 +176,9 @@ impl Shared {
 /// shape, [`Head`]) or one head every thread shares
 /// (`examples/throughput.rs --shared-head`).
 pub trait Placement {
-    /// Reserves `size` bytes for a fragment; returns its lsn and pointer.
-    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr);
+    /// Reserves `size` bytes for a fragment; returns its lsn and its lid
+    /// (the mix writes inline fragments only).
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, Lid);
 }
 
 /// The store's own work per write: encode and copy a fragment of
@@ -200,21 +201,13 @@ pub fn store_work(src: &mut [u8], dst: &mut [u8], pid: PageId) -> u64 {
     n as u64 + 32
 }
 
-/// The lid of a fragment the mix placed (always inline).
-fn inline_lid(ptr: DiskPtr) -> Lid {
-    match ptr {
-        DiskPtr::Inline(lid) => lid,
-        DiskPtr::Blob { .. } => unreachable!("the mix's placements hand out inline fragments"),
-    }
-}
-
 /// One thread's page-writing mix, over any [`Placement`].
 pub struct Mix {
     t: u64,
     /// Pages per thread: thread `t` owns `[t·P, (t+1)·P)`.
     per_thread: u64,
-    /// Each page's fragments, up to 4: their lids (the mix's placements
-    /// hand out inline fragments only), and in `lens` how many: 32 bytes
+    /// Each page's fragments, up to 4: their lids (the mix writes inline
+    /// fragments only), and in `lens` how many: 32 bytes
     /// and one byte per page, in two arrays of the thread's own. The mix's
     /// bookkeeping is not the work it measures (`--work-bytes` is), and a
     /// `Vec` per page cost two dependent cache misses per operation
@@ -264,7 +257,8 @@ impl Mix {
     fn write_full(&mut self, local: usize, acc: &dyn WritePath, at: &mut impl Placement) {
         let pid = self.t * self.per_thread + local as u64;
         let size = self.work(pid);
-        let (lsn, ptr) = at.place(size, acc);
+        let (lsn, lid) = at.place(size, acc);
+        let ptr = DiskPtr::Inline(lid);
         let n = self.lens[local] as usize;
         if n == 0 {
             acc.link(pid, lsn, ptr, size);
@@ -272,7 +266,7 @@ impl Mix {
             let old = self.pages[local].map(DiskPtr::Inline);
             acc.replace(pid, lsn, &old[..n], ptr, size);
         }
-        self.pages[local][0] = inline_lid(ptr);
+        self.pages[local][0] = lid;
         self.lens[local] = 1;
     }
 
@@ -284,9 +278,9 @@ impl Mix {
             0..=5 if (1..4).contains(&self.lens[local]) => {
                 let pid = self.t * self.per_thread + local as u64;
                 let size = self.work(pid);
-                let (lsn, ptr) = at.place(size, acc);
-                acc.link(pid, lsn, ptr, size);
-                self.pages[local][self.lens[local] as usize] = inline_lid(ptr);
+                let (lsn, lid) = at.place(size, acc);
+                acc.link(pid, lsn, DiskPtr::Inline(lid), size);
+                self.pages[local][self.lens[local] as usize] = lid;
                 self.lens[local] += 1;
             }
             0..=8 => self.write_full(local, acc, at),
@@ -321,7 +315,7 @@ struct Own<'a> {
 impl Placement for Own<'_> {
     /// Reserves `size` bytes at the head, rolling to the next segment (and
     /// stabilizing) when full.
-    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, DiskPtr) {
+    fn place(&mut self, size: u64, acc: &dyn WritePath) -> (Lsn, Lid) {
         let (seg, shared) = (&mut *self.segment, self.shared);
         if seg.used + size > SEGMENT_SIZE {
             // Both numberings only go up, and a head publishes its new
@@ -338,10 +332,7 @@ impl Placement for Own<'_> {
         }
         let at = seg.used;
         seg.used += size;
-        (
-            (seg.segno * SEGMENT_SIZE + at) as Lsn,
-            DiskPtr::Inline(seg.lid + at),
-        )
+        ((seg.segno * SEGMENT_SIZE + at) as Lsn, seg.lid + at)
     }
 }
 
