@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One set of the many-core write path's targets (issue 15), as
+# docs/performance.md quotes them ("The throughput targets, ... session").
+#
+#   tools/scripts/issue15-targets.sh [LOG]
+#
+# Builds the release binaries, then runs, with nothing else on the machine:
+# 5 invocations of `throughput --paired --threads 2 --seconds 1 --runs 7
+# --shape both`, 5 of `floor --pairs 100`, 5 of `throughput --paired
+# --threads 8 --seconds 1 --runs 7 --shape head-per-thread` and 4 of
+# `cycle --pairs 40`, a `pingpong` probe of the two cores' placement
+# before each throughput invocation (about 70 ns near, about 330 ns far on
+# the sandbox this was written on). The raw output goes to LOG (default
+# target/issue15-targets.log); at the end it prints each figure's five
+# invocation medians and their median, the shared head against the mutex
+# design derived per invocation (its 1-thread ratio times its own scaling
+# divided by the mutex's own scaling), and the probes. About 15 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+log=${1:-target/issue15-targets.log}
+cargo build --release --example throughput
+cargo build --release -p segment-accountant-tools --examples
+t=target/release/examples/throughput
+probe() { target/release/examples/pingpong --seconds 1 | tail -1; }
+{
+    for i in 1 2 3 4 5; do
+        echo "== both $i $(date +%H:%M:%S) probe $(probe)"
+        "$t" --paired --threads 2 --seconds 1 --runs 7 --shape both
+    done
+    for i in 1 2 3 4 5; do
+        echo "== floor $i $(date +%H:%M:%S)"
+        target/release/examples/floor --pairs 100
+    done
+    for i in 1 2 3 4 5; do
+        echo "== eight $i $(date +%H:%M:%S) probe $(probe)"
+        "$t" --paired --threads 8 --seconds 1 --runs 7 --shape head-per-thread
+    done
+    for i in 1 2 3 4; do
+        echo "== cycle $i $(date +%H:%M:%S)"
+        target/release/examples/cycle --pairs 40
+    done
+    echo "== done $(date +%H:%M:%S) probe $(probe)"
+} >"$log" 2>&1
+
+# The median column (the 6th field) of the table rows matching $1.
+column() {
+    grep -E "^\| $1 \|" "$log" | awk -F'|' '{ gsub(/ /, "", $6); print $6 }'
+}
+summary() {
+    local name=$1
+    shift
+    printf '%s: %s\n' "$name" "$(python3 - "$@" <<'EOF'
+import statistics, sys
+values = sys.argv[1:]
+if values:
+    median = statistics.median(float(v) for v in values)
+    print(", ".join(values), f"(median {median:.3g})")
+else:
+    print("none")
+EOF
+)"
+}
+summary "head per thread, 2 threads / own" $(column 'head-per-thread \| 2 \| accountant: N-thread / 1-thread')
+summary "head per thread, 8 threads / own" $(column 'head-per-thread \| 8 \| accountant: N-thread / 1-thread')
+summary "head per thread, 1 thread / mutex (2- then 8-thread invocations)" $(column 'head-per-thread \| 1 \| accountant / mutex')
+summary "shared head, 2 threads / own" $(column 'shared-head \| 2 \| accountant: N-thread / 1-thread')
+summary "shared head, 1 thread / mutex" $(column 'shared-head \| 1 \| accountant / mutex')
+summary "parallel loop, 2 threads / 1" $(column '- \| 2 \| parallel loop: N-thread / 1-thread')
+derived=$(paste -d' ' \
+    <(column 'shared-head \| 1 \| accountant / mutex') \
+    <(column 'shared-head \| 2 \| accountant: N-thread / 1-thread') \
+    <(column 'shared-head \| 2 \| mutex: N-thread / 1-thread') |
+    awk '{ printf "%.2f ", $1 * $2 / $3 }')
+# shellcheck disable=SC2086 # one argument per invocation
+summary "shared head, 2 threads / mutex (derived)" $derived
+summary "mark_link / floor" $(grep -oE 'ratio_entry=[0-9.]+' "$log" | cut -d= -f2)
+for op in mark_replace_1_old mark_replace_4_old next_link256_stabilize; do
+    summary "$op / mutex" $(grep -E "^$op:" "$log" | grep -oE ' ratio=[0-9.]+' | cut -d= -f2)
+done
+echo "probes (ns): $(grep -oE '^== (both|eight) [0-9].*median_ns=[0-9]+' "$log" |
+    sed -E 's/.*median_ns=//' | paste -sd' ')"
+echo "raw output: $log"
