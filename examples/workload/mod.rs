@@ -207,8 +207,8 @@ pub struct Mix {
     /// Pages per thread: thread `t` owns `[t·P, (t+1)·P)`.
     per_thread: u64,
     /// Each page's fragments, up to 4: their lids (the mix writes inline
-    /// fragments only), and in `lens` how many: 32 bytes
-    /// and one byte per page, in two arrays of the thread's own. The mix's
+    /// fragments only), and in `lens` how many: 32 bytes and one byte per
+    /// page, in two arrays of the thread's own. The mix's
     /// bookkeeping is not the work it measures (`--work-bytes` is), and a
     /// `Vec` per page cost two dependent cache misses per operation
     /// (docs/performance.md, "Twenty-first session").

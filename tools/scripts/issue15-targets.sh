@@ -46,19 +46,21 @@ probe() { target/release/examples/pingpong --seconds 1 | tail -1; }
 column() {
     grep -E "^\| $1 \|" "$log" | awk -F'|' '{ gsub(/ /, "", $6); print $6 }'
 }
+# Prints "NAME: v1, v2, ... (median m)" for the values after NAME, in the
+# order given (sort and awk, as ab-throughput.sh takes its medians).
 summary() {
     local name=$1
     shift
-    printf '%s: %s\n' "$name" "$(python3 - "$@" <<'EOF'
-import statistics, sys
-values = sys.argv[1:]
-if values:
-    median = statistics.median(float(v) for v in values)
-    print(", ".join(values), f"(median {median:.3g})")
-else:
-    print("none")
-EOF
-)"
+    if [ $# -eq 0 ]; then
+        echo "$name: none"
+        return
+    fi
+    local median
+    median=$(printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { printf "%.3g", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    local values
+    values=$(printf '%s, ' "$@")
+    echo "$name: ${values%, } (median $median)"
 }
 summary "head per thread, 2 threads / own" $(column 'head-per-thread \| 2 \| accountant: N-thread / 1-thread')
 summary "head per thread, 8 threads / own" $(column 'head-per-thread \| 8 \| accountant: N-thread / 1-thread')
