@@ -10,7 +10,8 @@
 //!                                              [--paired]   (own scaling from back-to-back pairs)
 //!                                              [--same-data] (with --paired: also against 1 thread owning every thread's pages)
 //!                                              [--unshared] (with --paired: also N accountants sharing nothing)
-//!                                              [--roll-counter] (heads number segments from one counter)
+//!                                              [--numbering counter|interleaved] (how heads number segments; default counter)
+//!                                              [--max-lead N] (a head's segments ahead of the slowest, default 8; 0: unbounded)
 //!                                              [--workers]  (each thread's operations and CPU time)
 //! ```
 //!
@@ -27,13 +28,21 @@
 //!   and the per-call mix is the same: 60% link a delta, 30% rewrite a page
 //!   with all its old pointers, 10% `clean`.
 //!
-//! With a head per thread, thread `t`'s k-th segment is number `k·T + t`
-//! by default, so a head that runs ahead writes far above the stable bound
-//! the slowest head holds. With `--roll-counter`, a head takes its next
-//! segment number from one counter the heads share as it rolls, as a
-//! store's log hands out segments: no head runs ahead of the others'
-//! numbers, and each `stabilize` seals the few segments the heads finished
-//! since the last one.
+//! With a head per thread, a head takes the number of each segment it
+//! rolls to from one counter the heads share (`--numbering counter`, the
+//! default), as a store's log hands out segment lsns: no head runs ahead
+//! of the others' numbers, and each `stabilize` seals the few segments the
+//! heads finished since the last one. With `--numbering interleaved`,
+//! thread `t`'s k-th segment is number `k·T + t`, so a head that runs
+//! ahead writes far above the stable bound the slowest head holds.
+//!
+//! Either way a head waits before starting a segment more than
+//! `--max-lead` (8) of its own segments above the slowest head's current
+//! one, as a store's writers wait when its log buffers are full. With
+//! `--numbering interleaved --max-lead 0` a head in front runs ahead for
+//! the whole run and its backlog of unsealed segments grows without end
+//! (docs/performance.md, "Twenty-third session"): what the head-per-thread
+//! figures before the twenty-third session measured.
 //!
 //! The thread counts always include 1: every ratio is against the same
 //! run's 1-thread figure of the same shape and design.
@@ -80,8 +89,8 @@ use std::time::{Duration, Instant};
 
 use segment_accountant::{DiskPtr, Lid, Lsn, PageId};
 use workload::{
-    cpu_since, store_work, thread_cpu_ns, Figure, Mix, Numbering, Placement, WritePath,
-    PAGES_PER_THREAD, SEGMENT_SIZE,
+    cpu_since, store_work, thread_cpu_ns, Figure, HeadOptions, Mix, Numbering, Placement,
+    WritePath, MAX_LEAD, PAGES_PER_THREAD, SEGMENT_SIZE,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -127,7 +136,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
          \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
-         \x20                 [--only accountant|mutex] [--paired [--same-data] [--unshared]] [--roll-counter] [--workers]"
+         \x20                 [--only accountant|mutex] [--paired [--same-data] [--unshared]]\n\
+         \x20                 [--numbering counter|interleaved] [--max-lead N] [--workers]"
     );
     std::process::exit(2);
 }
@@ -469,7 +479,7 @@ fn measure(shape: Shape, design: Design, threads: usize, per_thread: u64, setup:
         duration,
         work_bytes,
         background,
-        numbering,
+        heads,
         ..
     } = *setup;
     let acc: Arc<dyn WritePath> = match design {
@@ -483,8 +493,7 @@ fn measure(shape: Shape, design: Design, threads: usize, per_thread: u64, setup:
             duration,
             work_bytes,
             per_thread,
-            background,
-            numbering,
+            heads,
         ),
         Shape::SharedHead => {
             run_shared_head(&*acc, threads, duration, work_bytes, per_thread, background)
@@ -517,7 +526,8 @@ fn main() {
     let mut paired = false;
     let mut same_data = false;
     let mut unshared = false;
-    let mut numbering = Numbering::Interleaved;
+    let mut numbering = Numbering::Counter;
+    let mut max_lead = Some(MAX_LEAD);
     let mut workers = false;
     let mut shapes = vec![Shape::HeadPerThread];
     let mut args = std::env::args().skip(1);
@@ -560,7 +570,20 @@ fn main() {
             "--paired" => paired = true,
             "--same-data" => same_data = true,
             "--unshared" => unshared = true,
+            // The default since the twenty-third session, kept for the
+            // commands in docs/performance.md before it.
             "--roll-counter" => numbering = Numbering::Counter,
+            "--numbering" => {
+                numbering = match value().as_str() {
+                    "counter" => Numbering::Counter,
+                    "interleaved" => Numbering::Interleaved,
+                    _ => usage("bad --numbering (counter or interleaved)"),
+                }
+            }
+            "--max-lead" => {
+                let lead: u64 = value().parse().unwrap_or_else(|_| usage("bad --max-lead"));
+                max_lead = (lead > 0).then_some(lead);
+            }
             "--workers" => workers = true,
             "--shared-head" => shapes = vec![Shape::SharedHead],
             "--shape" => {
@@ -587,9 +610,6 @@ fn main() {
     }
     if (same_data || unshared) && !paired {
         usage("--same-data and --unshared are rows of --paired");
-    }
-    if numbering == Numbering::Counter && !shapes.contains(&Shape::HeadPerThread) {
-        usage("--roll-counter numbers the head-per-thread shape's segments");
     }
     if work_bytes as u64 + 32 > SEGMENT_SIZE {
         usage("--work-bytes must leave a fragment smaller than a segment");
@@ -622,7 +642,11 @@ fn main() {
         background,
         same_data,
         unshared,
-        numbering,
+        heads: HeadOptions {
+            background_stabilizer: background,
+            numbering,
+            max_lead,
+        },
     };
     if paired {
         paired_scaling(&threads, &shapes, &designs, runs, &setup);
@@ -764,9 +788,10 @@ struct Setup {
     /// `--unshared`: also pair N accountants sharing nothing, one per
     /// thread, against 1.
     unshared: bool,
-    /// How the heads of the head-per-thread shape number their segments
-    /// (`--roll-counter`: from one shared counter).
-    numbering: Numbering,
+    /// How the heads of the head-per-thread shape stabilize, number their
+    /// segments (`--roll-counter`: from one shared counter) and how far
+    /// one may run ahead (`--max-lead`).
+    heads: HeadOptions,
 }
 
 /// `--workers`: each worker thread's operations and CPU time in one

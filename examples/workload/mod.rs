@@ -1,16 +1,28 @@
 //! The write-path mix shared by `examples/throughput.rs` and the criterion
 //! benchmarks: each thread acts as one write head of a log store.
 //!
-//! Thread `t` of `T` owns pages `[t·P, (t+1)·P)` and writes its k-th
-//! segment at segment number `k·T + t` (lsns from one logical counter,
-//! interleaved across heads). Per operation it first does the store's own
+//! Thread `t` of `T` owns pages `[t·P, (t+1)·P)` and takes the number of
+//! each segment it rolls to from one counter the heads share, as a store's
+//! log hands out segment lsns ([`Numbering::Counter`], the default), or
+//! writes its k-th segment at number `k·T + t` ([`Numbering::Interleaved`]). Per operation it first does the store's own
 //! work (encoding and copying a fragment of `work_bytes`), then: 60% link
 //! a delta of a random page, 30% replace a page completely (with all its
 //! old pointers), 10% `clean` (relocating the page if it is its own).
 //! When its segment fills it rolls with `next` and stabilizes below the
-//! slowest head's current segment. With [`Numbering::Counter`] a head
-//! takes its next segment number from one counter the heads share when it
-//! rolls, instead of the fixed interleave.
+//! slowest head's current segment.
+//!
+//! A head may start a segment at most [`HeadOptions::max_lead`] of its own
+//! segments above the slowest head's current one (as a store's log buffers
+//! bound how far its writers run ahead of what is durable); past that it
+//! waits. Without the bound, a head in front of the fixed interleave runs
+//! ahead for as long as the run lasts: its segments above the slowest
+//! head's wait unsealed (tens of thousands after a few seconds at 2
+//! threads, with the memory growing by hundreds of MB a second), so a
+//! timed run leaves most of that head's seal work undone and grows slower
+//! the longer it runs: not a steady state (docs/performance.md,
+//! "Twenty-third session"). With the counter the backlog stays a few
+//! segments at 2 threads; the bound matters where a head loses its core
+//! for a while (more heads than cores).
 
 #![allow(dead_code)]
 
@@ -18,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 use segment_accountant::baseline::MutexAccountant;
 use segment_accountant::{Accountant, Config, DiskPtr, Lid, Lsn, MemStorage, PageId, Skip};
 
@@ -108,46 +120,121 @@ pub fn mutex_accountant() -> MutexAccountant {
 /// How a head numbers the segment it rolls to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Numbering {
+    /// The next number of one counter the heads share, taken as the head
+    /// rolls (as a store's log hands out its next segment, the caller
+    /// contract of SPEC §5's `next`): a fast head takes more numbers, and
+    /// no head runs ahead of the others' numbers.
+    Counter,
     /// Thread `t`'s k-th segment is `k·T + t`, fixed in advance: a head
     /// that runs ahead writes segments far above the stable bound, which the
-    /// slowest head holds back (so its `stabilize` seals them all).
+    /// slowest head holds back (so its `stabilize` seals them all), and,
+    /// with the lead bounded, waits for it.
     Interleaved,
-    /// The next number of one counter the heads share, taken as the head
-    /// rolls (as a store's log hands out its next segment): a fast head
-    /// takes more numbers, and no head runs ahead of the others' numbers.
-    Counter,
 }
+
+/// How the heads of one run stabilize, number their segments and how far
+/// one may run ahead of the others.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HeadOptions {
+    /// A background stabilizer runs instead of the heads stabilizing.
+    pub background_stabilizer: bool,
+    pub numbering: Numbering,
+    /// A head waits before starting a segment numbered more than
+    /// `max_lead · T` above another head's current segment (`T` heads):
+    /// with the fixed interleave, more than `max_lead` of its own segments
+    /// ahead. `None`: unbounded (not a steady state, see the module).
+    pub max_lead: Option<u64>,
+}
+
+impl Default for HeadOptions {
+    /// Heads that stabilize themselves, number their segments from one
+    /// counter and run at most [`MAX_LEAD`] segments ahead.
+    fn default() -> Self {
+        HeadOptions {
+            background_stabilizer: false,
+            numbering: Numbering::Counter,
+            max_lead: Some(MAX_LEAD),
+        }
+    }
+}
+
+/// The default [`HeadOptions::max_lead`]: a head's 8 segments (512 KiB of
+/// log buffers at [`SEGMENT_SIZE`]) ahead of the slowest head.
+pub const MAX_LEAD: u64 = 8;
+
+/// A head that has stopped: it holds no other head back.
+const STOPPED: u64 = u64::MAX;
 
 /// Shared between the heads of one run.
 pub struct Shared {
     threads: u64,
-    /// Each head's current segment number.
+    /// Each head's current segment number ([`STOPPED`] once it stopped).
     heads: Vec<AtomicU64>,
     /// With [`Numbering::Counter`], the next segment number to take.
     counter: Option<CachePadded<AtomicU64>>,
-    /// A background stabilizer runs instead of the heads stabilizing.
     background_stabilizer: bool,
+    /// [`HeadOptions::max_lead`] in segment numbers (`max_lead · T`).
+    max_lead: Option<u64>,
 }
 
 impl Shared {
+    /// `threads` heads with the default [`HeadOptions`] but
+    /// `background_stabilizer`.
     pub fn new(threads: usize, background_stabilizer: bool) -> Arc<Shared> {
-        Shared::numbered(threads, background_stabilizer, Numbering::Interleaved)
+        Shared::with_options(
+            threads,
+            HeadOptions {
+                background_stabilizer,
+                ..HeadOptions::default()
+            },
+        )
     }
 
-    /// [`Shared::new`] with the heads numbering their segments by
-    /// `numbering` (head `t` starts at segment `t` either way).
-    pub fn numbered(
-        threads: usize,
-        background_stabilizer: bool,
-        numbering: Numbering,
-    ) -> Arc<Shared> {
+    /// `threads` heads run by `options` (head `t` starts at segment `t`
+    /// with either numbering).
+    pub fn with_options(threads: usize, options: HeadOptions) -> Arc<Shared> {
         Arc::new(Shared {
             threads: threads as u64,
             heads: (0..threads).map(|t| AtomicU64::new(t as u64)).collect(),
-            counter: (numbering == Numbering::Counter)
+            counter: (options.numbering == Numbering::Counter)
                 .then(|| CachePadded::new(AtomicU64::new(threads as u64))),
-            background_stabilizer,
+            background_stabilizer: options.background_stabilizer,
+            max_lead: options.max_lead.map(|l| l.max(1) * threads as u64),
         })
+    }
+
+    /// Waits (spinning, then yielding: more heads than cores must let the
+    /// one behind run) until head `me`, which has published `segno` as its
+    /// current segment, may start it: no other head's current segment is
+    /// more than the lead below it. The head with the lowest published
+    /// number never waits, so some head always makes progress (a wait
+    /// before publishing could deadlock two heads far behind a counter the
+    /// others drove up, each waiting for the other's old number).
+    fn wait_for_room(&self, me: u64, segno: u64) {
+        let Some(lead) = self.max_lead else {
+            return;
+        };
+        let backoff = Backoff::new();
+        loop {
+            // Acquire: as in `stable_bound` (orders nothing the mix relies
+            // on here; the head only waits for the number to rise).
+            let slowest = (self.heads.iter().enumerate())
+                .filter(|&(t, _)| t as u64 != me)
+                .map(|(_, h)| h.load(Ordering::Acquire))
+                .min()
+                .unwrap_or(STOPPED);
+            if segno <= slowest.saturating_add(lead) {
+                return;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Head `me` has stopped: it no longer holds the stable bound back or
+    /// any other head's room.
+    pub fn stop(&self, me: u64) {
+        // Release: as the heads' own stores of their numbers.
+        self.heads[me as usize].store(STOPPED, Ordering::Release);
     }
 
     /// The segment number a head at `segno` rolls to.
@@ -160,15 +247,16 @@ impl Shared {
         }
     }
 
-    /// Everything below the slowest head's current segment is complete.
-    pub fn stable_bound(&self) -> Lsn {
+    /// Everything below the slowest head's current segment is complete
+    /// (`None` once every head stopped).
+    pub fn stable_bound(&self) -> Option<Lsn> {
         let min = self
             .heads
             .iter()
             .map(|h| h.load(Ordering::Acquire))
             .min()
-            .unwrap_or(0);
-        (min * SEGMENT_SIZE) as Lsn
+            .unwrap_or(STOPPED);
+        (min != STOPPED).then(|| (min * SEGMENT_SIZE) as Lsn)
     }
 }
 
@@ -324,10 +412,13 @@ impl Placement for Own<'_> {
             // every head has rolled past.
             seg.segno = shared.roll_from(seg.segno);
             shared.heads[seg.t as usize].store(seg.segno, Ordering::Release);
+            shared.wait_for_room(seg.t, seg.segno);
             seg.lid = acc.next((seg.segno * SEGMENT_SIZE) as Lsn);
             seg.used = 0;
             if !shared.background_stabilizer {
-                acc.stabilize(shared.stable_bound());
+                if let Some(bound) = shared.stable_bound() {
+                    acc.stabilize(bound);
+                }
             }
         }
         let at = seg.used;
@@ -384,6 +475,11 @@ impl Head {
         self.mix.ops
     }
 
+    /// The head has stopped: it holds no other head back ([`Shared::stop`]).
+    pub fn stop(&self, shared: &Shared) {
+        shared.stop(self.segment.t);
+    }
+
     /// One operation of the mix.
     pub fn step(&mut self, acc: &dyn WritePath, shared: &Shared) {
         let mut at = Own {
@@ -437,19 +533,20 @@ pub fn cpu_since(start: Option<u64>) -> Option<u64> {
 }
 
 /// Runs `threads` heads of `per_thread` pages each on `acc` for `duration`
-/// after a barrier; returns operations per second (of wall-clock and of
-/// the heads' CPU time).
+/// after a barrier, run by `options`; returns operations per second (of
+/// wall-clock and of the heads' CPU time).
 pub fn run(
     acc: Arc<dyn WritePath>,
     threads: usize,
     duration: Duration,
     work_bytes: usize,
     per_thread: u64,
-    background_stabilizer: bool,
-    numbering: Numbering,
+    options: HeadOptions,
 ) -> Figure {
-    let shared = Shared::numbered(threads, background_stabilizer, numbering);
-    let stabilizer = background_stabilizer.then(|| (acc.clone(), shared.clone()));
+    let shared = Shared::with_options(threads, options);
+    let stabilizer = options
+        .background_stabilizer
+        .then(|| (acc.clone(), shared.clone()));
     let setup = move |t: usize| {
         let head = Head::with_pages(t, work_bytes, per_thread, &*acc);
         (acc.clone(), shared.clone(), head)
@@ -508,14 +605,18 @@ fn run_heads(
                     head.step(&*acc, &shared);
                 }
             }
-            (head.ops(), cpu_since(cpu))
+            let cpu = cpu_since(cpu);
+            head.stop(&shared);
+            (head.ops(), cpu)
         }));
     }
     let stabilizer = stabilizer.map(|(acc, shared)| {
         let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                acc.stabilize(shared.stable_bound());
+                if let Some(bound) = shared.stable_bound() {
+                    acc.stabilize(bound);
+                }
                 std::thread::yield_now();
             }
         })
@@ -553,13 +654,16 @@ pub fn run_ops(
             for _ in 0..ops_per_thread {
                 head.step(&*acc, &shared);
             }
+            head.stop(&shared);
         }));
     }
     let stabilizer = background_stabilizer.then(|| {
         let (acc, shared, done) = (acc.clone(), shared.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                acc.stabilize(shared.stable_bound());
+                if let Some(bound) = shared.stable_bound() {
+                    acc.stabilize(bound);
+                }
                 std::thread::yield_now();
             }
         })
