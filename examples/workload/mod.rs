@@ -26,8 +26,8 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::{Backoff, CachePadded};
@@ -175,6 +175,13 @@ pub struct Shared {
     background_stabilizer: bool,
     /// [`HeadOptions::max_lead`] in segment numbers (`max_lead · T`).
     max_lead: Option<u64>,
+    /// Heads asleep in [`Shared::wait_for_room`], and what they sleep on:
+    /// a head that waits long sleeps, as a store's writer blocks on a full
+    /// log buffer, instead of taking the core from the head it waits for
+    /// (8 heads on 2 cores yielding to each other left the one behind a
+    /// quarter of a core).
+    sleepers: CachePadded<AtomicUsize>,
+    room: (Mutex<()>, Condvar),
 }
 
 impl Shared {
@@ -200,7 +207,34 @@ impl Shared {
                 .then(|| CachePadded::new(AtomicU64::new(threads as u64))),
             background_stabilizer: options.background_stabilizer,
             max_lead: options.max_lead.map(|l| l.max(1) * threads as u64),
+            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            room: (Mutex::new(()), Condvar::new()),
         })
+    }
+
+    /// Publishes head `me`'s current segment number (or [`STOPPED`]) and
+    /// wakes the heads asleep for room.
+    fn publish(&self, me: u64, segno: u64) {
+        // SeqCst, with the sleeper count's: either a sleeper that counted
+        // itself before this store sees the number when it checks again
+        // under the lock, or this load sees it counted and wakes it.
+        self.heads[me as usize].store(segno, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _room = self.room.0.lock().unwrap();
+            self.room.1.notify_all();
+        }
+    }
+
+    /// Whether head `me` may start segment `segno`.
+    fn has_room(&self, me: u64, segno: u64, lead: u64) -> bool {
+        let slowest = (self.heads.iter().enumerate())
+            .filter(|&(t, _)| t as u64 != me)
+            // SeqCst: see `publish` (the stable bound's Acquire is enough
+            // for the spinning checks, but one ordering keeps it simple).
+            .map(|(_, h)| h.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(STOPPED);
+        segno <= slowest.saturating_add(lead)
     }
 
     /// Waits (spinning, then yielding: more heads than cores must let the
@@ -215,26 +249,32 @@ impl Shared {
             return;
         };
         let backoff = Backoff::new();
-        loop {
-            // Acquire: as in `stable_bound` (orders nothing the mix relies
-            // on here; the head only waits for the number to rise).
-            let slowest = (self.heads.iter().enumerate())
-                .filter(|&(t, _)| t as u64 != me)
-                .map(|(_, h)| h.load(Ordering::Acquire))
-                .min()
-                .unwrap_or(STOPPED);
-            if segno <= slowest.saturating_add(lead) {
+        while !backoff.is_completed() {
+            if self.has_room(me, segno, lead) {
                 return;
             }
             backoff.snooze();
         }
+        let mut room = self.room.0.lock().unwrap();
+        // SeqCst: see `publish`.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while !self.has_room(me, segno, lead) {
+            // The timeout only bounds a wait the protocol above already
+            // ends; it is not what wakes a head.
+            room = self
+                .room
+                .1
+                .wait_timeout(room, Duration::from_millis(10))
+                .unwrap()
+                .0;
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Head `me` has stopped: it no longer holds the stable bound back or
     /// any other head's room.
     pub fn stop(&self, me: u64) {
-        // Release: as the heads' own stores of their numbers.
-        self.heads[me as usize].store(STOPPED, Ordering::Release);
+        self.publish(me, STOPPED);
     }
 
     /// The segment number a head at `segno` rolls to.
@@ -411,7 +451,7 @@ impl Placement for Own<'_> {
             // number a head is at) covers only segments handed out that
             // every head has rolled past.
             seg.segno = shared.roll_from(seg.segno);
-            shared.heads[seg.t as usize].store(seg.segno, Ordering::Release);
+            shared.publish(seg.t, seg.segno);
             shared.wait_for_room(seg.t, seg.segno);
             seg.lid = acc.next((seg.segno * SEGMENT_SIZE) as Lsn);
             seg.used = 0;
