@@ -788,8 +788,8 @@ struct Setup {
     /// `--unshared`: also pair N accountants sharing nothing, one per
     /// thread, against 1.
     unshared: bool,
-    /// How the heads of the head-per-thread shape stabilize, number their
-    /// segments (`--roll-counter`: from one shared counter) and how far
+    /// How the heads of the head-per-thread shape stabilize (the same flag
+    /// as `background`), number their segments (`--numbering`) and how far
     /// one may run ahead (`--max-lead`).
     heads: HeadOptions,
 }

@@ -4,10 +4,11 @@
 //! Thread `t` of `T` owns pages `[t·P, (t+1)·P)` and takes the number of
 //! each segment it rolls to from one counter the heads share, as a store's
 //! log hands out segment lsns ([`Numbering::Counter`], the default), or
-//! writes its k-th segment at number `k·T + t` ([`Numbering::Interleaved`]). Per operation it first does the store's own
-//! work (encoding and copying a fragment of `work_bytes`), then: 60% link
-//! a delta of a random page, 30% replace a page completely (with all its
-//! old pointers), 10% `clean` (relocating the page if it is its own).
+//! writes its k-th segment at number `k·T + t` ([`Numbering::Interleaved`]).
+//! Per operation it first does the store's own work (encoding and copying
+//! a fragment of `work_bytes`), then: 60% link a delta of a random page,
+//! 30% replace a page completely (with all its old pointers), 10% `clean`
+//! (relocating the page if it is its own).
 //! When its segment fills it rolls with `next` and stabilizes below the
 //! slowest head's current segment.
 //!
@@ -138,6 +139,7 @@ pub enum Numbering {
 pub struct HeadOptions {
     /// A background stabilizer runs instead of the heads stabilizing.
     pub background_stabilizer: bool,
+    /// How a head numbers the segment it rolls to.
     pub numbering: Numbering,
     /// A head waits before starting a segment numbered more than
     /// `max_lead · T` above another head's current segment (`T` heads):
@@ -177,9 +179,9 @@ pub struct Shared {
     max_lead: Option<u64>,
     /// Heads asleep in [`Shared::wait_for_room`], and what they sleep on:
     /// a head that waits long sleeps, as a store's writer blocks on a full
-    /// log buffer, instead of taking the core from the head it waits for
-    /// (8 heads on 2 cores yielding to each other left the one behind a
-    /// quarter of a core).
+    /// log buffer, instead of yielding in a loop on a core the head it
+    /// waits for may need (8 heads on 2 cores read the same either way,
+    /// docs/performance.md, "Twenty-third session").
     sleepers: CachePadded<AtomicUsize>,
     room: (Mutex<()>, Condvar),
 }
@@ -237,13 +239,13 @@ impl Shared {
         segno <= slowest.saturating_add(lead)
     }
 
-    /// Waits (spinning, then yielding: more heads than cores must let the
-    /// one behind run) until head `me`, which has published `segno` as its
-    /// current segment, may start it: no other head's current segment is
-    /// more than the lead below it. The head with the lowest published
-    /// number never waits, so some head always makes progress (a wait
-    /// before publishing could deadlock two heads far behind a counter the
-    /// others drove up, each waiting for the other's old number).
+    /// Waits (spinning, then asleep until a head publishes) until head
+    /// `me`, which has published `segno` as its current segment, may start
+    /// it: no other head's current segment is more than the lead below it.
+    /// The head with the lowest published number never waits, so some head
+    /// always makes progress (a wait before publishing could deadlock two
+    /// heads far behind a counter the others drove up, each waiting for the
+    /// other's old number).
     fn wait_for_room(&self, me: u64, segno: u64) {
         let Some(lead) = self.max_lead else {
             return;
@@ -467,6 +469,18 @@ impl Placement for Own<'_> {
     }
 }
 
+/// Stops a head when dropped (see [`Head::stop_on_drop`]).
+pub struct StopOnDrop<'a> {
+    shared: &'a Shared,
+    head: u64,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.stop(self.head);
+    }
+}
+
 /// One write head of its own: the mix over the thread's own segments.
 pub struct Head {
     mix: Mix,
@@ -515,9 +529,14 @@ impl Head {
         self.mix.ops
     }
 
-    /// The head has stopped: it holds no other head back ([`Shared::stop`]).
-    pub fn stop(&self, shared: &Shared) {
-        shared.stop(self.segment.t);
+    /// A guard that stops the head when dropped ([`Shared::stop`]): on
+    /// return and on unwind alike, so a head that panics leaves no other
+    /// head waiting for room behind it.
+    pub fn stop_on_drop<'a>(&self, shared: &'a Shared) -> StopOnDrop<'a> {
+        StopOnDrop {
+            shared,
+            head: self.segment.t,
+        }
     }
 
     /// One operation of the mix.
@@ -638,6 +657,7 @@ fn run_heads(
         let (setup, barrier, stop) = (setup.clone(), barrier.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
             let (acc, shared, mut head) = setup(t);
+            let stopping = head.stop_on_drop(&shared);
             barrier.wait();
             let cpu = thread_cpu_ns();
             while !stop.load(Ordering::Relaxed) {
@@ -646,7 +666,7 @@ fn run_heads(
                 }
             }
             let cpu = cpu_since(cpu);
-            head.stop(&shared);
+            drop(stopping);
             (head.ops(), cpu)
         }));
     }
@@ -690,11 +710,11 @@ pub fn run_ops(
         let (acc, shared, barrier) = (acc.clone(), shared.clone(), barrier.clone());
         handles.push(std::thread::spawn(move || {
             let mut head = Head::new(t, work_bytes, &*acc);
+            let _stopping = head.stop_on_drop(&shared);
             barrier.wait();
             for _ in 0..ops_per_thread {
                 head.step(&*acc, &shared);
             }
-            head.stop(&shared);
         }));
     }
     let stabilizer = background_stabilizer.then(|| {
