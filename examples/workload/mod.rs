@@ -227,16 +227,21 @@ impl Shared {
         }
     }
 
-    /// Whether head `me` may start segment `segno`.
-    fn has_room(&self, me: u64, segno: u64, lead: u64) -> bool {
-        let slowest = (self.heads.iter().enumerate())
-            .filter(|&(t, _)| t as u64 != me)
-            // SeqCst: see `publish` (the stable bound's Acquire is enough
-            // for the spinning checks, but one ordering keeps it simple).
+    /// The lowest current segment number of the heads other than `except`
+    /// ([`STOPPED`] if none runs).
+    fn lowest(&self, except: Option<u64>) -> u64 {
+        (self.heads.iter().enumerate())
+            .filter(|&(t, _)| Some(t as u64) != except)
+            // SeqCst: see `publish` (the stable bound needs only Acquire,
+            // but one ordering for both readers keeps it simple).
             .map(|(_, h)| h.load(Ordering::SeqCst))
             .min()
-            .unwrap_or(STOPPED);
-        segno <= slowest.saturating_add(lead)
+            .unwrap_or(STOPPED)
+    }
+
+    /// Whether head `me` may start segment `segno`.
+    fn has_room(&self, me: u64, segno: u64, lead: u64) -> bool {
+        segno <= self.lowest(Some(me)).saturating_add(lead)
     }
 
     /// Waits (spinning, then asleep until a head publishes) until head
@@ -292,12 +297,7 @@ impl Shared {
     /// Everything below the slowest head's current segment is complete
     /// (`None` once every head stopped).
     pub fn stable_bound(&self) -> Option<Lsn> {
-        let min = self
-            .heads
-            .iter()
-            .map(|h| h.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(STOPPED);
+        let min = self.lowest(None);
         (min != STOPPED).then(|| (min * SEGMENT_SIZE) as Lsn)
     }
 }
@@ -657,7 +657,7 @@ fn run_heads(
         let (setup, barrier, stop) = (setup.clone(), barrier.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
             let (acc, shared, mut head) = setup(t);
-            let stopping = head.stop_on_drop(&shared);
+            let _stopping = head.stop_on_drop(&shared);
             barrier.wait();
             let cpu = thread_cpu_ns();
             while !stop.load(Ordering::Relaxed) {
@@ -665,9 +665,7 @@ fn run_heads(
                     head.step(&*acc, &shared);
                 }
             }
-            let cpu = cpu_since(cpu);
-            drop(stopping);
-            (head.ops(), cpu)
+            (head.ops(), cpu_since(cpu))
         }));
     }
     let stabilizer = stabilizer.map(|(acc, shared)| {
