@@ -58,6 +58,7 @@ MODELS=(
   models:model_25_free_tree_claim_vs_claim
   models:model_26_stabilize_bound_vs_next_and_seal
   models:model_27_landing_sets_the_bit_before_the_word
+  models:model_28_waiting_drain_start_vs_seal_bound
   unwind:model_u1_panicking_pass_hands_the_token_on
 )
 
@@ -113,13 +114,15 @@ declare -A FIRST=(
   [retire-without-recheck]="models:model_24_free_tree_claim_vs_free"
   [flag-before-record]="models:model_12_replace_vs_seal_of_old"
   [settle-without-refresh]="models:model_12_replace_vs_seal_of_old"
+  [drain-before-seal-bound]="models:model_28_waiting_drain_start_vs_seal_bound"
   [bound-before-set]="models:model_26_stabilize_bound_vs_next_and_seal"
   [free-word-before-bit]="models:model_27_landing_sets_the_bit_before_the_word"
 )
 BUGS=(relaxed-combiner-token skip-epoch-deferral claim-with-store pause-without-waiting
       shrink-without-claim replace-check-outside-lock check-outside-lock publish-after-remove
       check-before-reserve skip-announce queue-orders-too-much retire-without-recheck
-      flag-before-record settle-without-refresh bound-before-set free-word-before-bit)
+      flag-before-record settle-without-refresh bound-before-set free-word-before-bit
+      drain-before-seal-bound)
 uncaught=0
 caught_count=0
 for bug in "${BUGS[@]}"; do

@@ -67,10 +67,16 @@ pub(crate) enum Bug {
     /// refresh: a replacement recorded in between keeps its page flagged in
     /// the newly Draining segment, and `clean` suggests a replaced page.
     SettleWithoutRefresh,
+    /// A drain start completes without a refresh at the end of its pass,
+    /// without waiting for the seals of the segments in use at its move: a
+    /// replacement recorded in one of them before the move keeps its page
+    /// flagged in the newly Draining segment, and `clean` suggests a
+    /// replaced page.
+    DrainBeforeSealBound,
 }
 
 impl Bug {
-    const ALL: [(Bug, &'static str); 16] = [
+    const ALL: [(Bug, &'static str); 17] = [
         (Bug::RelaxedCombinerToken, "relaxed-combiner-token"),
         (Bug::SkipEpochDeferral, "skip-epoch-deferral"),
         (Bug::ClaimWithStore, "claim-with-store"),
@@ -86,6 +92,7 @@ impl Bug {
         (Bug::RetireWithoutRecheck, "retire-without-recheck"),
         (Bug::FlagBeforeRecord, "flag-before-record"),
         (Bug::SettleWithoutRefresh, "settle-without-refresh"),
+        (Bug::DrainBeforeSealBound, "drain-before-seal-bound"),
         (Bug::BoundBeforeSet, "bound-before-set"),
     ];
 }

@@ -1021,3 +1021,45 @@ fn model_26_stabilize_bound_vs_next_and_seal() {
         acc.audit().unwrap();
     });
 }
+
+/// Model 28, a drain start that waits for its seal bound, completed either
+/// by the `clean` that finds no page to suggest (with a refresh) or by the
+/// pass that seals the segment in use at its move (without one). Page 1 of
+/// O was replaced into T before O was sealed and started draining, so O's
+/// drain start waits for T's seal; a `clean` races the `stabilize` that
+/// seals T (which, holding one page, starts draining too). Neither path
+/// lets `clean` suggest page 1 from O (from T it may), and once both
+/// returned, page 2 of O is suggestable (docs/protocols/replace.md, "Drain
+/// starts that wait"; seeded bugs `drain-before-seal-bound` and
+/// `settle-without-refresh`).
+#[test]
+fn model_28_waiting_drain_start_vs_seal_bound() {
+    explore("28 waiting drain start: clean vs the seal bound", 3, || {
+        let (acc, _collector, _storage) = accountant();
+        let o = segment_with(&acc, 0, &[1, 2]);
+        let t = acc.next(L).unwrap();
+        relocate(&acc, 1, L, o, t);
+        acc.stabilize(L).unwrap();
+        assert_eq!(state(&acc, 0), Draining);
+        let pick = |acc: &Accountant| acc.clean(Skip::Nothing).map(|r| (r.pid, r.segment_lid));
+        // Two picks: a list of O holding both pages hands out page 2 first.
+        let cleaner = {
+            let acc = acc.clone();
+            thread::spawn(move || [(); 2].map(|()| pick(&acc)))
+        };
+        acc.stabilize(2 * L).unwrap();
+        let mut picks = cleaner.join().unwrap().to_vec();
+        // Round robin over T's list and O's: both come up in three picks.
+        picks.extend([(); 3].map(|()| pick(&acc)));
+        assert!(
+            !picks.contains(&Some((1, o))),
+            "clean suggested page 1 from O after its replace: {picks:?}"
+        );
+        assert!(
+            picks[2..].contains(&Some((2, o))),
+            "O's drain list is complete: {picks:?}"
+        );
+        acc.flush();
+        acc.audit().unwrap();
+    });
+}

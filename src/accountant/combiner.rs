@@ -738,7 +738,7 @@ fn pass(shared: &Shared, state: &mut CombinerState, goal: u64) {
     enforce_space_target(shared, state, &config, stable_lsn, sealed);
     drain_top_if_worthwhile(shared, state, &config);
     compact_when_idle(shared, state, &config, idle);
-    state.pending.complete_or_defer(shared);
+    state.pending.complete_or_defer(shared, state.done);
     state.pending.fresh = false;
     state.totals.passes += 1;
     publish_metrics(shared, state);
@@ -1155,32 +1155,46 @@ pub(crate) struct PendingIndex {
     /// longer in that incarnation); entries leave when their segment
     /// starts draining or is freed.
     by_old: HashMap<(u32, u64), Vec<PageId>, rustc_hash::FxBuildHasher>,
-    /// Segments moved to Draining whose flags and drain list wait for
-    /// [`PendingIndex::complete`], `(index, segno)`.
+    /// Segments this pass moved to Draining, `(index, segno)`: their flags
+    /// and drain lists wait for the end of the pass.
     starting: Vec<(u32, u64)>,
+    /// Drain starts of passes that ended, waiting for their seal bound or
+    /// for a refresh ([`PendingIndex::complete_or_defer`]): `(index, segno,
+    /// bound)`, where every segment that could hold a replacement of one of
+    /// its pages recorded before its move is numbered below `bound`.
+    waiting: Vec<(u32, u64, u64)>,
     /// Whether the index was refreshed in this pass (for estimates).
     fresh: bool,
-    /// Passes whose end left `starting` waiting ([`PendingIndex::complete_or_defer`]).
+    /// Passes whose end left drain starts waiting ([`PendingIndex::complete_or_defer`]).
     deferred_passes: u32,
 }
 
 /// With more Active (unsealed) segments than this, the drain starts of a
-/// pass may wait for a later pass's refresh ([`PendingIndex::complete_or_defer`]).
+/// pass may wait for a later pass's refresh longer than
+/// [`SEAL_WAIT_PASSES`] ([`PendingIndex::complete_or_defer`]).
 pub(crate) const DEFER_ACTIVE: usize = 256;
 /// ... for at most this many passes, or, with more Active segments than
 /// `DEFER_PASSES` × [`REFRESH_SEGMENTS_PER_PASS`], one pass per
 /// `REFRESH_SEGMENTS_PER_PASS` of them.
 pub(crate) const DEFER_PASSES: u32 = 8;
+/// With few Active segments, how many passes a drain start may wait for
+/// the seals of the segments in use at its move (which make a refresh
+/// needless, see [`PendingIndex::complete_or_defer`]) before a refresh
+/// completes it. A head per thread seals its segments within a few
+/// passes; a store that stops stabilizing leaves its starts to `clean`,
+/// which completes them when it finds nothing else
+/// (`Accountant::complete_waiting_drains`).
+pub(crate) const SEAL_WAIT_PASSES: u32 = 4;
 /// A refresh visits every placed segment: spread over the passes that may
 /// wait for it, its cost stays near this many segments per pass however
 /// far a head runs ahead of the stabilized lsn.
 pub(crate) const REFRESH_SEGMENTS_PER_PASS: usize = 64;
 
-/// How many passes a drain start may wait for its refresh with `active`
-/// Active segments (0: it may not).
+/// How many passes a drain start may wait for its seal bound or its
+/// refresh with `active` Active segments.
 pub(crate) fn passes_a_start_may_wait(active: usize) -> u32 {
     if active <= DEFER_ACTIVE {
-        return 0;
+        return SEAL_WAIT_PASSES;
     }
     let spread = u32::try_from(active / REFRESH_SEGMENTS_PER_PASS).unwrap_or(u32::MAX);
     DEFER_PASSES.max(spread)
@@ -1243,41 +1257,88 @@ impl PendingIndex {
             .map_or(&[], |v| v.as_slice())
     }
 
-    /// The end of a pass: [`PendingIndex::complete`], unless many segments
-    /// are Active and fewer than [`passes_a_start_may_wait`] passes have
-    /// ended with drain starts waiting. A refresh visits every placed
-    /// segment's shards (a lock each), so with a write head far ahead of
-    /// the stabilized lsn (thousands of unsealed segments: a head per
-    /// thread, one of them behind) one per pass was up to 11% of the write
-    /// path's time, and one per 8 passes still 4% with 18,000 Active
-    /// segments (docs/performance.md, "Where the 2-thread figures go"); the
-    /// wait grows with the backlog so that the refresh's cost per pass does
-    /// not.
+    /// The end of a pass. The pass's drain starts join the waiting ones,
+    /// each with its seal bound: one past the highest segment number
+    /// placed in the in-use set, read now, after their moves. Then every
+    /// waiting start whose bound the stabilized segments reached completes
+    /// without a refresh, and the rest wait, unless [`passes_a_start_may_wait`]
+    /// passes have ended with starts waiting, in which case
+    /// [`PendingIndex::complete`] completes them all with one refresh.
+    ///
+    /// A refresh reads every record the writers made in the segments in
+    /// use since the last one, and those lines are the writers': each one
+    /// they wrote since, from another core. At 2 threads with a head each,
+    /// a refresh at every pass's end was most of what the combiner's cost
+    /// per operation gained over 1 thread (docs/performance.md,
+    /// "Twenty-fourth session"). Waiting for the seals needs none: the
+    /// seal takes the records itself, as it always did.
+    ///
+    /// Why a start whose bound is reached needs no refresh
+    /// (docs/protocols/replace.md, "Drain starts that wait"): a record
+    /// against segment O made by a `mark_replace` into T before O moved to
+    /// Draining lies in a T placed before the bound was read (the load of
+    /// the in-use set after the move sees every T placed before it: a T it
+    /// missed was placed after, through a shard lock it released, so every
+    /// `mark_replace` into T comes after the move and sees O Draining),
+    /// and T, numbered below the bound, is sealed: its seal removed the
+    /// page from O altogether, as it does for a start completed after a
+    /// later refresh. A `mark_replace` after the move clears the flag
+    /// itself.
     ///
     /// A waiting segment is Draining with its drain list not filled yet:
     /// `clean` suggests none of its pages (its Relocate bit is clear), every
     /// `mark_replace` naming it clears the flag itself, and introspection
     /// reports the spec's set by subtracting the replacements still
-    /// recorded (`Accountant::segment_not_yet_replaced`). Completing later
-    /// misses nothing (docs/protocols/replace.md, "Drain starts that wait"):
-    /// a record made before the move is in a segment still placed at the
-    /// later refresh, which finds it as it would have found it now, or in
-    /// one sealed in between, whose seal removed the page from this
-    /// segment altogether. Anything that reads the Draining flags as
-    /// exact (the space target) calls [`PendingIndex::complete`] first.
-    fn complete_or_defer(&mut self, shared: &Shared) {
-        if !self.starting.is_empty()
-            && self.deferred_passes < passes_a_start_may_wait(shared.counts.snapshot().active)
-        {
-            self.deferred_passes += 1;
-            return;
+    /// recorded (`Accountant::segment_not_yet_replaced`). Anything that reads
+    /// the Draining flags as exact (the space target) calls
+    /// [`PendingIndex::complete`] first, and a `clean` that finds no page
+    /// to suggest while starts wait completes them too.
+    fn complete_or_defer(&mut self, shared: &Shared, done: u64) {
+        if !self.starting.is_empty() {
+            let bound = shared.active_lsns.placed_end();
+            self.waiting
+                .extend(self.starting.drain(..).map(|(i, segno)| (i, segno, bound)));
         }
-        self.complete(shared);
+        #[cfg(seeded_bugs)]
+        let no_bound = crate::seeded::active(crate::seeded::Bug::DrainBeforeSealBound);
+        #[cfg(not(seeded_bugs))]
+        let no_bound = false;
+        let by_old = &mut self.by_old;
+        self.waiting.retain(|&(index, segno, bound)| {
+            if bound > done && !no_bound {
+                return true;
+            }
+            // Pages an earlier refresh indexed against it were removed by
+            // the seals since: nothing to clear.
+            by_old.remove(&(index, segno));
+            fill_if_draining(shared, index, segno, &[]);
+            false
+        });
+        if self.waiting.is_empty() {
+            self.deferred_passes = 0;
+        } else if self.deferred_passes < passes_a_start_may_wait(shared.counts.snapshot().active) {
+            self.deferred_passes += 1;
+        } else {
+            self.complete(shared);
+        }
+        self.publish_waiting(shared);
     }
 
-    /// Completes the drain starts of this pass: one refresh, then for each
-    /// segment still Draining at that incarnation, the flags of its pages
-    /// replaced by writes not sealed yet cleared, and its drain list filled.
+    /// Publishes how many drain starts wait, for `clean`
+    /// (`Accountant::complete_waiting_drains`); written only when it
+    /// changed.
+    fn publish_waiting(&self, shared: &Shared) {
+        let waiting = (self.starting.len() + self.waiting.len()) as u64;
+        // Relaxed: a hint (see `Shared::drains_waiting`).
+        if shared.drains_waiting.load(Ordering::Relaxed) != waiting {
+            shared.drains_waiting.store(waiting, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes every drain start, of this pass and waiting: one refresh,
+    /// then for each segment still Draining at that incarnation, the flags
+    /// of its pages replaced by writes not sealed yet cleared, and its
+    /// drain list filled.
     ///
     /// Why the refresh misses nothing (docs/protocols/replace.md):
     /// `mark_replace` records the replacement in the new segment's
@@ -1294,7 +1355,7 @@ impl PendingIndex {
     /// later and sees Draining.
     fn complete(&mut self, shared: &Shared) {
         self.deferred_passes = 0;
-        if self.starting.is_empty() {
+        if self.starting.is_empty() && self.waiting.is_empty() {
             return;
         }
         #[cfg(seeded_bugs)]
@@ -1304,16 +1365,51 @@ impl PendingIndex {
         if refresh {
             self.refresh(shared);
         }
-        for (index, segno) in std::mem::take(&mut self.starting) {
-            let segment = shared.table.segment(index as usize);
-            let word = segment.load();
-            if word.state != SegmentState::Draining || word.segno != Some(segno) {
-                // Emptied and freed in the same pass.
-                continue;
-            }
+        let waiting = std::mem::take(&mut self.waiting);
+        let starts = (waiting.into_iter().map(|(index, segno, _)| (index, segno)))
+            .chain(std::mem::take(&mut self.starting));
+        for (index, segno) in starts {
             let replaced = self.by_old.remove(&(index, segno)).unwrap_or_default();
-            fill_drain_list(&shared.table, index as usize, &replaced);
+            fill_if_draining(shared, index, segno, &replaced);
         }
+        self.publish_waiting(shared);
+    }
+}
+
+/// For a `clean` that found no page to suggest: completes the drain starts
+/// that wait for their seal bound (with a refresh, as the space target
+/// does), so that a store that stopped stabilizing still gets its drains'
+/// pages. Returns whether it completed any. Not with more than
+/// [`DEFER_ACTIVE`] Active segments: there a refresh is what the wait
+/// spares (a head far ahead, whose passes go on), and the starts complete
+/// with a later pass's. Under the combiner's token: if another thread
+/// holds it, that thread's pass ends by completing or deferring them, and
+/// this `clean` finds nothing, as one racing a drain start may.
+pub(crate) fn complete_waiting_drains(shared: &Shared) -> bool {
+    // Relaxed: a hint (see `Shared::drains_waiting`).
+    if shared.drains_waiting.load(Ordering::Relaxed) == 0
+        || shared.counts.snapshot().active > DEFER_ACTIVE
+    {
+        return false;
+    }
+    shared
+        .combiner
+        .with_idle_state(shared, |state| {
+            state.pending.complete(shared);
+            // Fresh only for the pass it was made in: the next pass's
+            // estimates must see the records made from now on.
+            state.pending.fresh = false;
+        })
+        .is_some()
+}
+
+/// Fills incarnation `segno` of segment `index`'s drain list, clearing the
+/// flags of `replaced` first, if it is still Draining at that incarnation
+/// (it may have been emptied and freed since its move).
+fn fill_if_draining(shared: &Shared, index: u32, segno: u64, replaced: &[PageId]) {
+    let word = shared.table.segment(index as usize).load();
+    if word.state == SegmentState::Draining && word.segno == Some(segno) {
+        fill_drain_list(&shared.table, index as usize, replaced);
     }
 }
 

@@ -39,7 +39,7 @@ use crate::core::segment::{
 use crate::core::sequencer::Sequencer;
 use crate::core::sync::epoch::Collector;
 use crate::core::sync::{
-    lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering,
+    lock, Arc, AtomicI64, AtomicU64, AtomicUsize, Backoff, CachePadded, HintWord, Ordering,
 };
 use crate::core::table::{Bits, SegmentTable};
 use crate::error::{Error, Result};
@@ -190,6 +190,13 @@ pub(crate) struct Shared {
     /// The metrics snapshot the last combiner pass published (written by
     /// every pass).
     pub(crate) metrics: CachePadded<arc_swap::ArcSwap<crate::accountant::metrics::Metrics>>,
+    /// How many drain starts wait for their seal bound or a refresh
+    /// (`combiner::PendingIndex::complete_or_defer`): written by the
+    /// combiner when it changes, read by a `clean` that finds no page to
+    /// suggest. A hint, ordering nothing: the completion itself runs under
+    /// the combiner's token, and a stale 0 costs one `clean` that returns
+    /// nothing, as a `clean` racing a drain start may.
+    pub(crate) drains_waiting: CachePadded<HintWord>,
 }
 
 /// The largest fragment size any configuration accepts: sizes are summed
@@ -292,6 +299,7 @@ impl Accountant {
                         ..Default::default()
                     },
                 )),
+                drains_waiting: CachePadded::new(HintWord::new(0)),
                 tuned: arc_swap::ArcSwap::from_pointee(config.clone()),
                 retuned: std::sync::atomic::AtomicBool::new(false),
                 segment_shift: config.segment_size.trailing_zeros(),
@@ -1096,8 +1104,20 @@ impl Accountant {
         (l != u64::MAX).then_some(l)
     }
 
-    /// Picks a page to relocate, its segment's index and word.
+    /// Picks a page to relocate, its segment's index and word. Finding
+    /// none while drain starts wait for their seal bound, completes them
+    /// and looks once more (`combiner::complete_waiting_drains`).
     fn pick_relocation(&self, skip: Skip) -> Option<(PageId, usize, Word)> {
+        self.pick_listed(skip).or_else(|| {
+            combiner::complete_waiting_drains(&self.shared)
+                .then(|| self.pick_listed(skip))
+                .flatten()
+        })
+    }
+
+    /// [`pick_relocation`](Self::pick_relocation) from the drain lists as
+    /// they are.
+    fn pick_listed(&self, skip: Skip) -> Option<(PageId, usize, Word)> {
         let shared = &self.shared;
         // No segment with pages to relocate: no scan of the table's words
         // (a Draining segment whose pages all left, waiting for the seal
@@ -1369,6 +1389,7 @@ mod tests {
             field!(Shared, handed_out, hot),
             field!(Shared, poison, COLD),
             field!(Shared, metrics, hot),
+            field!(Shared, drains_waiting, hot),
         ];
         let counts = vec![
             field!(Counts, active, hot),
