@@ -213,8 +213,20 @@ fn sharing_audit() {
         "a relocating mark_replace writes outside B only its Draining segment's lines: {outside_b_relocating:?}"
     );
 
-    // clean: a page of the Draining segment A.
+    // A's drain start waits for its seal bound (B is in use), so its drain
+    // list is empty, and the first clean completes the start under the
+    // combiner's token, with a refresh: the combiner's lines, as a pass
+    // writes them, once per batch of waiting starts (its own row in the
+    // table, not a target).
     assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
+    let (r, wrote) = record(|| acc.clean(Skip::Nothing));
+    r.expect("the completed start lists A's pages");
+    report(
+        "clean (completing waiting drain starts)",
+        &shared_lines(&map, &wrote, &[0]),
+    );
+
+    // clean: a page of the Draining segment A, from its list.
     let (r, wrote) = record(|| acc.clean(Skip::Nothing));
     let relocation = r.expect("A is draining");
     let clean = shared_lines(&map, &wrote, &[(relocation.segment_lid / SS) as usize]);
