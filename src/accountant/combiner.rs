@@ -1183,7 +1183,7 @@ pub(crate) const DEFER_PASSES: u32 = 8;
 /// completes it. A head per thread seals its segments within a few
 /// passes; a store that stops stabilizing leaves its starts to `clean`,
 /// which completes them when it finds nothing else
-/// (`Accountant::complete_waiting_drains`).
+/// ([`complete_waiting_drains`]).
 pub(crate) const SEAL_WAIT_PASSES: u32 = 4;
 /// A refresh visits every placed segment: spread over the passes that may
 /// wait for it, its cost stays near this many segments per pass however
@@ -1274,7 +1274,8 @@ impl PendingIndex {
     /// seal takes the records itself, as it always did.
     ///
     /// Why a start whose bound is reached needs no refresh
-    /// (docs/protocols/replace.md, "Drain starts that wait"): a record
+    /// (docs/protocols/replace.md, "Drain starts that wait for their seal
+    /// bound"): a record
     /// against segment O made by a `mark_replace` into T before O moved to
     /// Draining lies in a T placed before the bound was read (the load of
     /// the in-use set after the move sees every T placed before it: a T it
@@ -1325,8 +1326,7 @@ impl PendingIndex {
     }
 
     /// Publishes how many drain starts wait, for `clean`
-    /// (`Accountant::complete_waiting_drains`); written only when it
-    /// changed.
+    /// ([`complete_waiting_drains`]); written only when it changed.
     fn publish_waiting(&self, shared: &Shared) {
         let waiting = (self.starting.len() + self.waiting.len()) as u64;
         // Relaxed: a hint (see `Shared::drains_waiting`).
