@@ -1813,6 +1813,56 @@ mod tests {
         }
     }
 
+    /// With few segments in use, a drain start waits for the seal of the
+    /// segment holding a replacement of one of its pages (the far head's
+    /// first), not for a refresh: its list stays empty after the pass. A
+    /// `clean` that finds nothing listed meanwhile completes it, with no
+    /// pass run, and never suggests the replaced page; so a store that
+    /// stops stabilizing still gets its drains' pages.
+    #[test]
+    fn a_clean_completes_a_drain_start_waiting_for_its_seal_bound() {
+        use crate::core::table::Bits;
+        use crate::Skip;
+        let acc = drain_start_behind_a_far_head(1);
+        assert_eq!(acc.segment_info(0).unwrap().state, SegmentState::Draining);
+        assert!(
+            !acc.shared.table.bit(Bits::Relocate, 0),
+            "the start waits for its seal bound"
+        );
+        assert_eq!(acc.segment_not_yet_replaced(0), vec![19]);
+        let passes = acc.metrics().passes;
+        for _ in 0..3 {
+            assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), Some(19));
+        }
+        assert!(acc.shared.table.bit(Bits::Relocate, 0));
+        assert_eq!(acc.metrics().passes, passes, "no pass ran");
+        acc.audit().unwrap();
+    }
+
+    /// The same start, left alone, completes at the pass that reaches its
+    /// seal bound: the one that seals the far head's first segment, whose
+    /// seal removes page 18 from segment 0 itself.
+    #[test]
+    fn a_drain_start_completes_at_its_seal_bound() {
+        use crate::core::table::Bits;
+        use crate::Skip;
+        let acc = drain_start_behind_a_far_head(1);
+        assert!(!acc.shared.table.bit(Bits::Relocate, 0));
+        // One pass seals everything up to and with the far head's first
+        // segment.
+        acc.stabilize(10_000 * L + L).unwrap();
+        assert!(acc.shared.table.bit(Bits::Relocate, 0));
+        assert_eq!(
+            acc.segment_pages(0)
+                .iter()
+                .map(|&(p, _)| p)
+                .collect::<Vec<_>>(),
+            vec![19]
+        );
+        assert_eq!(acc.clean(Skip::Nothing).map(|r| r.pid), Some(19));
+        acc.audit().unwrap();
+    }
+
     /// Behind a larger backlog the start waits longer: one pass per
     /// `REFRESH_SEGMENTS_PER_PASS` Active segments (here 16), so a refresh
     /// costs about that many segments per pass; it still completes.
