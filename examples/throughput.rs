@@ -10,6 +10,7 @@
 //!                                              [--paired]   (own scaling from back-to-back pairs)
 //!                                              [--same-data] (with --paired: also against 1 thread owning every thread's pages)
 //!                                              [--unshared] (with --paired: also N accountants sharing nothing)
+//!                                              [--probe] (with --paired: a cache line's round trip between 2 threads before each run)
 //!                                              [--numbering counter|interleaved] (how heads number segments; default counter)
 //!                                              [--max-lead N] (a head's segments ahead of the slowest, default 8; 0: unbounded)
 //!                                              [--workers]  (each thread's operations and CPU time)
@@ -136,7 +137,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: throughput [--threads 1,2,8 | --threads-up-to N|cores] [--seconds S] [--runs R] [--work-bytes B]\n\
          \x20                 [--shared-head | --shape head-per-thread|shared-head|both] [--background-stabilizer]\n\
-         \x20                 [--only accountant|mutex] [--paired [--same-data] [--unshared]]\n\
+         \x20                 [--only accountant|mutex] [--paired [--same-data] [--unshared] [--probe]]\n\
          \x20                 [--numbering counter|interleaved] [--max-lead N] [--workers]"
     );
     std::process::exit(2);
@@ -526,6 +527,7 @@ fn main() {
     let mut paired = false;
     let mut same_data = false;
     let mut unshared = false;
+    let mut probe = false;
     let mut numbering = Numbering::Counter;
     let mut max_lead = Some(MAX_LEAD);
     let mut workers = false;
@@ -570,6 +572,7 @@ fn main() {
             "--paired" => paired = true,
             "--same-data" => same_data = true,
             "--unshared" => unshared = true,
+            "--probe" => probe = true,
             // The default since the twenty-third session, kept for the
             // commands in docs/performance.md before it.
             "--roll-counter" => numbering = Numbering::Counter,
@@ -608,8 +611,8 @@ fn main() {
     if runs == 0 || seconds <= 0.0 {
         usage("--runs and --seconds must be positive");
     }
-    if (same_data || unshared) && !paired {
-        usage("--same-data and --unshared are rows of --paired");
+    if (same_data || unshared || probe) && !paired {
+        usage("--same-data, --unshared and --probe are rows of --paired");
     }
     if work_bytes as u64 + 32 > SEGMENT_SIZE {
         usage("--work-bytes must leave a fragment smaller than a segment");
@@ -642,6 +645,7 @@ fn main() {
         background,
         same_data,
         unshared,
+        probe,
         heads: HeadOptions {
             background_stabilizer: background,
             numbering,
@@ -788,6 +792,10 @@ struct Setup {
     /// `--unshared`: also pair N accountants sharing nothing, one per
     /// thread, against 1.
     unshared: bool,
+    /// `--probe`: before each run of pairs, a cache line's round trip
+    /// between two threads (`workload::line_round_trip_ns`, 100 ms), so
+    /// each run's ratios can be told near from far placement.
+    probe: bool,
     /// How the heads of the head-per-thread shape stabilize (the same flag
     /// as `background`), number their segments (`--numbering`) and how far
     /// one may run ahead (`--max-lead`).
@@ -880,6 +888,7 @@ fn paired_scaling(
         background,
         same_data,
         unshared,
+        probe,
         ..
     } = *setup;
     // One back-to-back pair: N-thread / 1-thread of `time`, the 1-thread
@@ -902,12 +911,16 @@ fn paired_scaling(
     }
     for &t in threads.iter().filter(|&&t| t > 1) {
         let mut loop_ratios = Vec::new();
+        let mut probes = Vec::new();
         for &shape in shapes {
             let mut ratios: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut same: Vec<Vec<(f64, f64)>> = designs.iter().map(|_| Vec::new()).collect();
             let mut alone = Vec::new();
             let mut apart = Vec::new();
             for run in 0..runs {
+                if probe {
+                    probes.push(workload::line_round_trip_ns(Duration::from_millis(100)));
+                }
                 for (i, &design) in designs.iter().enumerate() {
                     let time = |n: usize, pages: u64| measure(shape, design, n, pages, setup);
                     ratios[i].push(pair(run, t, &|n| time(n, PAGES_PER_THREAD)));
@@ -965,5 +978,13 @@ fn paired_scaling(
             }
         }
         print_pairs("-", t, "parallel loop: N-thread / 1-thread", &loop_ratios);
+        if probe {
+            let shown: Vec<String> = probes.iter().map(|ns| format!("{ns:.0}")).collect();
+            println!(
+                "| - | {t} | probe before each run, ns per line round trip (shapes in order) | {} | {:.0} |",
+                shown.join(", "),
+                median(probes.clone())
+            );
+        }
     }
 }

@@ -549,6 +549,53 @@ impl Head {
     }
 }
 
+/// The time one round trip of a cache line between two threads takes
+/// (two line transfers), in ns: this thread and one it starts pass a
+/// counter back and forth through one atomic on a line of its own for
+/// `duration`. On a 2-vCPU VM the two threads run on the two vCPUs, and
+/// the figure tells how near the host placed them (about 50–70 ns near,
+/// about 400 far on the machines this project is measured on;
+/// docs/performance.md, "The shared head's two speeds").
+pub fn line_round_trip_ns(duration: Duration) -> f64 {
+    let line = CachePadded::new(AtomicU64::new(0));
+    let stop = AtomicBool::new(false);
+    /// Stops the other side however this side leaves the scope.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The other side: turns every odd value even.
+            while !stop.load(Ordering::Relaxed) {
+                // Acquire/Release: the hand-over is the point, not data.
+                let v = line.load(Ordering::Acquire);
+                if v % 2 == 1 {
+                    line.store(v + 1, Ordering::Release);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let _stop = Stop(&stop);
+        let start = Instant::now();
+        let mut trips = 0u64;
+        while start.elapsed() < duration {
+            for _ in 0..1000 {
+                let v = line.load(Ordering::Acquire);
+                line.store(v + 1, Ordering::Release);
+                while line.load(Ordering::Acquire) == v + 1 {
+                    std::hint::spin_loop();
+                }
+            }
+            trips += 1000;
+        }
+        start.elapsed().as_nanos() as f64 / trips as f64
+    })
+}
+
 /// The calling thread's CPU time so far in nanoseconds: the scheduler's
 /// own count (`/proc/thread-self/schedstat`), or `None` where there is no
 /// such file. On a VM it leaves out the time the host took the core away

@@ -5,10 +5,11 @@
 //! ```
 //!
 //! Two threads pass a counter back and forth through one atomic on a line
-//! of its own: each waits for the other's increment, then increments it.
-//! Each half second it prints the time one round trip took (two line
-//! transfers), then the median, the range, and how many samples were above
-//! twice the fastest.
+//! of its own: each waits for the other's increment, then increments it
+//! (`workload::line_round_trip_ns`, which `throughput --paired --probe`
+//! also runs before each pair). Each half second it prints the time one
+//! round trip took (two line transfers), then the median, the range, and
+//! how many samples were above twice the fastest.
 //!
 //! Why it is here: on the shared 2-vCPU machine this project is measured
 //! on, the round trip this tool prints switches between about 70 and
@@ -20,10 +21,10 @@
 //! apart (docs/performance.md, "The shared head's two speeds").
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
+#[path = "../../examples/workload/mod.rs"]
+mod workload;
 
 fn main() {
     let mut seconds = 10.0f64;
@@ -37,53 +38,16 @@ fn main() {
             _ => usage(),
         }
     }
-    let line = CachePadded::new(AtomicU64::new(0));
-    let stop = AtomicBool::new(false);
     let mut samples = Vec::new();
-    /// Stops the other side however this side leaves the scope (a failed
-    /// print unwinds; the scope would otherwise wait for it forever).
-    struct Stop<'a>(&'a AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
+    // Half a second per sample, at least one.
+    for _ in 0..((seconds * 2.0) as usize).max(1) {
+        let ns = workload::line_round_trip_ns(Duration::from_millis(500));
+        // A closed pipe (`| head`) ends the run quietly.
+        if writeln!(std::io::stdout(), "ns_per_round_trip={ns:.0}").is_err() {
+            std::process::exit(0);
         }
+        samples.push(ns);
     }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // The other side: turns every odd value even.
-            while !stop.load(Ordering::Relaxed) {
-                // Acquire/Release: the hand-over is the point, not data.
-                let v = line.load(Ordering::Acquire);
-                if v % 2 == 1 {
-                    line.store(v + 1, Ordering::Release);
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-        });
-        let _stop = Stop(&stop);
-        let end = Instant::now() + Duration::from_secs_f64(seconds);
-        while Instant::now() < end {
-            let start = Instant::now();
-            let mut trips = 0u64;
-            while start.elapsed() < Duration::from_millis(500) {
-                for _ in 0..1000 {
-                    let v = line.load(Ordering::Acquire);
-                    line.store(v + 1, Ordering::Release);
-                    while line.load(Ordering::Acquire) == v + 1 {
-                        std::hint::spin_loop();
-                    }
-                }
-                trips += 1000;
-            }
-            let ns = start.elapsed().as_nanos() as f64 / trips as f64;
-            // A closed pipe (`| head`) ends the run quietly.
-            if writeln!(std::io::stdout(), "ns_per_round_trip={ns:.0}").is_err() {
-                std::process::exit(0);
-            }
-            samples.push(ns);
-        }
-    });
     samples.sort_by(f64::total_cmp);
     let (min, max) = (samples[0], samples[samples.len() - 1]);
     let slow = samples.iter().filter(|&&ns| ns > 2.0 * min).count();

@@ -5,12 +5,14 @@
 #   tools/scripts/issue15-targets.sh [LOG]
 #
 # Builds the release binaries, then runs, with nothing else on the machine:
-# 5 invocations of `throughput --paired --threads 2 --seconds 1 --runs 7
-# --shape both`, 5 of `floor --pairs 100`, 5 of `throughput --paired
-# --threads 8 --seconds 1 --runs 7 --shape head-per-thread` and 4 of
-# `cycle --pairs 40`, a `pingpong` probe of the two cores' placement
-# before each throughput invocation (about 70 ns near, about 330 ns far on
-# the sandbox this was written on). The raw output goes to LOG (default
+# 5 invocations of `throughput --paired --probe --threads 2 --seconds 1
+# --runs 7 --shape both`, 5 of `floor --pairs 100`, 5 of `throughput
+# --paired --probe --threads 8 --seconds 1 --runs 7 --shape
+# head-per-thread` and 4 of `cycle --pairs 40`, a `pingpong` probe of the
+# two cores' placement before each throughput invocation (about 70 ns
+# near, about 330 ns far on the sandbox this was written on) and, with
+# `--probe`, a short one before each run of pairs inside it (the raw log
+# has each run's; the summary, each invocation's median). The raw output goes to LOG (default
 # target/issue15-targets.log); at the end it prints each figure's five
 # invocation medians and their median, the shared head against the mutex
 # design derived per invocation (its 1-thread ratio times its own scaling
@@ -25,7 +27,7 @@ probe() { target/release/examples/pingpong --seconds 1 | tail -1; }
 {
     for i in 1 2 3 4 5; do
         echo "== both $i $(date +%H:%M:%S) probe $(probe)"
-        "$t" --paired --threads 2 --seconds 1 --runs 7 --shape both
+        "$t" --paired --probe --threads 2 --seconds 1 --runs 7 --shape both
     done
     for i in 1 2 3 4 5; do
         echo "== floor $i $(date +%H:%M:%S)"
@@ -33,7 +35,7 @@ probe() { target/release/examples/pingpong --seconds 1 | tail -1; }
     done
     for i in 1 2 3 4 5; do
         echo "== eight $i $(date +%H:%M:%S) probe $(probe)"
-        "$t" --paired --threads 8 --seconds 1 --runs 7 --shape head-per-thread
+        "$t" --paired --probe --threads 8 --seconds 1 --runs 7 --shape head-per-thread
     done
     for i in 1 2 3 4; do
         echo "== cycle $i $(date +%H:%M:%S)"
@@ -79,6 +81,8 @@ summary "mark_link / floor" $(grep -oE 'ratio_entry=[0-9.]+' "$log" | cut -d= -f
 for op in mark_replace_1_old mark_replace_4_old next_link256_stabilize; do
     summary "$op / mutex" $(grep -E "^$op:" "$log" | grep -oE ' ratio=[0-9.]+' | cut -d= -f2)
 done
-echo "probes (ns): $(grep -oE '^== (both|eight) [0-9].*median_ns=[0-9]+' "$log" |
+summary "probe before each run, 2-thread invocations (ns, invocation medians)" $(column '- \| 2 \| probe before each run')
+summary "probe before each run, 8-thread invocations (ns, invocation medians)" $(column '- \| 8 \| probe before each run')
+echo "probes between invocations (ns): $(grep -oE '^== (both|eight) [0-9].*median_ns=[0-9]+' "$log" |
     sed -E 's/.*median_ns=//' | paste -sd' ')"
 echo "raw output: $log"
