@@ -1030,8 +1030,8 @@ fn model_26_stabilize_bound_vs_next_and_seal() {
 /// seals T (which, holding one page, starts draining too). Neither path
 /// lets `clean` suggest page 1 from O (from T it may), and once both
 /// returned, page 2 of O is suggestable (docs/protocols/replace.md, "Drain
-/// starts that wait"; seeded bugs `drain-before-seal-bound` and
-/// `settle-without-refresh`).
+/// starts that wait for their seal bound"; seeded bugs
+/// `drain-before-seal-bound` and `settle-without-refresh`).
 #[test]
 fn model_28_waiting_drain_start_vs_seal_bound() {
     explore("28 waiting drain start: clean vs the seal bound", 3, || {

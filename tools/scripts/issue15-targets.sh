@@ -81,8 +81,9 @@ summary "mark_link / floor" $(grep -oE 'ratio_entry=[0-9.]+' "$log" | cut -d= -f
 for op in mark_replace_1_old mark_replace_4_old next_link256_stabilize; do
     summary "$op / mutex" $(grep -E "^$op:" "$log" | grep -oE ' ratio=[0-9.]+' | cut -d= -f2)
 done
-summary "probe before each run, 2-thread invocations (ns, invocation medians)" $(column '- \| 2 \| probe before each run')
-summary "probe before each run, 8-thread invocations (ns, invocation medians)" $(column '- \| 8 \| probe before each run')
+probe_row='probe before each run, ns per line round trip \(shapes in order\)'
+summary "probe before each run, 2-thread invocations (ns, invocation medians)" $(column "- \\| 2 \\| $probe_row")
+summary "probe before each run, 8-thread invocations (ns, invocation medians)" $(column "- \\| 8 \\| $probe_row")
 echo "probes between invocations (ns): $(grep -oE '^== (both|eight) [0-9].*median_ns=[0-9]+' "$log" |
     sed -E 's/.*median_ns=//' | paste -sd' ')"
 echo "raw output: $log"
