@@ -16,7 +16,9 @@
 # target/issue15-targets.log); at the end it prints each figure's five
 # invocation medians and their median, the shared head against the mutex
 # design derived per invocation (its 1-thread ratio times its own scaling
-# divided by the mutex's own scaling), and the probes. About 15 minutes.
+# divided by the mutex's own scaling), the probes, and each 2- and
+# 8-thread figure's runs split by the probe before each (near: at most
+# 200 ns) with their medians. About 15 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 log=${1:-target/issue15-targets.log}
@@ -87,3 +89,36 @@ summary "probe before each run, 8-thread invocations (ns, invocation medians)" $
 echo "probes between invocations (ns): $(grep -oE '^== (both|eight) [0-9].*median_ns=[0-9]+' "$log" |
     sed -E 's/.*median_ns=//' | paste -sd' ')"
 echo "raw output: $log"
+# Each run's ratio by the probe taken just before it (`--probe`: the row
+# lists one probe per run, the shapes in the order of the rows above it):
+# the medians over the runs after a near probe (at most 200 ns) and after a
+# far one.
+awk -F'|' '
+    function vals(field, arr,    n, i, parts) {
+        n = split(field, parts, ",")
+        for (i = 1; i <= n; i++) { gsub(/ /, "", parts[i]); arr[i] = parts[i] + 0 }
+        return n
+    }
+    /^\| head-per-thread \| 2 \| accountant: N-thread \/ 1-thread \|/ { nh = vals($5, h) }
+    /^\| shared-head \| 2 \| accountant: N-thread \/ 1-thread \|/ { ns = vals($5, sh) }
+    /^\| head-per-thread \| 8 \| accountant: N-thread \/ 1-thread \|/ { ne = vals($5, e) }
+    /^\| - \| [28] \| probe before each run/ {
+        np = vals($5, p)
+        if ($3 + 0 == 2) {
+            for (i = 1; i <= nh; i++) put("head per thread, 2 threads", h[i], p[i])
+            for (i = 1; i <= ns; i++) put("shared head, 2 threads", sh[i], p[nh + i])
+            nh = 0; ns = 0
+        } else {
+            for (i = 1; i <= ne; i++) put("head per thread, 8 threads", e[i], p[i])
+            ne = 0
+        }
+    }
+    function put(name, v, probe,    key) {
+        key = name (probe > 200 ? " after a far probe" : " after a near probe")
+        list[key] = list[key] " " v
+    }
+    END { for (k in list) print k ":" list[k] }
+' "$log" | sort | while IFS=: read -r name values; do
+    # shellcheck disable=SC2086 # one argument per run
+    summary "$name (runs)" $values
+done
