@@ -479,10 +479,10 @@ fn measure(shape: Shape, design: Design, threads: usize, per_thread: u64, setup:
     let Setup {
         duration,
         work_bytes,
-        background,
         heads,
         ..
     } = *setup;
+    let background = heads.background_stabilizer;
     let acc: Arc<dyn WritePath> = match design {
         Design::Accountant => Arc::new(workload::accountant()),
         Design::Mutex => Arc::new(workload::mutex_accountant()),
@@ -642,7 +642,6 @@ fn main() {
     let setup = Setup {
         duration,
         work_bytes,
-        background,
         same_data,
         unshared,
         probe,
@@ -785,7 +784,6 @@ fn main() {
 struct Setup {
     duration: Duration,
     work_bytes: usize,
-    background: bool,
     /// `--same-data`: also pair each N-thread figure with 1 thread that
     /// owns all N threads' pages.
     same_data: bool,
@@ -796,9 +794,9 @@ struct Setup {
     /// between two threads (`workload::line_round_trip_ns`, 100 ms), so
     /// each run's ratios can be told near from far placement.
     probe: bool,
-    /// How the heads of the head-per-thread shape stabilize (the same flag
-    /// as `background`), number their segments (`--numbering`) and how far
-    /// one may run ahead (`--max-lead`).
+    /// How the heads stabilize (`--background-stabilizer`, which the
+    /// shared head and the head alone follow too), number their segments
+    /// (`--numbering`) and how far one may run ahead (`--max-lead`).
     heads: HeadOptions,
 }
 
@@ -885,12 +883,13 @@ fn paired_scaling(
     let Setup {
         duration,
         work_bytes,
-        background,
         same_data,
         unshared,
         probe,
+        heads,
         ..
     } = *setup;
+    let background = heads.background_stabilizer;
     // One back-to-back pair: N-thread / 1-thread of `time`, the 1-thread
     // figure first on even runs.
     let pair = |run: usize, t: usize, time: &dyn Fn(usize) -> Figure| {

@@ -300,6 +300,15 @@ impl Shared {
         let min = self.lowest(None);
         (min != STOPPED).then(|| (min * SEGMENT_SIZE) as Lsn)
     }
+
+    /// Stabilizes `acc` below the slowest head's current segment (nothing
+    /// once every head stopped): what a head does as it rolls, and the
+    /// background stabilizer in its loop.
+    fn stabilize(&self, acc: &dyn WritePath) {
+        if let Some(bound) = self.stable_bound() {
+            acc.stabilize(bound);
+        }
+    }
 }
 
 /// Where a writer's fragments go: its own write head (the head-per-thread
@@ -458,9 +467,7 @@ impl Placement for Own<'_> {
             seg.lid = acc.next((seg.segno * SEGMENT_SIZE) as Lsn);
             seg.used = 0;
             if !shared.background_stabilizer {
-                if let Some(bound) = shared.stable_bound() {
-                    acc.stabilize(bound);
-                }
+                shared.stabilize(acc);
             }
         }
         let at = seg.used;
@@ -719,9 +726,7 @@ fn run_heads(
         let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(bound) = shared.stable_bound() {
-                    acc.stabilize(bound);
-                }
+                shared.stabilize(&*acc);
                 std::thread::yield_now();
             }
         })
@@ -766,9 +771,7 @@ pub fn run_ops(
         let (acc, shared, done) = (acc.clone(), shared.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if let Some(bound) = shared.stable_bound() {
-                    acc.stabilize(bound);
-                }
+                shared.stabilize(&*acc);
                 std::thread::yield_now();
             }
         })
