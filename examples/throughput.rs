@@ -42,7 +42,7 @@
 //! one, as a store's writers wait when its log buffers are full. With
 //! `--numbering interleaved --max-lead 0` a head in front runs ahead for
 //! the whole run and its backlog of unsealed segments grows without end
-//! (docs/performance.md, "Twenty-third session"): what the head-per-thread
+//! (docs/performance-log.md, "Twenty-third session"): what the head-per-thread
 //! figures before the twenty-third session measured.
 //!
 //! The thread counts always include 1: every ratio is against the same
@@ -54,7 +54,7 @@
 //! which goes first, and the ratio is taken within the pair; the median of
 //! the runs' ratios is printed. On a VM whose core speed drifts over
 //! seconds, a 1-thread median taken minutes before the N-thread one moves
-//! the ratio more than anything measured (docs/performance.md). Each run also
+//! the ratio more than anything measured (docs/performance-log.md). Each run also
 //! times two limits, with no accountant:
 //!
 //! - a trivially parallel loop of the same per-write work (copy and hash
@@ -69,7 +69,7 @@
 //! 1 thread that owns all N threads' pages (N × 20,000): the same live
 //! data on one core. N heads keep N times the pages, segments and page
 //! maps that 1 head keeps, and this mix's cost per operation grows with
-//! its data (docs/performance.md, "How much of the 2-thread shortfall is
+//! its data (docs/performance-log.md, "How much of the 2-thread shortfall is
 //! the data"); this row says how much of the own-scaling shortfall is
 //! that, and how much is the threads meeting.
 //!
@@ -574,7 +574,7 @@ fn main() {
             "--unshared" => unshared = true,
             "--probe" => probe = true,
             // The default since the twenty-third session, kept for the
-            // commands in docs/performance.md before it.
+            // commands in docs/performance-log.md before it.
             "--roll-counter" => numbering = Numbering::Counter,
             "--numbering" => {
                 numbering = match value().as_str() {

@@ -4,7 +4,7 @@
 //! (unsealed) segments stay a few per head however the threads' speeds
 //! differ. (The fixed interleave with no bound let the head in front run
 //! ahead for the whole run: tens of thousands of unsealed segments after
-//! a few seconds, docs/performance.md, "Twenty-third session".)
+//! a few seconds, docs/performance-log.md, "Twenty-third session".)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -20,7 +20,7 @@
 //! head's wait unsealed (tens of thousands after a few seconds at 2
 //! threads, with the memory growing by hundreds of MB a second), so a
 //! timed run leaves most of that head's seal work undone and grows slower
-//! the longer it runs: not a steady state (docs/performance.md,
+//! the longer it runs: not a steady state (docs/performance-log.md,
 //! "Twenty-third session"). With the counter the backlog stays a few
 //! segments at 2 threads; the bound matters where a head loses its core
 //! for a while (more heads than cores).
@@ -181,7 +181,7 @@ pub struct Shared {
     /// a head that waits long sleeps, as a store's writer blocks on a full
     /// log buffer, instead of yielding in a loop on a core the head it
     /// waits for may need (8 heads on 2 cores read the same either way,
-    /// docs/performance.md, "Twenty-third session").
+    /// docs/performance-log.md, "Twenty-third session").
     sleepers: CachePadded<AtomicUsize>,
     room: (Mutex<()>, Condvar),
 }
@@ -350,7 +350,7 @@ pub struct Mix {
     /// page, in two arrays of the thread's own. The mix's
     /// bookkeeping is not the work it measures (`--work-bytes` is), and a
     /// `Vec` per page cost two dependent cache misses per operation
-    /// (docs/performance.md, "Twenty-first session").
+    /// (docs/performance-log.md, "Twenty-first session").
     pages: Vec<[Lid; 4]>,
     lens: Vec<u8>,
     rng: u64,
@@ -562,7 +562,7 @@ impl Head {
 /// `duration`. On a 2-vCPU VM the two threads run on the two vCPUs, and
 /// the figure tells how near the host placed them (about 50–70 ns near,
 /// about 400 far on the machines this project is measured on;
-/// docs/performance.md, "The shared head's two speeds").
+/// docs/performance-log.md, "The shared head's two speeds").
 pub fn line_round_trip_ns(duration: Duration) -> f64 {
     let line = CachePadded::new(AtomicU64::new(0));
     let stop = AtomicBool::new(false);

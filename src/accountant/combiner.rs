@@ -94,7 +94,7 @@ pub(crate) struct Cleaning {
     /// target is in force (`indexed`), the one time the combiner picks a
     /// victim. Without one, indexing a segment again each time a seal
     /// removes pages from it was a fifth of a pass's instructions
-    /// (docs/performance.md, "The victim index only under a target").
+    /// (docs/performance-log.md, "The victim index only under a target").
     pub(crate) victims: VictimIndex,
     /// Whether `victims` holds every Inactive segment (else it is empty).
     pub(crate) indexed: bool,
@@ -894,7 +894,7 @@ fn finish(
     // segment's own line (the map's pointer) three steps ahead, its shard
     // lines (the lock, and the table's place the seal left there) two
     // steps ahead, and the buckets the removals will probe one step ahead
-    // (docs/performance.md, "Seventeenth session: the seal's apply loads
+    // (docs/performance-log.md, "Seventeenth session: the seal's apply loads
     // ahead", "Eighteenth session: two stages of loads ahead" and
     // "Nineteenth session: the buckets too").
     let mut far = LoadAhead::new(records.chunk_by(same), 3 * PREFETCH_AHEAD, |run| {
@@ -949,7 +949,7 @@ fn finish(
 
 /// How far ahead the seal's apply (in runs of records) and the pending
 /// index's refresh (in segments) start loading the shard lines they will
-/// lock: 4 and 8 measured alike (docs/performance.md, "Seventeenth
+/// lock: 4 and 8 measured alike (docs/performance-log.md, "Seventeenth
 /// session").
 const PREFETCH_AHEAD: usize = 4;
 
@@ -1269,7 +1269,7 @@ impl PendingIndex {
     /// use since the last one, and those lines are the writers': each one
     /// they wrote since, from another core. At 2 threads with a head each,
     /// a refresh at every pass's end was most of what the combiner's cost
-    /// per operation gained over 1 thread (docs/performance.md,
+    /// per operation gained over 1 thread (docs/performance-log.md,
     /// "Twenty-fourth session"). Waiting for the seals needs none: the
     /// seal takes the records itself, as it always did.
     ///

@@ -751,7 +751,7 @@ impl Accountant {
     /// changes on error: the link lands wholly before the seal or not at
     /// all.
     // Always inlined, with `link_if_active_at`: out of line, the call costs
-    // more than the work (docs/performance.md, `mark_link` against its
+    // more than the work (docs/performance-log.md, `mark_link` against its
     // floor). The error cases stay out of line (`#[cold]`).
     #[inline(always)]
     pub fn mark_link(&self, pid: PageId, lsn: Lsn, ptr: DiskPtr, size: u64) -> Result<()> {

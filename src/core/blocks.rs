@@ -6,7 +6,7 @@
 //! copy their contents on every growth; worse, interleaved on the heap,
 //! none can grow in place, so a segment that gathers many records before
 //! its seal paid for the copies and the page faults of fresh memory each
-//! time (docs/performance.md, "Deferred records in the page's shard"). Here
+//! time (docs/performance-log.md, "Deferred records in the page's shard"). Here
 //! the entries live in blocks that never move, doubling up to a cap: a push
 //! that fills a block starts the next one, and only the list of block
 //! handles (three words per block) ever grows by copy.

@@ -397,7 +397,7 @@ impl PageMap {
     /// lock, so the order changes nothing a writer or the seal can see, and
     /// this way the probe's loads and `open`'s load of the segment word
     /// issue together right after the lock is taken instead of one after
-    /// the other (docs/performance.md, `mark_link` against its floor).
+    /// the other (docs/performance-log.md, `mark_link` against its floor).
     #[inline(always)]
     pub(crate) fn link_if<E>(
         &self,
@@ -896,7 +896,7 @@ impl LsnSet {
     /// shard's lock is collected). It visits the new placements only, not
     /// the set: with a head far ahead of the stabilized lsn the set holds
     /// thousands of unsealed segments, and a walk over them every pass was
-    /// a cost per write that grew with that backlog (docs/performance.md).
+    /// a cost per write that grew with that backlog (docs/performance-log.md).
     pub(crate) fn collect_new(&self, mut f: impl FnMut(u64, usize, bool)) {
         for shard in self.shards.iter() {
             let mut shard = write(shard);

@@ -157,7 +157,7 @@ fn main() {
     // blocks that a seal would empty and keep). What a dropped accountant
     // freed stays in the heap for the next (`keep_freed_memory`), so that
     // the figure is the code's and not the kernel's page faults
-    // (docs/performance.md). The cycle below seals every segment and has no
+    // (docs/performance-log.md). The cycle below seals every segment and has no
     // such growth. `--heap-as-is` leaves glibc's defaults, to see that
     // cost.
     if !std::env::args().any(|a| a == "--heap-as-is") {

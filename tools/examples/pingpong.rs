@@ -18,7 +18,7 @@
 //! such as the throughput example's shared head, runs at half speed in the
 //! slow placement, while one that shares nothing (its parallel loop)
 //! does not notice. Run this next to a 2-thread figure to tell the two
-//! apart (docs/performance.md, "The shared head's two speeds").
+//! apart (docs/performance-log.md, "The shared head's two speeds").
 
 use std::io::Write;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! Criterion times each size for seconds, one after the other, and on this
 //! virtual machine a core's speed changes by half within seconds, so the
 //! ratio of two sizes' figures swung from 0.73 to 1.67 between runs of the
-//! same binary (docs/performance.md). Here both tables live in one process
+//! same binary (docs/performance-log.md). Here both tables live in one process
 //! and alternate in chunks of `--chunk` cycles, which goes first changing
 //! every pair; each chunk of the large table is divided by the small
 //! table's chunk next to it. It prints, per operation, the median and

@@ -19,8 +19,9 @@
 #   (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release --example throughput)
 #   cargo build --release --example throughput
 #   cargo build --release -p segment-accountant-tools --example pingpong
-# and run nothing else meanwhile (docs/performance.md says why: the VM's
-# placement moves a figure more than most changes do).
+# and run nothing else meanwhile (docs/performance.md, "Reading a 2-thread
+# figure", says why: the VM's placement moves a figure more than most
+# changes do).
 set -euo pipefail
 if [ $# -lt 5 ]; then
     # The header above, up to the first line that is not a comment.

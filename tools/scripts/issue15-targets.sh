@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One set of the many-core write path's targets (issue 15), as
-# docs/performance.md quotes them ("The throughput targets, ... session").
+# docs/performance.md quotes them ("The throughput targets, latest sets";
+# the earlier sets are in docs/performance-log.md).
 #
 #   tools/scripts/issue15-targets.sh [LOG]
 #

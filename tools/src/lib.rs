@@ -28,7 +28,7 @@ pub mod table;
 /// moved with the shape of the accountant's allocations, not with the cost
 /// of its code: a design that grew one vector of records went unpenalized,
 /// one that keeps records in blocks per page-map shard paid about 15 ns per
-/// record (docs/performance.md, "Deferred records in the page's shard").
+/// record (docs/performance-log.md, "Deferred records in the page's shard").
 /// Both designs run under the same setting.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
