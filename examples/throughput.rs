@@ -982,7 +982,7 @@ fn paired_scaling(
             println!(
                 "| - | {t} | probe before each run, ns per line round trip (shapes in order) | {} | {:.0} |",
                 shown.join(", "),
-                median(probes.clone())
+                median(probes)
             );
         }
     }

@@ -1320,7 +1320,9 @@ impl PendingIndex {
         } else if self.deferred_passes < passes_a_start_may_wait(shared.counts.snapshot().active) {
             self.deferred_passes += 1;
         } else {
+            // Publishes the count itself.
             self.complete(shared);
+            return;
         }
         self.publish_waiting(shared);
     }
